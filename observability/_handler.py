@@ -1,0 +1,412 @@
+"""The LangChain glue: callbacks in, ``ResponseRecord``s out to ``on_report`` and exporters.
+
+Per-run state lives in one dict keyed by run id, bounded, popped on end and on error. The
+per-chunk path only appends the chunk's raw logprobs payload; parsing and scoring happen once,
+when the run ends. Nothing here raises into the app: every callback is guarded, and our own
+failures are logged once per place and counted in ``errors``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar, cast
+from uuid import UUID
+
+from langchain_core.callbacks import BaseCallbackHandler
+
+from observability._extract import PAYLOAD_KEYS, extract_token_logprobs
+from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD, check_threshold, score_confidence
+from observability._text import token_offsets
+from observability._types import (
+    Exporter,
+    LogprobsStatus,
+    ResponseRecord,
+    RunStart,
+    Status,
+    TokenLogprob,
+    TokenLogprobs,
+)
+
+logger = logging.getLogger("observability")
+logger.addHandler(logging.NullHandler())
+
+DEFAULT_MAX_OPEN_RUNS = 10_000
+_REQUEST_KEYS = ("logprobs", "top_logprobs", "response_logprobs")
+_FINISH_KEYS = ("finish_reason", "done_reason", "stop_reason")
+_CANCELLED = (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """Run a callback; any exception of ours is logged once, counted and swallowed."""
+
+    @functools.wraps(method)
+    def wrapper(self: ConfidenceCallbackHandler, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(self, *args, **kwargs)
+        except Exception as exc:  # never break the host app
+            self._failed(method.__name__, exc)
+            return None
+
+    return cast(F, wrapper)
+
+
+class _Run:
+    __slots__ = ("start", "streamed", "first_token_at_ns")
+
+    def __init__(self, start: RunStart) -> None:
+        self.start = start
+        self.streamed: list[Any] = []
+        self.first_token_at_ns: int | None = None
+
+
+class ConfidenceCallbackHandler(BaseCallbackHandler):
+    """Scores the confidence of every model response from its token logprobs.
+
+    Args:
+        exporters: where finished records go (see ``Exporter``). None (the default) means the
+            standard set: OpenTelemetry spans and metrics on the global providers and Prometheus
+            metrics on the global registry. ``()`` scores without exporting.
+        on_report: called with each ``ResponseRecord`` (one per choice), e.g. to retry or flag
+            low-confidence answers. Runs inline; keep it quick. Its exceptions are swallowed.
+        low_confidence_threshold: token probability below which a token counts as
+            low-confidence (default 0.5).
+        max_open_runs: how many unfinished runs are tracked at once; beyond it the oldest is
+            dropped and counted in ``evicted_runs``, so runs that never end cannot grow memory.
+    """
+
+    run_inline = True  # an executor hop per token would cost ~100 µs in async code
+    raise_error = False
+
+    def __init__(
+        self,
+        *,
+        exporters: Sequence[Exporter] | None = None,
+        on_report: Callable[[ResponseRecord], None] | None = None,
+        low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD,
+        max_open_runs: int = DEFAULT_MAX_OPEN_RUNS,
+    ) -> None:
+        super().__init__()
+        if exporters is None:
+            from observability.exporters import default_exporters
+
+            exporters = default_exporters()
+        for exporter in exporters:
+            if not callable(getattr(exporter, "export", None)):
+                raise TypeError(f"exporter {exporter!r} has no export(records) method; see observability.Exporter")
+        if on_report is not None and not callable(on_report):
+            raise TypeError(f"on_report must be a callable taking a ResponseRecord, got {on_report!r}")
+        if isinstance(max_open_runs, bool) or not isinstance(max_open_runs, int) or max_open_runs < 1:
+            raise ValueError(f"max_open_runs must be a positive int, got {max_open_runs!r}")
+        self.exporters: tuple[Exporter, ...] = tuple(exporters)
+        self.on_report = on_report
+        self.low_confidence_threshold = check_threshold(low_confidence_threshold)
+        self.max_open_runs = max_open_runs
+        self.errors: Counter[str] = Counter()
+        self.evicted_runs = 0
+        self._runs: dict[UUID, _Run] = {}
+        self._lock = threading.Lock()
+        self._logged: set[str] = set()
+        self._start_hooks = [e.on_run_start for e in self.exporters if callable(getattr(e, "on_run_start", None))]
+        self._end_hooks = [e.on_run_end for e in self.exporters if callable(getattr(e, "on_run_end", None))]
+
+    # LangChain skips dispatching chain/tool/retriever events to us unless an exporter wants them.
+    @property
+    def ignore_chain(self) -> bool:
+        return not self._start_hooks
+
+    @property
+    def ignore_agent(self) -> bool:
+        return True
+
+    @property
+    def ignore_retriever(self) -> bool:
+        return not self._start_hooks
+
+    @property
+    def open_runs(self) -> int:
+        """Runs started and not yet ended (what the bounded state currently holds)."""
+        return len(self._runs)
+
+    # ---- model runs -------------------------------------------------------------------------
+    @_guarded
+    def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[Any]], *,
+                            run_id: UUID, parent_run_id: UUID | None = None,
+                            metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._model_start("chat", serialized, run_id, parent_run_id, metadata, kwargs)
+
+    @_guarded
+    def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *,
+                     run_id: UUID, parent_run_id: UUID | None = None,
+                     metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
+        self._model_start("llm", serialized, run_id, parent_run_id, metadata, kwargs)
+
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
+                         parent_run_id: UUID | None = None, **kwargs: Any) -> None:
+        # The hot path: one dict lookup, one append. Parsing waits for the end of the run.
+        try:
+            run = self._runs.get(run_id)
+            if run is None:
+                return
+            if run.first_token_at_ns is None and token:
+                run.first_token_at_ns = time.time_ns()
+            payload = kwargs.get("logprobs")
+            if payload is None and chunk is not None:
+                info = chunk.generation_info
+                if info:
+                    payload = info.get("logprobs")
+                if payload is None:
+                    message = getattr(chunk, "message", None)
+                    if message is not None:
+                        payload = message.response_metadata.get("logprobs")
+            if payload is not None:
+                run.streamed.append(payload)
+        except Exception as exc:
+            self._failed("on_llm_new_token", exc)
+
+    @_guarded
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._pop(run_id)
+        if run is not None:
+            self._finish(run, response, "ok", None)
+
+    @_guarded
+    def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        run = self._pop(run_id)
+        if run is not None:
+            status: Status = "cancelled" if isinstance(error, _CANCELLED) else "error"
+            self._finish(run, kwargs.get("response"), status, error)
+
+    # ---- other runs: only forwarded to exporters that trace the whole run tree -------------
+    @_guarded
+    def on_chain_start(self, serialized: dict[str, Any] | None, inputs: Any, *, run_id: UUID,
+                       parent_run_id: UUID | None = None, metadata: dict[str, Any] | None = None,
+                       **kwargs: Any) -> None:
+        self._other_start("chain", serialized, run_id, parent_run_id, metadata, kwargs)
+
+    @_guarded
+    def on_tool_start(self, serialized: dict[str, Any] | None, input_str: str, *, run_id: UUID,
+                      parent_run_id: UUID | None = None, metadata: dict[str, Any] | None = None,
+                      **kwargs: Any) -> None:
+        self._other_start("tool", serialized, run_id, parent_run_id, metadata, kwargs)
+
+    @_guarded
+    def on_retriever_start(self, serialized: dict[str, Any] | None, query: str, *, run_id: UUID,
+                           parent_run_id: UUID | None = None, metadata: dict[str, Any] | None = None,
+                           **kwargs: Any) -> None:
+        self._other_start("retriever", serialized, run_id, parent_run_id, metadata, kwargs)
+
+    @_guarded
+    def on_chain_end(self, outputs: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._other_end(run_id, None)
+
+    @_guarded
+    def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._other_end(run_id, error)
+
+    on_tool_end = on_chain_end
+    on_tool_error = on_chain_error
+    on_retriever_end = on_chain_end
+    on_retriever_error = on_chain_error
+
+    # ---- internals ---------------------------------------------------------------------------
+    def _model_start(self, kind: str, serialized: Mapping[str, Any] | None, run_id: UUID,
+                     parent_run_id: UUID | None, metadata: Mapping[str, Any] | None,
+                     kwargs: Mapping[str, Any]) -> None:
+        metadata = metadata or {}
+        params = kwargs.get("invocation_params") or {}
+        start = RunStart(
+            run_id=run_id,
+            parent_run_id=parent_run_id,
+            kind=kind,
+            name=_name(serialized, kwargs),
+            started_at_ns=time.time_ns(),
+            provider=_str(metadata.get("ls_provider")),
+            request_model=_str(metadata.get("ls_model_name") or params.get("model") or params.get("model_name")),
+            temperature=_number(metadata.get("ls_temperature", params.get("temperature"))),
+            max_tokens=_int(metadata.get("ls_max_tokens", params.get("max_tokens"))),
+            logprobs_requested=any(params.get(k) not in (None, False) for k in _REQUEST_KEYS),
+            metadata=metadata,
+        )
+        self._track(start)
+
+    def _other_start(self, kind: str, serialized: Mapping[str, Any] | None, run_id: UUID,
+                     parent_run_id: UUID | None, metadata: Mapping[str, Any] | None,
+                     kwargs: Mapping[str, Any]) -> None:
+        if self._start_hooks:
+            start = RunStart(run_id=run_id, parent_run_id=parent_run_id, kind=kind,
+                             name=_name(serialized, kwargs), started_at_ns=time.time_ns(),
+                             metadata=metadata or {})
+            self._track(start)
+
+    def _other_end(self, run_id: UUID, error: BaseException | None) -> None:
+        if self._pop(run_id) is not None:
+            self._run_end(run_id, error)
+
+    def _track(self, start: RunStart) -> None:
+        evicted: list[UUID] = []
+        with self._lock:
+            while len(self._runs) >= self.max_open_runs:
+                evicted.append(next(iter(self._runs)))
+                del self._runs[evicted[-1]]
+            self._runs[start.run_id] = _Run(start)
+        for run_id in evicted:
+            self.evicted_runs += 1
+            self._log_once("evicted", "more than %d runs open at once; dropping the oldest (counted in "
+                           "evicted_runs). Raise max_open_runs if your app really runs that many.",
+                           self.max_open_runs)
+            self._run_end(run_id, None)
+        for hook in self._start_hooks:
+            try:
+                hook(start)
+            except Exception as exc:
+                self._failed(f"{_owner(hook)}.on_run_start", exc)
+
+    def _pop(self, run_id: UUID) -> _Run | None:
+        with self._lock:
+            return self._runs.pop(run_id, None)
+
+    def _run_end(self, run_id: UUID, error: BaseException | None) -> None:
+        ended = time.time_ns()
+        for hook in self._end_hooks:
+            try:
+                hook(run_id, ended, error)
+            except Exception as exc:
+                self._failed(f"{_owner(hook)}.on_run_end", exc)
+
+    def _finish(self, run: _Run, response: Any, status: Status, error: BaseException | None) -> None:
+        ended = time.time_ns()
+        generations = _generations(response)
+        llm_output = getattr(response, "llm_output", None) or {}
+        streamed = _concat(run.streamed) if run.streamed else None
+        records: list[ResponseRecord] = []
+        for index, generation in enumerate(generations or [None]):
+            payload = _payload(generation)
+            tokens = extract_token_logprobs(payload) if payload is not None else None
+            if index == 0 and streamed is not None and (tokens is None or len(streamed) > len(tokens)):
+                tokens = streamed  # some paths keep only the last chunk's logprobs at the end
+            records.append(self._record(run, generation, llm_output, tokens, status, error, index, ended))
+        self._deliver(records)
+
+    def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
+                tokens: TokenLogprobs | None, status: Status, error: BaseException | None,
+                index: int, ended: int) -> ResponseRecord:
+        start = run.start
+        info = _mapping(getattr(generation, "generation_info", None))
+        message = getattr(generation, "message", None)
+        meta = _mapping(getattr(message, "response_metadata", None))
+        usage = _mapping(getattr(message, "usage_metadata", None))
+        token_usage = _mapping(llm_output.get("token_usage") or meta.get("token_usage"))
+        logprobs: LogprobsStatus
+        if tokens is not None:
+            logprobs = "present"
+            report = score_confidence(tokens, low_confidence_threshold=self.low_confidence_threshold)
+        else:
+            logprobs = "not_returned" if start.logprobs_requested else "not_requested"
+            report = None
+        text = getattr(generation, "text", None)
+        if not isinstance(text, str) or (tokens and not text):
+            text = token_offsets(tokens)[0] if tokens else None
+        return ResponseRecord(
+            start=start,
+            status=status,
+            logprobs=logprobs,
+            report=report,
+            choice_index=index,
+            ended_at_ns=ended,
+            first_token_at_ns=run.first_token_at_ns,
+            response_model=_str(meta.get("model_name") or meta.get("model") or llm_output.get("model_name")),
+            response_id=_str(meta.get("id") or llm_output.get("id") or getattr(message, "id", None)),
+            finish_reason=_str(next((src[k] for src in (info, meta) for k in _FINISH_KEYS if src.get(k)), None)),
+            input_tokens=_int(usage.get("input_tokens", token_usage.get("prompt_tokens"))),
+            output_tokens=_int(usage.get("output_tokens", token_usage.get("completion_tokens"))),
+            error_type=type(error).__qualname__ if error is not None and status == "error" else None,
+            text=text,
+            tokens=tuple(tokens) if tokens else (),
+        )
+
+    def _deliver(self, records: list[ResponseRecord]) -> None:
+        if self.on_report is not None:
+            for record in records:
+                try:
+                    self.on_report(record)
+                except Exception as exc:
+                    self._failed("on_report", exc)
+        for exporter in self.exporters:
+            try:
+                exporter.export(records)
+            except Exception as exc:
+                self._failed(f"{type(exporter).__name__}.export", exc)
+
+    def _failed(self, where: str, exc: BaseException) -> None:
+        self.errors[where] += 1
+        self._log_once(where, "observability: %s failed (%s: %s); the app's call goes on. Further "
+                       "failures here are counted in handler.errors, not logged.",
+                       where, type(exc).__name__, exc)
+
+    def _log_once(self, key: str, message: str, *args: Any) -> None:
+        if key not in self._logged:
+            self._logged.add(key)
+            logger.warning(message, *args)
+
+
+def _generations(response: Any) -> list[Any]:
+    generations = getattr(response, "generations", None)
+    if not isinstance(generations, list):
+        return []
+    return [g for per_prompt in generations if isinstance(per_prompt, list) for g in per_prompt]
+
+
+def _payload(generation: Any) -> Any:
+    """The logprobs a provider attached to one generation, wherever it put them."""
+    for source in (getattr(generation, "generation_info", None),
+                   getattr(getattr(generation, "message", None), "response_metadata", None)):
+        if isinstance(source, Mapping):
+            for key in PAYLOAD_KEYS:
+                if source.get(key) is not None:
+                    return source[key]
+    return None
+
+
+def _concat(payloads: list[Any]) -> TokenLogprobs:
+    tokens = TokenLogprobs()
+    for payload in payloads:
+        part = extract_token_logprobs(payload)
+        tokens.extend(part)
+        tokens.skipped += part.skipped
+    return tokens
+
+
+def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:
+    name = kwargs.get("name")
+    if not name and isinstance(serialized, Mapping):
+        name = serialized.get("name") or (serialized.get("id") or [None])[-1]
+    return str(name) if name else "unknown"
+
+
+def _owner(hook: Callable[..., Any]) -> str:
+    return type(getattr(hook, "__self__", hook)).__name__
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _str(value: Any) -> str | None:
+    return value if isinstance(value, str) and value else None
+
+
+def _number(value: Any) -> float | None:
+    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+
+
+def _int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+

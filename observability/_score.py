@@ -1,0 +1,164 @@
+"""``TokenLogprob`` list -> ``ConfidenceReport``. Pure arithmetic, standard library only.
+
+Formulas (natural logs; ``lp`` a token's logprob, ``n`` the scored tokens):
+    sequence_logprob      = sum(lp)
+    mean_logprob          = sequence_logprob / n
+    perplexity            = exp(-mean_logprob)
+    sequence_probability  = exp(mean_logprob)          (length-normalised; = 1 / perplexity)
+    min_token_probability = min(exp(lp))
+    low_confidence_ratio  = share of tokens with exp(lp) < threshold
+For a token with k returned alternatives of probabilities p_i (q_i = p_i / sum p):
+    entropy    H = -sum(q_i ln q_i)               (nats, over the renormalised alternatives)
+    negentropy   = 1 - H / ln k                   (k >= 2 only; 1 = all mass on one alternative)
+    top margin   = p_1 - p_2                      (k >= 2 only; the two most likely alternatives)
+    top-k mass   = sum(p_i), capped at 1          (how much the truncation to k leaves visible)
+and the report holds each one's mean over the tokens where it is defined.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from observability._extract import POSITIVE_NOISE
+from observability._text import token_offsets
+from observability._types import ConfidenceReport, LowConfidenceSpan, TokenLogprob
+
+DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
+"""A token is low-confidence when the model gave it less than even odds: some other token
+was, in total, more likely than the one it produced."""
+
+LOGPROB_FLOOR = math.log(2.2250738585072014e-308)
+"""About -708.4, the log of the smallest normal float. Sums use max(lp, floor) so that a token
+of probability 0 (lp = -inf) keeps every figure finite; its probability still reads as 0."""
+
+_exp = math.exp
+_log = math.log
+
+
+def score_confidence(
+    tokens: Sequence[TokenLogprob],
+    *,
+    low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD,
+) -> ConfidenceReport:
+    """Score one response's tokens. See the module docstring for the formulas.
+
+    ``skipped`` adds the malformed entries ``extract_token_logprobs`` left out (its
+    ``skipped`` attribute) to tokens skipped here (NaN or clearly positive logprobs).
+    """
+    threshold = check_threshold(low_confidence_threshold)
+    log_threshold = _log(threshold)
+    skipped = int(getattr(tokens, "skipped", 0) or 0)
+    n = 0
+    total = 0.0
+    min_lp = 0.0
+    low: list[int] = []
+    entropy_sum = negentropy_sum = margin_sum = mass_sum = 0.0
+    entropy_n = negentropy_n = margin_n = 0
+    for index, tok in enumerate(tokens):
+        lp = tok.logprob
+        if not lp <= POSITIVE_NOISE:  # NaN or a real positive value: malformed
+            skipped += 1
+            continue
+        lp = min(lp, 0.0)
+        n += 1
+        total += lp if lp > LOGPROB_FLOOR else LOGPROB_FLOOR
+        if lp < min_lp:
+            min_lp = lp
+        if lp < log_threshold:
+            low.append(index)
+        alternatives = tok.top_logprobs
+        if alternatives:
+            entropy, k, first, second, mass = _alternatives(alternatives)
+            if k:
+                entropy_sum += entropy
+                entropy_n += 1
+                mass_sum += min(mass, 1.0)
+                if k >= 2:
+                    negentropy_sum += min(max(1.0 - entropy / _log(k), 0.0), 1.0)
+                    negentropy_n += 1
+                    margin_sum += first - second
+                    margin_n += 1
+    if n == 0:
+        return ConfidenceReport(
+            token_count=0, skipped=skipped, low_confidence_threshold=threshold,
+            sequence_logprob=None, mean_logprob=None, perplexity=None, sequence_probability=None,
+            min_token_probability=None, low_confidence_ratio=None, mean_token_entropy=None,
+            mean_token_negentropy=None, mean_top_margin=None, top_k_mass=None,
+        )
+    mean = total / n
+    return ConfidenceReport(
+        token_count=n,
+        skipped=skipped,
+        low_confidence_threshold=threshold,
+        sequence_logprob=total,
+        mean_logprob=mean,
+        perplexity=_exp(-mean),
+        sequence_probability=_exp(mean),
+        min_token_probability=_exp(min_lp),
+        low_confidence_ratio=len(low) / n,
+        mean_token_entropy=entropy_sum / entropy_n if entropy_n else None,
+        mean_token_negentropy=negentropy_sum / negentropy_n if negentropy_n else None,
+        mean_top_margin=margin_sum / margin_n if margin_n else None,
+        top_k_mass=mass_sum / entropy_n if entropy_n else None,
+        low_confidence_spans=_spans(tokens, low) if low else (),
+    )
+
+
+def check_threshold(value: object) -> float:
+    """Validate a low-confidence threshold: a probability in (0, 1]."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 < value <= 1.0:
+        raise ValueError(
+            f"low_confidence_threshold must be a probability in (0, 1], got {value!r}; "
+            f"the default is {DEFAULT_LOW_CONFIDENCE_THRESHOLD}"
+        )
+    return float(value)
+
+
+def _alternatives(
+    alternatives: Sequence[tuple[str | None, float]],
+) -> tuple[float, int, float, float, float]:
+    """Entropy (nats) of the renormalised alternatives, their count k, the two largest
+    probabilities and their total probability. NaN or positive alternatives are ignored."""
+    k = 0
+    first = second = 0.0
+    z = 0.0
+    weighted = 0.0  # sum p_i * ln p_i over p_i > 0
+    for _, alp in alternatives:
+        if not alp <= POSITIVE_NOISE:
+            continue
+        alp = min(alp, 0.0)
+        k += 1
+        p = _exp(alp)
+        if p > 0.0:
+            z += p
+            weighted += p * alp
+        if p > first:
+            first, second = p, first
+        elif p > second:
+            second = p
+    if k == 0 or z <= 0.0:
+        return 0.0, k, first, second, z
+    # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z
+    return max(_log(z) - weighted / z, 0.0), k, first, second, z
+
+
+def _spans(tokens: Sequence[TokenLogprob], low: list[int]) -> tuple[LowConfidenceSpan, ...]:
+    """Merge adjacent low-confidence tokens into character ranges of the response text."""
+    _, offsets = token_offsets(tokens)
+    spans: list[LowConfidenceSpan] = []
+    run_start = run_end = low[0]
+    for index in low[1:] + [-1]:
+        if index == run_end + 1:
+            run_end = index
+            continue
+        members = range(run_start, run_end + 1)
+        lowest = min(tokens[i].logprob for i in members)
+        spans.append(LowConfidenceSpan(
+            start=offsets[run_start][0],
+            end=max(offsets[i][1] for i in members),
+            min_probability=_exp(min(lowest, 0.0)),
+            token_count=len(members),
+        ))
+        run_start = run_end = index
+    return tuple(spans)

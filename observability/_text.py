@@ -1,0 +1,39 @@
+"""Response text rebuilt from tokens, and each token's character range in it.
+
+Providers split some characters across tokens (Korean and emoji often arrive as UTF-8 byte
+pieces), so the text is rebuilt from the tokens' bytes where present; a token that holds part
+of a character covers that whole character. Standard library only.
+"""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Sequence
+
+from observability._types import TokenLogprob
+
+
+def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, int]]]:
+    """Return the response text and, per token, its character range ``[start, end)``.
+
+    Bytes that are not valid UTF-8 become U+FFFD. A token whose bytes finish a character begun
+    by an earlier token starts at that character.
+    """
+    decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+    parts: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    length = 0
+    for tok in tokens:
+        raw = tok.bytes if tok.bytes is not None else (tok.token or "").encode("utf-8", "surrogatepass")
+        start = length
+        text = decoder.decode(raw)
+        parts.append(text)
+        length += len(text)
+        pending = 1 if decoder.getstate()[0] else 0
+        offsets.append((start, length + pending))
+    tail = decoder.decode(b"", final=True)
+    parts.append(tail)
+    if tail:  # a truncated character at the very end: its pieces cover the replacement char
+        end = length + len(tail)
+        offsets = [(s, min(e, end)) for s, e in offsets]
+    return "".join(parts), offsets

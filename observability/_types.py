@@ -1,0 +1,166 @@
+"""The data that flows through the pipeline: tokens in, reports and records out.
+
+Standard library only. Everything here is immutable except ``ResponseRecord.trace``,
+the one slot a tracing exporter fills so later exporters (Prometheus exemplars, the
+record file) can point at the span it made.
+"""
+
+from __future__ import annotations
+
+import builtins
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Literal, Protocol, Sequence, runtime_checkable
+from uuid import UUID
+
+Status = Literal["ok", "error", "cancelled"]
+"""How a run ended: ``ok``; ``error`` (the model call raised); ``cancelled`` (a stream broken off)."""
+
+LogprobsStatus = Literal["present", "not_requested", "not_returned"]
+"""Whether logprobs came back: ``present``; ``not_requested`` (the call did not ask for them);
+``not_returned`` (asked, none came: provider without logprobs, or the Responses API path)."""
+
+
+@dataclass(frozen=True, slots=True)
+class TokenLogprob:
+    """One generated token.
+
+    ``token`` is the provider's text for it (may be None); ``bytes`` its raw UTF-8 bytes when
+    the provider sends them (a token may hold part of a character); ``logprob`` its natural-log
+    probability; ``top_logprobs`` the returned alternatives as ``(text, logprob)`` pairs, best first.
+    """
+
+    token: str | None
+    bytes: builtins.bytes | None
+    logprob: float
+    top_logprobs: tuple[tuple[str | None, float], ...] = ()
+
+
+class TokenLogprobs(list[TokenLogprob]):
+    """What ``extract_token_logprobs`` returns: the tokens, plus ``skipped``, the number of
+    malformed entries left out."""
+
+    skipped: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class LowConfidenceSpan:
+    """A run of adjacent low-confidence tokens, as a character range ``[start, end)`` of the
+    response text, with the lowest token probability inside it."""
+
+    start: int
+    end: int
+    min_probability: float
+    token_count: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConfidenceReport:
+    """Confidence figures for one response. See the README for every formula.
+
+    A field that cannot be computed (no tokens, no alternatives) is None, never NaN.
+    """
+
+    token_count: int
+    skipped: int
+    low_confidence_threshold: float
+    sequence_logprob: float | None
+    mean_logprob: float | None
+    perplexity: float | None
+    sequence_probability: float | None
+    min_token_probability: float | None
+    low_confidence_ratio: float | None
+    mean_token_entropy: float | None
+    mean_token_negentropy: float | None
+    mean_top_margin: float | None
+    top_k_mass: float | None
+    low_confidence_spans: tuple[LowConfidenceSpan, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class RunStart:
+    """What the handler knows when a LangChain run starts; given to exporters' ``on_run_start``.
+
+    ``kind`` is ``chat`` or ``llm`` for model runs, else the LangChain run type
+    (``chain``, ``tool``, ``retriever``). Times are ``time.time_ns()``.
+    """
+
+    run_id: UUID
+    parent_run_id: UUID | None
+    kind: str
+    name: str
+    started_at_ns: int
+    provider: str | None = None
+    request_model: str | None = None
+    temperature: float | None = None
+    max_tokens: int | None = None
+    logprobs_requested: bool = False
+    metadata: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class ResponseRecord:
+    """One scored response (one choice of one model run): what exporters and ``on_report`` get.
+
+    ``report`` is None when no logprobs were scored (see ``logprobs``). ``tokens`` and ``text``
+    are content: exporters send them only when the user opted in to content capture.
+    """
+
+    start: RunStart
+    status: Status
+    logprobs: LogprobsStatus
+    report: ConfidenceReport | None
+    choice_index: int
+    ended_at_ns: int
+    first_token_at_ns: int | None = None
+    response_model: str | None = None
+    response_id: str | None = None
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    error_type: str | None = None
+    text: str | None = None
+    tokens: Sequence[TokenLogprob] = ()
+    trace: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> UUID:
+        return self.start.run_id
+
+    @property
+    def parent_run_id(self) -> UUID | None:
+        return self.start.parent_run_id
+
+    @property
+    def provider(self) -> str | None:
+        return self.start.provider
+
+    @property
+    def model(self) -> str | None:
+        """The model that answered, else the one requested."""
+        return self.response_model or self.start.request_model
+
+    @property
+    def duration_seconds(self) -> float:
+        return max(0, self.ended_at_ns - self.start.started_at_ns) / 1e9
+
+    @property
+    def time_to_first_token_seconds(self) -> float | None:
+        if self.first_token_at_ns is None:
+            return None
+        return max(0, self.first_token_at_ns - self.start.started_at_ns) / 1e9
+
+
+@runtime_checkable
+class Exporter(Protocol):
+    """Anything the handler hands finished responses to.
+
+    ``export`` gets all choices of one model run at once (one record per choice, at least one).
+    An exporter may also define ``on_run_start(start: RunStart) -> None`` (called for every run,
+    model or not, before it starts) and ``on_run_end(run_id, ended_at_ns, error) -> None``
+    (called when a non-model run ends, or when a model run is dropped without a record).
+    Exporters run in the order given; an exception in one is logged once, counted, and does not
+    stop the others.
+    """
+
+    def export(self, records: Sequence[ResponseRecord]) -> None: ...

@@ -1,0 +1,71 @@
+"""Shared fixtures: the bundled real model behind llama.cpp's OpenAI-compatible server.
+
+A real part that cannot start fails the tests that need it, with the reason: nothing skips.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from observability._local_model import MODEL_NAME, LocalModelServer
+
+
+@pytest.fixture(scope="session")
+def local_model() -> Iterator[LocalModelServer]:
+    """One llama.cpp server with SmolLM2-135M on a free 127.0.0.1 port for the whole session."""
+    server = LocalModelServer(parallel=8, ctx=16384)
+    try:
+        server.start()
+    except Exception as exc:  # fail loudly: a real part that cannot start is a test failure
+        pytest.fail(f"the bundled model server did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def chat_model(local_model: LocalModelServer) -> Any:
+    """A factory for the real ``ChatOpenAI`` client pointed at the local model."""
+    from langchain_openai import ChatOpenAI
+
+    def make(**kwargs: Any) -> ChatOpenAI:
+        options: dict[str, Any] = {
+            "model": MODEL_NAME, "base_url": local_model.base_url, "api_key": "unused",
+            "temperature": 0, "max_tokens": 24, "timeout": 120, "max_retries": 0,
+        }
+        options.update(kwargs)
+        return ChatOpenAI(**options)
+
+    return make
+
+
+def raw_chat_completion(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """POST to the server's /chat/completions without LangChain, for independent expected values."""
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions", data=json.dumps(body).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=120) as response:
+        result: dict[str, Any] = json.load(response)
+    return result
+
+
+def raw_chat_stream(base_url: str, body: dict[str, Any]) -> list[dict[str, Any]]:
+    """The server-sent events of a streamed /chat/completions, parsed."""
+    request = urllib.request.Request(
+        f"{base_url}/chat/completions", data=json.dumps({**body, "stream": True}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    events = []
+    with urllib.request.urlopen(request, timeout=120) as response:
+        for line in response:
+            line = line.strip()
+            if line.startswith(b"data: ") and line != b"data: [DONE]":
+                events.append(json.loads(line[6:]))
+    return events
