@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import os
 import threading
 import time
 from collections import Counter
@@ -20,6 +21,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
+from observability._dedupe import CLAIMS, DEFAULT_EXPORTERS_KEY
 from observability._extract import PAYLOAD_KEYS, extract_token_logprobs
 from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD, check_threshold, score_confidence
 from observability._text import token_offsets
@@ -80,6 +82,9 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             low-confidence (default 0.5).
         max_open_runs: how many unfinished runs are tracked at once; beyond it the oldest is
             dropped and counted in ``evicted_runs``, so runs that never end cannot grow memory.
+        record_to: a file path; when given, every record is also appended to it as one JSON line
+            (``observability.exporters.JsonlRecorder``, after the other exporters). The file holds
+            response text and tokens: content, written only because you asked.
     """
 
     run_inline = True  # an executor hop per token would cost ~100 µs in async code
@@ -92,12 +97,19 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         on_report: Callable[[ResponseRecord], None] | None = None,
         low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD,
         max_open_runs: int = DEFAULT_MAX_OPEN_RUNS,
+        record_to: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
+        # Handlers sharing an exporter observe each run once (see observability._dedupe).
+        share_keys: list[object] = [DEFAULT_EXPORTERS_KEY] if exporters is None else []
         if exporters is None:
             from observability.exporters import default_exporters
 
             exporters = default_exporters()
+        if record_to is not None:
+            from observability.exporters._jsonl import JsonlRecorder
+
+            exporters = [*exporters, JsonlRecorder(record_to)]
         for exporter in exporters:
             if not callable(getattr(exporter, "export", None)):
                 raise TypeError(f"exporter {exporter!r} has no export(records) method; see observability.Exporter")
@@ -111,6 +123,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self.max_open_runs = max_open_runs
         self.errors: Counter[str] = Counter()
         self.evicted_runs = 0
+        self.duplicate_runs = 0  # runs another handler sharing an exporter already observes
+        self._share_keys = (*share_keys, *(id(e) for e in self.exporters))
         self._runs: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
         self._logged: set[str] = set()
@@ -251,6 +265,9 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             self._run_end(run_id, error)
 
     def _track(self, start: RunStart) -> None:
+        if self._share_keys and not CLAIMS.claim(start.run_id, self._share_keys, self):
+            self.duplicate_runs += 1
+            return
         evicted: list[UUID] = []
         with self._lock:
             while len(self._runs) >= self.max_open_runs:
@@ -258,6 +275,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                 del self._runs[evicted[-1]]
             self._runs[start.run_id] = _Run(start)
         for run_id in evicted:
+            CLAIMS.release(run_id, self._share_keys, self)
             self.evicted_runs += 1
             self._log_once("evicted", "more than %d runs open at once; dropping the oldest (counted in "
                            "evicted_runs). Raise max_open_runs if your app really runs that many.",
@@ -271,7 +289,10 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     def _pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
-            return self._runs.pop(run_id, None)
+            run = self._runs.pop(run_id, None)
+        if run is not None and self._share_keys:
+            CLAIMS.release(run_id, self._share_keys, self)
+        return run
 
     def _run_end(self, run_id: UUID, error: BaseException | None) -> None:
         ended = time.time_ns()
@@ -327,7 +348,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             finish_reason=_str(next((src[k] for src in (info, meta) for k in _FINISH_KEYS if src.get(k)), None)),
             input_tokens=_int(usage.get("input_tokens", token_usage.get("prompt_tokens"))),
             output_tokens=_int(usage.get("output_tokens", token_usage.get("completion_tokens"))),
-            error_type=type(error).__qualname__ if error is not None and status == "error" else None,
+            error_type=_error_type(error) if status == "error" else None,
             text=text,
             tokens=tuple(tokens) if tokens else (),
         )
@@ -391,6 +412,14 @@ def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> st
     return str(name) if name else "unknown"
 
 
+def _error_type(error: BaseException | None) -> str | None:
+    """The exception's fully qualified class name (OTel's ``error.type``)."""
+    if error is None:
+        return None
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
 def _owner(hook: Callable[..., Any]) -> str:
     return type(getattr(hook, "__self__", hook)).__name__
 
@@ -404,7 +433,9 @@ def _str(value: Any) -> str | None:
 
 
 def _number(value: Any) -> float | None:
-    return float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if -1e308 < value < 1e308 else None  # also keeps ints no float holds out
 
 
 def _int(value: Any) -> int | None:

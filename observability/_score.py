@@ -34,6 +34,7 @@ of probability 0 (lp = -inf) keeps every figure finite; its probability still re
 
 _exp = math.exp
 _log = math.log
+_LOG_K = [0.0, 0.0, *(math.log(k) for k in range(2, 33))]  # ln k for the usual alternative counts
 
 
 def score_confidence(
@@ -55,30 +56,55 @@ def score_confidence(
     low: list[int] = []
     entropy_sum = negentropy_sum = margin_sum = mass_sum = 0.0
     entropy_n = negentropy_n = margin_n = 0
+    # One pass, everything inline: this runs once per token of every response (see
+    # benchmarks/RESULTS.md). `x = 0.0 if x > 0.0 else x` is min(x, 0.0) without the call.
+    exp, log, noise, floor, log_k = _exp, _log, POSITIVE_NOISE, LOGPROB_FLOOR, _LOG_K
     for index, tok in enumerate(tokens):
         lp = tok.logprob
-        if not lp <= POSITIVE_NOISE:  # NaN or a real positive value: malformed
+        if not lp <= noise:  # NaN or a real positive value: malformed
             skipped += 1
             continue
-        lp = min(lp, 0.0)
+        if lp > 0.0:
+            lp = 0.0
         n += 1
-        total += lp if lp > LOGPROB_FLOOR else LOGPROB_FLOOR
+        total += lp if lp > floor else floor
         if lp < min_lp:
             min_lp = lp
         if lp < log_threshold:
             low.append(index)
         alternatives = tok.top_logprobs
-        if alternatives:
-            entropy, k, first, second, mass = _alternatives(alternatives)
-            if k:
-                entropy_sum += entropy
-                entropy_n += 1
-                mass_sum += min(mass, 1.0)
-                if k >= 2:
-                    negentropy_sum += min(max(1.0 - entropy / _log(k), 0.0), 1.0)
-                    negentropy_n += 1
-                    margin_sum += first - second
-                    margin_n += 1
+        if not alternatives:
+            continue
+        # The alternatives: k valid ones, z = sum p_i, weighted = sum p_i ln p_i (p_i > 0), the two
+        # largest p. NaN or clearly positive alternatives are ignored.
+        k = 0
+        first = second = z = weighted = 0.0
+        for _, alp in alternatives:
+            if not alp <= noise:
+                continue
+            if alp > 0.0:
+                alp = 0.0
+            k += 1
+            p = exp(alp)
+            if p > 0.0:
+                z += p
+                weighted += p * alp
+            if p > first:
+                first, second = p, first
+            elif p > second:
+                second = p
+        if not k:
+            continue
+        # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z
+        entropy = 0.0 if z <= 0.0 else max(log(z) - weighted / z, 0.0)
+        entropy_sum += entropy
+        entropy_n += 1
+        mass_sum += min(z, 1.0)
+        if k >= 2:
+            negentropy_sum += min(max(1.0 - entropy / (log_k[k] if k < len(log_k) else log(k)), 0.0), 1.0)
+            negentropy_n += 1
+            margin_sum += first - second
+            margin_n += 1
     if n == 0:
         return ConfidenceReport(
             token_count=0, skipped=skipped, low_confidence_threshold=threshold,
@@ -115,40 +141,12 @@ def check_threshold(value: object) -> float:
     return float(value)
 
 
-def _alternatives(
-    alternatives: Sequence[tuple[str | None, float]],
-) -> tuple[float, int, float, float, float]:
-    """Entropy (nats) of the renormalised alternatives, their count k, the two largest
-    probabilities and their total probability. NaN or positive alternatives are ignored."""
-    k = 0
-    first = second = 0.0
-    z = 0.0
-    weighted = 0.0  # sum p_i * ln p_i over p_i > 0
-    for _, alp in alternatives:
-        if not alp <= POSITIVE_NOISE:
-            continue
-        alp = min(alp, 0.0)
-        k += 1
-        p = _exp(alp)
-        if p > 0.0:
-            z += p
-            weighted += p * alp
-        if p > first:
-            first, second = p, first
-        elif p > second:
-            second = p
-    if k == 0 or z <= 0.0:
-        return 0.0, k, first, second, z
-    # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z
-    return max(_log(z) - weighted / z, 0.0), k, first, second, z
-
-
 def _spans(tokens: Sequence[TokenLogprob], low: list[int]) -> tuple[LowConfidenceSpan, ...]:
     """Merge adjacent low-confidence tokens into character ranges of the response text."""
     _, offsets = token_offsets(tokens)
     spans: list[LowConfidenceSpan] = []
     run_start = run_end = low[0]
-    for index in low[1:] + [-1]:
+    for index in [*low[1:], -1]:
         if index == run_end + 1:
             run_end = index
             continue

@@ -19,6 +19,9 @@ def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, 
     Bytes that are not valid UTF-8 become U+FFFD. A token whose bytes finish a character begun
     by an earlier token starts at that character.
     """
+    whole = _whole_characters(tokens)
+    if whole is not None:
+        return whole
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     parts: list[str] = []
     offsets: list[tuple[int, int]] = []
@@ -36,4 +39,26 @@ def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, 
     if tail:  # a truncated character at the very end: its pieces cover the replacement char
         end = length + len(tail)
         offsets = [(s, min(e, end)) for s, e in offsets]
+    return "".join(parts), offsets
+
+
+def _whole_characters(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, int]]] | None:
+    """The common case, fast: every token's bytes decode on their own (no character split
+    across tokens, nothing invalid). Then the incremental decoder above would give each token
+    exactly its own decoded text, so the ranges are running lengths. None otherwise."""
+    parts: list[str] = []
+    offsets: list[tuple[int, int]] = []
+    append_part, append_offset = parts.append, offsets.append
+    length = 0
+    try:
+        for tok in tokens:
+            raw = tok.bytes
+            text = (raw.decode("utf-8") if raw is not None
+                    else (tok.token or "").encode("utf-8", "surrogatepass").decode("utf-8"))
+            append_part(text)
+            start = length
+            length += len(text)
+            append_offset((start, length))
+    except UnicodeDecodeError:
+        return None
     return "".join(parts), offsets

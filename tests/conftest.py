@@ -45,6 +45,46 @@ def chat_model(local_model: LocalModelServer) -> Any:
     return make
 
 
+@pytest.fixture(scope="session")
+def phoenix() -> Iterator[Any]:
+    """One Phoenix server (OTLP/HTTP trace receiver with a span API) for the whole session."""
+    from tests.backends import PhoenixServer
+
+    server = PhoenixServer()
+    try:
+        server.start()
+    except Exception as exc:
+        pytest.fail(f"Phoenix did not start: {exc}", pytrace=False)
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def prometheus() -> Iterator[Any]:
+    """A factory: ``prometheus(targets)`` starts a real Prometheus scraping ``host:port`` targets
+    every second (exemplar storage on); every server started is stopped after the test."""
+    from observability._prometheus_server import PrometheusServer
+
+    started: list[PrometheusServer] = []
+
+    def start(targets: list[str], **kwargs: Any) -> PrometheusServer:
+        server = PrometheusServer(targets, **kwargs)
+        try:
+            server.start()
+        except Exception as exc:
+            pytest.fail(f"Prometheus did not start: {exc}", pytrace=False)
+        started.append(server)
+        return server
+
+    try:
+        yield start
+    finally:
+        for server in started:
+            server.stop()
+
+
 def raw_chat_completion(base_url: str, body: dict[str, Any]) -> dict[str, Any]:
     """POST to the server's /chat/completions without LangChain, for independent expected values."""
     request = urllib.request.Request(

@@ -1,10 +1,55 @@
-"""Exporters: where finished ``ResponseRecord``s go. Each knows its SDK, nothing of LangChain."""
+"""Exporters: where finished ``ResponseRecord``s go. Each knows its SDK, nothing of LangChain.
+
+``default_exporters()`` is the standard set, in order: OpenTelemetry spans (first: it fills
+``record.trace`` for the exemplars of the others), OpenTelemetry metrics, Prometheus metrics.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
+from opentelemetry.metrics import MeterProvider
+from opentelemetry.trace import TracerProvider
+from prometheus_client import CollectorRegistry
+
 from observability._types import Exporter
+from observability.exporters._content import CAPTURE_CONTENT_ENV
+from observability.exporters._definitions import DEFAULT_PREFIX, HISTOGRAMS, HistogramDefinition
+from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, MetricLabels
+from observability.exporters._otel_metrics import OpenTelemetryMetricsExporter
+from observability.exporters._otel_spans import OpenTelemetryTracingExporter
+from observability.exporters._prometheus import PrometheusExporter
+
+__all__ = [
+    "CAPTURE_CONTENT_ENV",
+    "DEFAULT_MAX_LABEL_VALUES",
+    "DEFAULT_PREFIX",
+    "HISTOGRAMS",
+    "HistogramDefinition",
+    "MetricLabels",
+    "OpenTelemetryMetricsExporter",
+    "OpenTelemetryTracingExporter",
+    "PrometheusExporter",
+    "default_exporters",
+]
 
 
-def default_exporters() -> list[Exporter]:
-    """The exporters a handler gets when none are given."""
-    return []
+def default_exporters(*, tracer_provider: TracerProvider | None = None,
+                      meter_provider: MeterProvider | None = None,
+                      registry: CollectorRegistry | None = None, prefix: str = DEFAULT_PREFIX,
+                      capture_content: bool | None = None, trace_run_tree: bool = False,
+                      metadata_labels: Iterable[str] = (),
+                      max_label_values: int = DEFAULT_MAX_LABEL_VALUES) -> list[Exporter]:
+    """The exporters a handler gets when none are given: spans, OTel metrics, Prometheus metrics.
+
+    Every sink defaults to the process-wide one (global tracer and meter providers,
+    prometheus_client's ``REGISTRY``). ``metadata_labels`` / ``max_label_values`` are shared by
+    both metric systems (one ``MetricLabels``), so they agree on which values became ``other``.
+    """
+    labels = MetricLabels(metadata_labels, max_label_values=max_label_values)
+    return [
+        OpenTelemetryTracingExporter(tracer_provider=tracer_provider, capture_content=capture_content,
+                                     trace_run_tree=trace_run_tree),
+        OpenTelemetryMetricsExporter(meter_provider=meter_provider, prefix=prefix, labels=labels),
+        PrometheusExporter(registry=registry, prefix=prefix, labels=labels),
+    ]

@@ -1,0 +1,120 @@
+"""``python -m benchmarks``: run everything and write the table into ``benchmarks/RESULTS.md``.
+
+Only the block between ``<!-- bench:results -->`` and ``<!-- /bench:results -->`` is rewritten;
+the rest of RESULTS.md (method, before/after of optimisations) is prose kept by hand. The raw
+numbers also go to ``benchmarks/results.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import re
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from benchmarks import configs as cfg
+from benchmarks import harness, workloads
+from benchmarks.report import render
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "RESULTS.md"
+MARK = re.compile(r"(<!-- bench:results -->\n).*?(<!-- /bench:results -->)", re.S)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("--rounds", type=int, default=15, help="rounds for workloads 1-3 (default 15)")
+    parser.add_argument("--rounds-concurrent", type=int, default=5, help="rounds for workload 4 (default 5)")
+    parser.add_argument("--scale", type=float, default=1.0, help="shrink the workloads (the smoke test uses 0.01)")
+    parser.add_argument("--leak-runs", type=int, default=100_000, help="runs of the leak check (0: skip)")
+    parser.add_argument("--real-rounds", type=int, default=3, help="rounds on the real model (0: skip)")
+    parser.add_argument("--configs", default=",".join(cfg.KEYS),
+                        help=f"comma-separated, from: {', '.join(cfg.KEYS)} (default: all)")
+    parser.add_argument("--workloads", default="w1,w2,w3,w4", help="comma-separated, from: w1,w2,w3,w4")
+    parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
+    args = parser.parse_args(argv)
+
+    def progress(message: str) -> None:
+        print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    unknown = [k for k in args.configs.split(",") if k.strip() not in cfg.KEYS]
+    if unknown:
+        parser.error(f"unknown configuration {', '.join(unknown)}; choose from {', '.join(cfg.KEYS)}")
+    names = [cfg.KEYS[k.strip()] for k in args.configs.split(",")]
+    if names[0] != cfg.BASELINE:
+        names.insert(0, cfg.BASELINE)
+    sinks = cfg.Sinks()
+    configurations = cfg.build(names, sinks)
+    data: dict[str, Any] = {"machine": _machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+                            "args": vars(args), "workloads": []}
+    chosen = {k.strip() for k in args.workloads.split(",")}
+    for workload in [w for w in workloads.standard(args.scale) if w.key in chosen]:
+        rounds = args.rounds_concurrent if workload.key == "w4" else args.rounds
+        probes: list[harness.Probe] = []
+        if workload.key == "w1":
+            probes = harness.read_floor_probes(workload.tokens)
+        elif workload.key == "w3":
+            probes = harness.read_floor_probes(workload.tokens, calls=workload.units)
+        results = harness.interleave(workload, configurations, rounds, probes=probes, progress=progress)
+        harness.peak_memory(workload, configurations, results)
+        progress(f"{workload.key} memory done")
+        data["workloads"].append(_dump(workload.key, workload.title, workload.unit, workload.units, rounds, results))
+    costs = harness.per_chunk(configurations, rounds=max(5, args.rounds))
+    data["per_chunk_ns"] = costs
+    progress("per-chunk done")
+    if args.real_rounds:
+        from benchmarks.real_model import measure
+
+        workload, results, mean_tokens = measure(configurations, args.real_rounds, 128, progress)
+        data["workloads"].append(_dump(workload.key, workload.title, workload.unit, max(1, round(mean_tokens)),
+                                       args.real_rounds, results))
+    if args.leak_runs:
+        from benchmarks.leak import run_leak_check
+
+        exporters = cfg.full_exporters(sinks) if cfg.FULL in names else []
+        progress(f"leak check: {args.leak_runs:,} runs")
+        leak = run_leak_check(exporters, args.leak_runs)
+        data["leak"] = {**leak.__dict__, "growth_kib": leak.growth_kib,
+                        "growth_bytes_per_run": leak.growth_bytes_per_run, "full_exporters": bool(exporters)}
+    sinks.flush()
+    data["spans_by_scope"] = dict(sinks.span_exporter.by_scope)
+    sinks.shutdown()
+    data["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    table = render(data)
+    print(table)
+    if not args.no_write:
+        (HERE / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+        text = RESULTS.read_text() if RESULTS.exists() else "<!-- bench:results -->\n<!-- /bench:results -->\n"
+        if not MARK.search(text):
+            text += "\n<!-- bench:results -->\n<!-- /bench:results -->\n"
+        RESULTS.write_text(MARK.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
+        progress(f"wrote {RESULTS}")
+    return 0
+
+
+def _dump(key: str, title: str, unit: str, units: int, rounds: int,
+          results: dict[str, harness.Measured]) -> dict[str, Any]:
+    return {"key": key, "title": title, "unit": unit, "units": units, "rounds": rounds, "configs": {
+        name: {"median_us": m.median_us(units), "ratio": m.ratio, "spread": m.spread, "ratios": m.ratios,
+               "before_end_ratio": (sorted(m.before_end_ratios)[len(m.before_end_ratios) // 2]
+                                    if m.before_end_ratios else None),
+               "peak_kib": m.peak_kib}
+        for name, m in results.items()}}
+
+
+def _machine() -> str:
+    import os
+
+    import langchain_core
+
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return (f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
+            f"load {load:.1f} at start, langchain-core {langchain_core.__version__}")
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,201 @@
+"""Interleaved rounds: every configuration once per round, in a rotating order, in one process.
+
+Headline figures are ratios: in each round a configuration's time is divided by the baseline's
+time of the same round, and the median of those per-round ratios is reported, so slow phases of
+a shared machine hit both sides of a ratio alike. Absolute µs figures are medians too, for scale.
+"""
+
+from __future__ import annotations
+
+import gc
+import statistics
+import time
+import tracemalloc
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+from langchain_core.callbacks import CallbackManager
+from langchain_core.messages import HumanMessage
+from langchain_core.outputs import ChatGenerationChunk, LLMResult
+
+from benchmarks.configs import BASELINE, NOOP, Configuration
+from benchmarks.fake_model import FakeLogprobChatModel
+from benchmarks.workloads import Sample, Workload
+
+
+@dataclass
+class Measured:
+    """All samples of one configuration on one workload."""
+
+    samples: list[Sample] = field(default_factory=list)
+    ratios: list[float] = field(default_factory=list)  # per round, against the baseline
+    before_end_ratios: list[float] = field(default_factory=list)
+    peak_kib: float | None = None
+
+    def median_us(self, units: int) -> float:
+        return statistics.median(s.total_ns for s in self.samples) / units / 1000
+
+    @property
+    def ratio(self) -> float:
+        return statistics.median(self.ratios)
+
+    @property
+    def spread(self) -> tuple[float, float]:
+        """The interquartile range of the per-round ratios."""
+        if len(self.ratios) < 4:
+            return min(self.ratios), max(self.ratios)
+        q = statistics.quantiles(self.ratios, n=4)
+        return q[0], q[2]
+
+
+def check_clean(configs: Sequence[Configuration]) -> None:
+    """Our handlers must end every workload with no open run and no failure of their own."""
+    for config in configs:
+        handler = config.handler
+        if handler is not None and (handler.open_runs or handler.errors):
+            raise AssertionError(f"{config.name}: open_runs={handler.open_runs}, errors={dict(handler.errors)}")
+
+
+Probe = tuple[str, Callable[[], Sample]]
+"""A named extra timed in every round next to the configurations (e.g. the read floor)."""
+
+
+def interleave(workload: Workload, configs: Sequence[Configuration], rounds: int, *,
+               probes: Sequence[Probe] = (), warmup: int = 1,
+               progress: Callable[[str], None] = lambda _: None) -> dict[str, Measured]:
+    """Run ``rounds`` rounds of every configuration (and probe); the first must be the baseline."""
+    if configs[0].name != BASELINE:
+        raise ValueError("the first configuration must be the baseline")
+
+    def runner(config: Configuration) -> Callable[[], Sample]:
+        def run() -> Sample:
+            with config.active():
+                return workload.run(config.callbacks)
+        return run
+
+    runners: list[Probe] = [(c.name, runner(c)) for c in configs] + list(probes)
+    results = {name: Measured() for name, _ in runners}
+    for _ in range(warmup):
+        for _, run in runners:
+            run()
+    for round_index in range(rounds):
+        shift = round_index % len(runners)
+        got: dict[str, Sample] = {}
+        for name, run in runners[shift:] + runners[:shift]:
+            gc.collect()
+            got[name] = run()
+        base = got[BASELINE]
+        for name, sample in got.items():
+            measured = results[name]
+            measured.samples.append(sample)
+            measured.ratios.append(sample.total_ns / base.total_ns)
+            if sample.before_end_ns is not None and base.before_end_ns:
+                measured.before_end_ratios.append(sample.before_end_ns / base.before_end_ns)
+        progress(f"{workload.key} round {round_index + 1}/{rounds}")
+    check_clean(configs)
+    return results
+
+
+def peak_memory(workload: Workload, configs: Sequence[Configuration], results: dict[str, Measured]) -> None:
+    """Peak memory allocated during one run of the workload (tracemalloc), per configuration."""
+    for config in configs:
+        gc.collect()
+        tracemalloc.start()
+        try:
+            before, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
+            with config.active():
+                workload.run(config.callbacks)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        results[config.name].peak_kib = (peak - before) / 1024
+    check_clean(configs)
+
+
+# ---- per-chunk cost: LangChain's own dispatch path, without the model ---------------------
+def _stream_chunks(n_tokens: int) -> list[ChatGenerationChunk]:
+    """The chunks ``.stream`` hands to ``on_llm_new_token``, with response_metadata filled the
+    way LangChain fills it."""
+    model = FakeLogprobChatModel(n_tokens=n_tokens)
+    chunks = list(model._chunks())
+    for chunk in chunks:
+        chunk.message.response_metadata = {**(chunk.generation_info or {}), **chunk.message.response_metadata}
+    return chunks
+
+
+def per_chunk(configs: Sequence[Configuration], rounds: int, n_tokens: int = 2000) -> dict[str, list[float]]:
+    """ns per chunk spent in ``run_manager.on_llm_new_token`` for each configuration, per round,
+    minus the same loop with no handler; run start and end are outside the timed loop."""
+    chunks = _stream_chunks(n_tokens)
+    message = [[HumanMessage(content="Which city is the capital of Australia?")]]
+    params = {"logprobs": True, "top_logprobs": 5, "model": "fake-logprobs"}
+    end = LLMResult(generations=[[chunks[-1]]])
+    out: dict[str, list[float]] = {c.name: [] for c in configs}
+
+    def timed(config: Configuration) -> float:
+        with config.active():
+            manager = CallbackManager.configure(inheritable_callbacks=list(config.callbacks))
+            (run,) = manager.on_chat_model_start({"name": "FakeLogprobChatModel"}, message, invocation_params=params)
+            on_token = run.on_llm_new_token
+            start = time.perf_counter_ns()
+            for chunk in chunks:
+                on_token(chunk.message.content, chunk=chunk)  # type: ignore[arg-type]
+            elapsed = time.perf_counter_ns() - start
+            run.on_llm_end(end)
+        return elapsed / len(chunks)
+
+    for config in configs:
+        timed(config)  # warm-up
+    for round_index in range(rounds):
+        shift = round_index % len(configs)
+        got = {}
+        for config in list(configs[shift:]) + list(configs[:shift]):
+            gc.collect()
+            got[config.name] = timed(config)
+        for name, value in got.items():
+            out[name].append(value - got[BASELINE])
+    check_clean(configs)
+    return out
+
+
+def per_chunk_ratio(costs: dict[str, list[float]], name: str) -> float:
+    """Median over rounds of (this configuration's per-chunk cost / the no-op handler's)."""
+    return statistics.median(c / n for c, n in zip(costs[name], costs[NOOP], strict=True) if n > 0)
+
+
+# ---- the floor: what merely reading the numbers costs --------------------------------------
+def read_floor_probes(n_tokens: int, calls: int = 1) -> list[Probe]:
+    """Two probes: reading every logprob of an ``n_tokens``-token, 5-alternative response once
+    (pure Python, the least any scorer must do), and also taking exp() of each alternative (the
+    least that entropy needs). ``calls`` repetitions per sample, to match a workload's units."""
+    import math
+
+    content = FakeLogprobChatModel(n_tokens=n_tokens)._content
+    exp = math.exp
+
+    def read() -> Sample:
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            total = 0.0
+            for entry in content:
+                total += entry["logprob"]
+                for alt in entry["top_logprobs"]:
+                    total += alt["logprob"]
+        return Sample(time.perf_counter_ns() - start)
+
+    def read_exp() -> Sample:
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            total = 0.0
+            for entry in content:
+                total += entry["logprob"]
+                for alt in entry["top_logprobs"]:
+                    total += exp(alt["logprob"])
+        return Sample(time.perf_counter_ns() - start)
+
+    return [(READ_FLOOR, read), (READ_EXP_FLOOR, read_exp)]
+
+
+READ_FLOOR = "floor: read the logprobs"
+READ_EXP_FLOOR = "floor: read + exp()"

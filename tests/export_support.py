@@ -1,0 +1,89 @@
+"""Helpers for the exporter tests: in-memory OpenTelemetry SDK sinks and hand-made records."""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+from observability import ConfidenceReport, ResponseRecord, RunStart, TokenLogprob
+
+SDK_REPORT_FIELDS = ("sequence_logprob", "mean_logprob", "perplexity", "sequence_probability",
+                     "min_token_probability", "low_confidence_ratio", "mean_token_entropy",
+                     "mean_token_negentropy", "mean_top_margin", "top_k_mass", "low_confidence_threshold")
+
+
+@dataclass
+class OtelSinks:
+    """A fresh SDK tracer provider (spans kept in memory) and meter provider (in-memory reader)."""
+
+    spans_out: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
+    reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
+
+    def __post_init__(self) -> None:
+        self.tracer_provider = TracerProvider()
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans_out))
+        self.meter_provider = MeterProvider(metric_readers=[self.reader])
+
+    def spans(self) -> list[ReadableSpan]:
+        return list(self.spans_out.get_finished_spans())
+
+    def metric_points(self, name: str) -> list[Any]:
+        """All data points of the instrument called ``name`` (collects: exemplars are reset after)."""
+        return self.all_metric_points().get(name, [])
+
+    def all_metric_points(self) -> dict[str, list[Any]]:
+        """One collection: instrument name → its data points."""
+        data = self.reader.get_metrics_data()
+        points: dict[str, list[HistogramDataPoint | NumberDataPoint]] = {}
+        if data is None:
+            return {}
+        for resource_metrics in data.resource_metrics:
+            for scope in resource_metrics.scope_metrics:
+                for metric in scope.metrics:
+                    points.setdefault(metric.name, []).extend(metric.data.data_points)
+        return points
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()
+
+
+def sinks() -> Iterator[OtelSinks]:
+    made = OtelSinks()
+    try:
+        yield made
+    finally:
+        made.shutdown()
+
+
+def make_record(*, status: str = "ok", report: ConfidenceReport | None = None, provider: str | None = "openai",
+                model: str | None = "m-1", metadata: dict[str, object] | None = None,
+                tokens: tuple[TokenLogprob, ...] = (), first_token_after: float | None = None,
+                kind: str = "chat") -> ResponseRecord:
+    """A record as the handler would build it, with chosen values (for edge cases a model won't give)."""
+    started = time.time_ns() - 2_000_000_000
+    start = RunStart(run_id=uuid.uuid4(), parent_run_id=None, kind=kind, name="ChatOpenAI", started_at_ns=started,
+                     provider=provider, request_model=model, metadata=metadata or {})
+    return ResponseRecord(start=start, status=status, logprobs="present" if report else "not_requested",  # type: ignore[arg-type]
+                          report=report, choice_index=0, ended_at_ns=started + 1_500_000_000,
+                          first_token_at_ns=None if first_token_after is None
+                          else started + int(first_token_after * 1e9), tokens=tokens)
+
+
+def make_report(**values: Any) -> ConfidenceReport:
+    base: dict[str, Any] = dict(token_count=4, skipped=0, low_confidence_threshold=0.5, sequence_logprob=-0.4,
+                                mean_logprob=-0.1, perplexity=math.exp(0.1), sequence_probability=math.exp(-0.1),
+                                min_token_probability=0.6, low_confidence_ratio=0.0, mean_token_entropy=0.3,
+                                mean_token_negentropy=0.7, mean_top_margin=0.8, top_k_mass=0.95)
+    base.update(values)
+    return ConfidenceReport(**base)

@@ -1,0 +1,233 @@
+"""Every PromQL expression of the dashboard and the alert rules, run against a real Prometheus that
+scraped real handler metrics from real model calls.
+
+The app: the real ``ChatOpenAI`` on the bundled model, ``ConfidenceCallbackHandler`` with the real
+default exporters (spans kept in memory, metrics in a fresh registry served by
+``prometheus_client.start_http_server``). Traffic, known in advance: ok answers with and without
+logprobs, streamed answers (time to first token), streams broken off (cancelled) and calls that
+time out (error). Prometheus scrapes every second and evaluates the rules with every range and
+offset shortened to fit a few minutes of traffic (``deploy_support.shrink``); the unmodified rules
+are also executed, and tested on days of synthetic series by ``promtool test rules``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import openai
+import pytest
+from prometheus_client import CollectorRegistry, start_http_server
+
+from observability import ConfidenceCallbackHandler, ResponseRecord
+from observability._local_model import MODEL_NAME, LocalModelServer
+from observability._prometheus_server import PrometheusServer, scrape_job
+from observability.exporters import default_exporters
+from tests.deploy_support import (
+    alert_rules,
+    boolify,
+    dashboard,
+    dashboard_queries,
+    grafana_to_promql,
+    operands,
+    shrink,
+    shrunk_rules,
+)
+from tests.export_support import OtelSinks
+
+pytestmark = [pytest.mark.real_model, pytest.mark.real_backend]
+
+QUESTIONS = ["Name a primary colour.", "What is 2 + 2?", "Capital of France?", "Name a fruit.",
+             "What colour is the sky?", "Name a day of the week."]
+# The plan: (status, logprobs requested) → number of model calls.
+PLAN = {("ok", "invoke"): 6, ("ok", "stream"): 2, ("ok", "no_logprobs"): 2, ("cancelled", "stream"): 6,
+        ("error", "timeout"): 3}
+TOTAL = sum(PLAN.values())
+
+
+@dataclass
+class Live:
+    prometheus: PrometheusServer
+    sinks: OtelSinks
+    records: list[ResponseRecord] = field(default_factory=list)
+
+
+def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler) -> None:
+    from langchain_openai import ChatOpenAI
+
+    def model(**kwargs: Any) -> Any:
+        options: dict[str, Any] = {"model": MODEL_NAME, "base_url": local_model.base_url, "api_key": "unused",
+                                   "temperature": 0, "max_tokens": 24, "timeout": 120, "max_retries": 0}
+        options.update(kwargs)
+        return ChatOpenAI(**options)
+
+    config: Any = {"callbacks": [handler]}
+    with_logprobs = model().bind(logprobs=True, top_logprobs=5)
+    for question in QUESTIONS[:PLAN[("ok", "invoke")]]:
+        with_logprobs.invoke(question, config=config)
+    for question in QUESTIONS[:PLAN[("ok", "stream")]]:
+        for _ in with_logprobs.stream(question, config=config):
+            pass
+    for question in QUESTIONS[:PLAN[("ok", "no_logprobs")]]:
+        model().invoke(question, config=config)
+    for question in QUESTIONS[:PLAN[("cancelled", "stream")]]:
+        chunks = with_logprobs.stream(f"Tell a long story about {question}", config=config)
+        for count, _ in enumerate(chunks, start=1):
+            if count >= 3:
+                break
+        chunks.close()  # the app stops reading: the run ends as "cancelled"
+    rushed = model(timeout=0.001).bind(logprobs=True)
+    for question in QUESTIONS[:PLAN[("error", "timeout")]]:
+        with pytest.raises(openai.APITimeoutError):
+            rushed.invoke(question, config=config)
+
+
+@pytest.fixture(scope="module")
+def live(local_model: LocalModelServer, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    sinks = OtelSinks()
+    registry = CollectorRegistry()
+    records: list[ResponseRecord] = []
+    handler = ConfidenceCallbackHandler(
+        exporters=default_exporters(tracer_provider=sinks.tracer_provider, meter_provider=sinks.meter_provider,
+                                    registry=registry),
+        on_report=records.append)
+    server, thread = start_http_server(0, addr="127.0.0.1", registry=registry)
+    rules = shrunk_rules(tmp_path_factory.mktemp("rules") / "shrunk.rules.yml")
+    prometheus = PrometheusServer(
+        scrape_configs=[scrape_job("llm-app", [f"127.0.0.1:{server.server_port}"])],
+        scrape_interval="1s", evaluation_interval="1s", rule_files=[rules])
+    try:
+        try:
+            prometheus.start()
+        except Exception as exc:
+            pytest.fail(f"Prometheus did not start: {exc}", pytrace=False)
+        prometheus.wait_for('up{job="llm-app"} == 1', timeout=60)
+        _traffic(local_model, handler)
+        prometheus.wait_for("sum(llm_responses_total)",
+                            lambda result: bool(result) and float(result[0]["value"][1]) == TOTAL, timeout=60)
+        yield Live(prometheus, sinks, records)
+    finally:
+        prometheus.stop()
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+
+
+def _has_data(result: list[dict[str, Any]]) -> bool:
+    return bool(result) and all(math.isfinite(float(series["value"][1])) for series in result)
+
+
+def test_the_planned_traffic_reached_prometheus(live: Live) -> None:
+    by_status = {s["metric"]["status"]: float(s["value"][1])
+                 for s in live.prometheus.query("sum by (status) (llm_responses_total)")}
+    assert by_status == {"ok": 10.0, "cancelled": 6.0, "error": 3.0}
+    not_requested = live.prometheus.query_value('sum(llm_responses_total{logprobs="not_requested"})')
+    assert not_requested == PLAN[("ok", "no_logprobs")]
+    labels = live.prometheus.query("llm_responses_total")[0]["metric"]
+    assert (labels["provider"], labels["model"]) == ("openai", MODEL_NAME)
+    # Cross-check the records the handler reported with the counters Prometheus scraped.
+    scraped = {(s["metric"]["status"], s["metric"]["logprobs"]): float(s["value"][1])
+               for s in live.prometheus.query("sum by (status, logprobs) (llm_responses_total)")}
+    assert scraped == dict(Counter((r.status, r.logprobs) for r in live.records))
+
+
+def test_every_dashboard_query_returns_data(live: Live) -> None:
+    queries = list(dashboard_queries(dashboard()))
+    assert len(queries) >= 20
+    empty = []
+    for where, target in queries:
+        expr = grafana_to_promql(target["expr"])
+        try:
+            live.prometheus.wait_for(expr, _has_data, timeout=30)
+        except Exception as exc:  # collect them all: one report of every query without data
+            empty.append(f"{where}: {expr}\n    {exc}")
+    assert not empty, "queries without data:\n" + "\n".join(empty)
+
+
+def test_dashboard_range_queries_return_points_over_the_traffic(live: Live) -> None:
+    now = time.time()
+    for where, target in dashboard_queries(dashboard()):
+        if target.get("range") and "ALERTS" not in target["expr"]:
+            result = live.prometheus.query_range(grafana_to_promql(target["expr"]), now - 120, now, step=5)
+            points = [float(v) for series in result for _, v in series["values"]]
+            assert any(math.isfinite(p) for p in points), f"{where}: no finite point in the last 2 minutes"
+
+
+def test_dashboard_variables_find_the_provider_and_model(live: Live) -> None:
+    # label_values(METRIC{...}, LABEL) is Grafana's call of /api/v1/label/LABEL/values?match[]=METRIC{...}.
+    expected = {"provider": ["openai"], "model": [MODEL_NAME]}
+    for variable in dashboard()["templating"]["list"]:
+        inner = variable["query"].removeprefix("label_values(").removesuffix(")")
+        metric, label = (part.strip() for part in inner.rsplit(",", 1))
+        assert label == variable["name"]
+        values = live.prometheus._api(f"/api/v1/label/{label}/values", {"match[]": grafana_to_promql(metric)})
+        assert values == expected[label]
+
+
+def _panel_expr(title: str, ref: str = "A") -> str:
+    board = dashboard()
+    panel = next(panel for panel in board["panels"] if panel["title"] == title)
+    return grafana_to_promql(next(t["expr"] for t in panel["targets"] if t["refId"] == ref))
+
+
+def test_panel_values_agree_with_the_traffic(live: Live) -> None:
+    """Independent checks on a few panel values (rates extrapolate, so bounds rather than equalities)."""
+    without = live.prometheus.query_value(_panel_expr("Responses without logprobs"))
+    # 2 of 19 calls asked for no logprobs; the 3 failed ones asked but got none.
+    assert without is not None and 0.05 < without < 0.5
+    p10, p50, p90 = (live.prometheus.query_value(_panel_expr("Sequence probability (p10 / p50 / p90)", ref))
+                     for ref in "ABC")
+    assert p10 is not None and p50 is not None and p90 is not None
+    assert 0 < p10 <= p50 <= p90 <= 1
+    observed = sorted(r.report.sequence_probability for r in live.records
+                      if r.status == "ok" and r.report and r.report.sequence_probability is not None)
+    assert observed[0] - 0.2 <= p50 <= observed[-1] + 0.2  # interpolated within the observed values' buckets
+
+
+def test_every_rule_expression_returns_data(live: Live) -> None:
+    """Each operand of each alert (comparisons made ``bool``) reads series that exist on real metrics."""
+    empty = []
+    for rule in alert_rules():
+        for operand in operands(shrink(rule["expr"])):
+            expr = boolify(operand)
+            try:
+                live.prometheus.wait_for(expr, _has_data, timeout=30)
+            except Exception as exc:
+                empty.append(f"{rule['alert']}: {expr}\n    {exc}")
+    assert not empty, "rule expressions without data:\n" + "\n".join(empty)
+    # A misspelt metric must come back empty, or the check above proves nothing.
+    assert live.prometheus.query("sum(rate(llm_responses_totall[10m]))") == []
+
+
+def test_unmodified_rules_execute(live: Live) -> None:
+    for rule in alert_rules():
+        live.prometheus.query(rule["expr"])  # raises PrometheusError on any evaluation error
+
+
+def test_loaded_rules_are_healthy_and_error_and_cancel_alerts_fire(live: Live) -> None:
+    groups = live.prometheus._api("/api/v1/rules", {})["groups"]
+    rules = {rule["name"]: rule for group in groups for rule in group["rules"]}
+    assert set(rules) == {rule["alert"] for rule in alert_rules()}
+    assert all(rule["health"] == "ok" and not rule.get("lastError") for rule in rules.values()), rules
+    # 3 of 19 calls failed (> 5%) and 6 of 19 were cancelled (> 25%): both alerts must fire.
+    for alert in ("LLMErrorRateHigh", "LLMCancelRateHigh"):
+        live.prometheus.wait_for(f'ALERTS{{alertname="{alert}", alertstate="firing", model="{MODEL_NAME}"}}',
+                                 timeout=60)
+    # Logprobs kept arriving for this model, so this one must not.
+    assert live.prometheus.query('ALERTS{alertname="LLMLogprobsMissing"}') == []
+
+
+def test_exemplars_on_confidence_histograms_point_at_the_real_spans(live: Live) -> None:
+    span_traces = {format(span.context.trace_id, "032x") for span in live.sinks.spans()}
+    assert span_traces
+    for metric in ("llm_response_sequence_probability_bucket", "llm_response_min_token_probability_bucket",
+                   "llm_response_low_confidence_ratio_bucket", "llm_time_to_first_token_seconds_bucket"):
+        found = live.prometheus.query_exemplars(metric)
+        trace_ids = {ex["labels"]["trace_id"] for series in found for ex in series["exemplars"]}
+        assert trace_ids, f"no exemplars on {metric}"
+        assert trace_ids <= span_traces, f"{metric}: exemplar trace ids not among the spans made"
