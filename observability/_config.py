@@ -20,6 +20,7 @@ from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
 OBSERVABILITY_LANGCHAIN = "OBSERVABILITY_LANGCHAIN"
 OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD = "OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD"
 OBSERVABILITY_METADATA_LABELS = "OBSERVABILITY_METADATA_LABELS"
+OBSERVABILITY_TRACE_RUN_TREE = "OBSERVABILITY_TRACE_RUN_TREE"
 OBSERVABILITY_ENABLE_LOGPROBS = "OBSERVABILITY_ENABLE_LOGPROBS"
 OBSERVABILITY_TOP_LOGPROBS = "OBSERVABILITY_TOP_LOGPROBS"
 OBSERVABILITY_PROMETHEUS_PORT = "OBSERVABILITY_PROMETHEUS_PORT"
@@ -59,6 +60,10 @@ class AttachConfig:
     """``OBSERVABILITY_METADATA_LABELS``: comma-separated run-metadata keys allowed as metric
     labels (e.g. ``route,tenant``). Default none: no metadata becomes a label."""
 
+    trace_run_tree: bool = False
+    """``OBSERVABILITY_TRACE_RUN_TREE``: ``true`` also makes spans for chain, tool and retriever
+    runs, so model spans hang under the chain or agent step that called them. Default false."""
+
     enable_logprobs: bool = False
     """``OBSERVABILITY_ENABLE_LOGPROBS``: ``true`` makes OpenAI-compatible chat models request
     logprobs when the app did not ask (see ``observability._enable_logprobs``). Default false:
@@ -85,6 +90,7 @@ class AttachConfig:
             low_confidence_threshold=_threshold(env),
             metadata_labels=tuple(k.strip() for k in env.get(OBSERVABILITY_METADATA_LABELS, "").split(",")
                                   if k.strip()),
+            trace_run_tree=_flag(env, OBSERVABILITY_TRACE_RUN_TREE, default=False),
             enable_logprobs=_flag(env, OBSERVABILITY_ENABLE_LOGPROBS, default=False),
             top_logprobs=_int(env, OBSERVABILITY_TOP_LOGPROBS, DEFAULT_TOP_LOGPROBS, 0, MAX_TOP_LOGPROBS),
             prometheus_port=_port(env),

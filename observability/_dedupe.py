@@ -8,13 +8,14 @@ handler sharing any key with the owner skips the run. Handlers with no exporters
 (``exporters=()``, scoring for ``on_report`` only) share nothing and always observe.
 
 A claim lives from the owner's run start until the owner pops the run (end, error, eviction),
-so the table holds at most the open runs of all handlers; it is bounded anyway, in case a
-handler is dropped with runs still open.
+so the table holds at most the open runs of all handlers. Owners are held weakly: a claim of a
+handler that was dropped with runs still open no longer counts, and the table is bounded anyway.
 """
 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable
 from uuid import UUID
 
@@ -26,7 +27,7 @@ class RunClaims:
     """A locked, bounded map of ``(run id, share key) -> owning handler``."""
 
     def __init__(self, max_claims: int = MAX_CLAIMS) -> None:
-        self._owners: dict[tuple[UUID, object], object] = {}
+        self._owners: dict[tuple[UUID, object], weakref.ref[object]] = {}
         self._lock = threading.Lock()
         self._max_claims = max_claims
 
@@ -34,10 +35,14 @@ class RunClaims:
         """Claim ``run_id`` for ``owner`` under every key; False if another owner holds any of them."""
         with self._lock:
             pairs = [(run_id, key) for key in keys]
-            if any(self._owners.get(pair, owner) is not owner for pair in pairs):
-                return False
             for pair in pairs:
-                self._owners[pair] = owner
+                held = self._owners.get(pair)
+                holder = held() if held is not None else None
+                if holder is not None and holder is not owner:
+                    return False
+            me = weakref.ref(owner)
+            for pair in pairs:
+                self._owners[pair] = me
             while len(self._owners) > self._max_claims:
                 del self._owners[next(iter(self._owners))]
             return True
@@ -45,7 +50,8 @@ class RunClaims:
     def release(self, run_id: UUID, keys: Iterable[object], owner: object) -> None:
         with self._lock:
             for key in keys:
-                if self._owners.get((run_id, key)) is owner:
+                held = self._owners.get((run_id, key))
+                if held is not None and held() in (None, owner):  # ours, or its owner is gone
                     del self._owners[(run_id, key)]
 
     def __len__(self) -> int:

@@ -42,6 +42,17 @@ def extract_token_logprobs(payload: object) -> TokenLogprobs:
     return out
 
 
+def chat_content(payload: object) -> list[Any] | None:
+    """The entry list of an OpenAI chat-shaped payload, a plain ``{"content": [...], ...}`` dict,
+    else None. ``extract_token_logprobs`` reads such a payload as exactly that list; a caller can
+    compare lists to learn that two payloads hold the same entries without extracting either."""
+    if type(payload) is dict:
+        content = payload.get("content")
+        if type(content) is list and not isinstance(payload.get("token_logprobs"), (list, tuple)):
+            return content
+    return None
+
+
 def _get(obj: Any, key: str) -> Any:
     if isinstance(obj, Mapping):
         return obj.get(key)
@@ -149,10 +160,11 @@ def _logprob(value: Any) -> float | None:
 
 
 def _bytes(value: Any) -> bytes | None:
-    if isinstance(value, bytes):
-        return value
-    if isinstance(value, bytearray):
-        return bytes(value)
+    if type(value) is not list:  # JSON's list of ints is the common case
+        if isinstance(value, bytes):
+            return value
+        if isinstance(value, bytearray):
+            return bytes(value)
     if isinstance(value, (list, tuple)):
         try:
             return bytes(value)
@@ -164,7 +176,8 @@ def _bytes(value: Any) -> bytes | None:
 def _alternatives(value: Any) -> tuple[tuple[str | None, float], ...]:
     """Alternatives as (text, logprob) pairs, best first; malformed ones are dropped."""
     pairs: list[tuple[str | None, float]] = []
-    if isinstance(value, Mapping):  # legacy completions: {token: logprob}
+    # (a list is never a Mapping; testing that first skips the slow ABC check in the common case)
+    if type(value) is not list and isinstance(value, Mapping):  # legacy completions: {token: logprob}
         for text, raw in value.items():
             logprob = _logprob(raw)
             if logprob is not None:

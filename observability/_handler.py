@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 import os
 import threading
 import time
@@ -22,7 +23,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from observability._dedupe import CLAIMS, DEFAULT_EXPORTERS_KEY
-from observability._extract import PAYLOAD_KEYS, extract_token_logprobs
+from observability._extract import PAYLOAD_KEYS, chat_content, extract_token_logprobs
 from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD, check_threshold, score_confidence
 from observability._text import token_offsets
 from observability._types import (
@@ -85,6 +86,10 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         record_to: a file path; when given, every record is also appended to it as one JSON line
             (``observability.exporters.JsonlRecorder``, after the other exporters). The file holds
             response text and tokens: content, written only because you asked.
+
+    Attached twice (explicitly and by a hook): handlers that share an exporter, or that both use
+    the default exporters, observe each run once; the first to see it start wins, the others
+    count it in ``duplicate_runs`` (see ``observability._dedupe``).
     """
 
     run_inline = True  # an executor hop per token would cost ~100 µs in async code
@@ -128,8 +133,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self._runs: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
         self._logged: set[str] = set()
-        self._start_hooks = [e.on_run_start for e in self.exporters if callable(getattr(e, "on_run_start", None))]
-        self._end_hooks = [e.on_run_end for e in self.exporters if callable(getattr(e, "on_run_end", None))]
+        self._start_hooks = _hooks(self.exporters, "on_run_start")
+        self._end_hooks = _hooks(self.exporters, "on_run_end")
 
     # LangChain skips dispatching chain/tool/retriever events to us unless an exporter wants them.
     @property
@@ -225,10 +230,21 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     def on_chain_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
         self._other_end(run_id, error)
 
-    on_tool_end = on_chain_end
-    on_tool_error = on_chain_error
-    on_retriever_end = on_chain_end
-    on_retriever_error = on_chain_error
+    @_guarded
+    def on_tool_end(self, output: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._other_end(run_id, None)
+
+    @_guarded
+    def on_tool_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._other_end(run_id, error)
+
+    @_guarded
+    def on_retriever_end(self, documents: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self._other_end(run_id, None)
+
+    @_guarded
+    def on_retriever_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+        self._other_end(run_id, error)
 
     # ---- internals ---------------------------------------------------------------------------
     def _model_start(self, kind: str, serialized: Mapping[str, Any] | None, run_id: UUID,
@@ -306,13 +322,18 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         ended = time.time_ns()
         generations = _generations(response)
         llm_output = getattr(response, "llm_output", None) or {}
-        streamed = _concat(run.streamed) if run.streamed else None
         records: list[ResponseRecord] = []
         for index, generation in enumerate(generations or [None]):
             payload = _payload(generation)
             tokens = extract_token_logprobs(payload) if payload is not None else None
-            if index == 0 and streamed is not None and (tokens is None or len(streamed) > len(tokens)):
-                tokens = streamed  # some paths keep only the last chunk's logprobs at the end
+            # Some paths keep only the last chunk's logprobs at the end: the streamed ones win
+            # when longer. Usually the end holds the very entries streamed, merged: then reading
+            # them twice would give the same tokens, and the end's are kept.
+            if index == 0 and run.streamed and not (tokens is not None and tokens.skipped == 0
+                                                    and _same_entries(run.streamed, payload)):
+                streamed = _concat(run.streamed)
+                if tokens is None or len(streamed) > len(tokens):
+                    tokens = streamed
             records.append(self._record(run, generation, llm_output, tokens, status, error, index, ended))
         self._deliver(records)
 
@@ -396,6 +417,21 @@ def _payload(generation: Any) -> Any:
     return None
 
 
+def _same_entries(streamed: list[Any], payload: Any) -> bool:
+    """Whether ``payload`` holds exactly the entries of the ``streamed`` payloads, the same
+    objects in the same order (LangChain's merge of the chunks concatenates their lists)."""
+    final = chat_content(payload)
+    if final is None:
+        return False
+    joined: list[Any] = []
+    for part in streamed:
+        entries = chat_content(part)
+        if entries is None:
+            return False
+        joined += entries
+    return len(joined) == len(final) and all(map(operator.is_, joined, final))
+
+
 def _concat(payloads: list[Any]) -> TokenLogprobs:
     tokens = TokenLogprobs()
     for payload in payloads:
@@ -410,6 +446,11 @@ def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> st
     if not name and isinstance(serialized, Mapping):
         name = serialized.get("name") or (serialized.get("id") or [None])[-1]
     return str(name) if name else "unknown"
+
+
+def _hooks(exporters: Sequence[Exporter], name: str) -> list[Callable[..., None]]:
+    """The optional lifecycle methods (``on_run_start``/``on_run_end``) the exporters define."""
+    return [hook for hook in (getattr(e, name, None) for e in exporters) if callable(hook)]
 
 
 def _error_type(error: BaseException | None) -> str | None:

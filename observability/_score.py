@@ -150,13 +150,17 @@ def _spans(tokens: Sequence[TokenLogprob], low: list[int]) -> tuple[LowConfidenc
         if index == run_end + 1:
             run_end = index
             continue
-        members = range(run_start, run_end + 1)
-        lowest = min(tokens[i].logprob for i in members)
+        if run_start == run_end:  # most spans are one token
+            lowest, end = tokens[run_start].logprob, offsets[run_start][1]
+        else:
+            members = range(run_start, run_end + 1)
+            lowest = min(tokens[i].logprob for i in members)
+            end = max(offsets[i][1] for i in members)
         spans.append(LowConfidenceSpan(
             start=offsets[run_start][0],
-            end=max(offsets[i][1] for i in members),
+            end=end,
             min_probability=_exp(min(lowest, 0.0)),
-            token_count=len(members),
+            token_count=run_end - run_start + 1,
         ))
         run_start = run_end = index
     return tuple(spans)

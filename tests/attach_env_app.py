@@ -33,7 +33,7 @@ thread.start()
 thread.join()
 model.batch(["Say five.", "Say six."])
 "".join(chunk.text for chunk in model.stream("Say seven."))
-model.invoke("Say eight.", config={"metadata": {"route": "faq"}})
+model.invoke("Say eight.", config={"metadata": {"route": "faq"}})  # metadata is not a label here
 
 process_wide = _attach.process_wide_handler()
 assert process_wide is not None

@@ -135,9 +135,7 @@ def boolify(expr: str) -> str:
     for position, (index, char) in enumerate(scan):
         following = scan[position + 1][1] if position + 1 < len(scan) else ""
         previous = scan[position - 1][1] if position else ""
-        if char in "<>" and following != "=":
-            comparisons.append(index + 1)
-        elif char == "=" and previous in "<>=!" and previous:
+        if (char in "<>" and following != "=") or (char == "=" and previous in "<>=!" and previous):
             comparisons.append(index + 1)
     for index in reversed(comparisons):
         if not expr[index:].lstrip().startswith("bool"):
@@ -175,3 +173,36 @@ def shrunk_rules(path: Path, window: str = "10m") -> Path:
                 rule["for"] = "1s"
     path.write_text(json.dumps(document, indent=2), encoding="utf-8")
     return path
+
+
+def prometheus_query(base_url: str, promql: str) -> list[dict[str, Any]]:
+    """An instant query against a Prometheus we did not start in this process."""
+    import urllib.parse
+    import urllib.request
+
+    with urllib.request.urlopen(f"{base_url}/api/v1/query?{urllib.parse.urlencode({'query': promql})}",
+                                timeout=30) as response:
+        body = json.load(response)
+    assert body["status"] == "success", body
+    result: list[dict[str, Any]] = body["data"]["result"]
+    return result
+
+
+def chromium(url: str, *, screenshot: Path | None = None, window: str = "1400,1700",
+             budget_ms: int = 15000) -> str:
+    """Load ``url`` in headless Chromium (fresh profile, no background traffic); the rendered DOM.
+
+    With ``screenshot``, a PNG of the page is written there instead and the DOM is not returned.
+    ``budget_ms`` of virtual time lets the page's scripts fetch and draw before the capture.
+    """
+    import tempfile
+
+    binary = tool("chromium")
+    with tempfile.TemporaryDirectory(prefix="chromium-") as profile:
+        command = [binary, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                   "--disable-component-update", "--disable-sync", "--no-first-run", "--hide-scrollbars",
+                   f"--user-data-dir={profile}", f"--window-size={window}", f"--virtual-time-budget={budget_ms}"]
+        command += [f"--screenshot={screenshot}"] if screenshot else ["--dump-dom"]
+        result = run([*command, url], timeout=180)
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout

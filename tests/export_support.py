@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,14 +55,6 @@ class OtelSinks:
     def shutdown(self) -> None:
         self.tracer_provider.shutdown()
         self.meter_provider.shutdown()
-
-
-def sinks() -> Iterator[OtelSinks]:
-    made = OtelSinks()
-    try:
-        yield made
-    finally:
-        made.shutdown()
 
 
 def make_record(*, status: str = "ok", report: ConfidenceReport | None = None, provider: str | None = "openai",

@@ -52,7 +52,8 @@ def test_enabled_block_asks_for_logprobs_and_they_match_the_raw_response(
     assert answer.text == raw["choices"][0]["message"]["content"] == streamed
     assert invoked.logprobs == "present" and invoked.start.logprobs_requested
     assert [t.token for t in invoked.tokens] == [e["token"] for e in raw_entries]
-    assert all(math.isclose(t.logprob, e["logprob"], abs_tol=1e-4) for t, e in zip(invoked.tokens, raw_entries))
+    assert all(math.isclose(t.logprob, e["logprob"], abs_tol=1e-4)
+               for t, e in zip(invoked.tokens, raw_entries, strict=True))
     assert all(len(t.top_logprobs) == 3 for t in invoked.tokens)
     assert stream_record.logprobs == "present" and all(len(t.top_logprobs) == 3 for t in stream_record.tokens)
     assert after.logprobs == "not_requested" and not after.start.logprobs_requested

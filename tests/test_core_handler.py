@@ -61,7 +61,8 @@ def assert_matches(record: ResponseRecord, entries: list[dict[str, Any]]) -> Non
 
 
 def stream_entries(events: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    return [e for ev in events for ch in ev.get("choices", []) for e in ((ch.get("logprobs") or {}).get("content") or [])]
+    return [entry for event in events for choice in event.get("choices", [])
+            for entry in ((choice.get("logprobs") or {}).get("content") or [])]
 
 
 def test_invoke_matches_the_raw_response(local_model: LocalModelServer, chat_model: Any) -> None:
@@ -218,7 +219,7 @@ def test_legacy_completions_class(local_model: LocalModelServer) -> None:
     text = llm.invoke("The capital of France is", config={"callbacks": [handler]})
     streamed = "".join(llm.stream("The capital of France is", config={"callbacks": [handler]}))
     assert [r.start.kind for r in records] == ["llm", "llm"]
-    for record, expected_text in zip(records, (text, streamed)):
+    for record, expected_text in zip(records, (text, streamed), strict=True):
         assert record.logprobs == "present" and record.report is not None
         assert record.report.token_count > 0
         assert "".join(t.token or "" for t in record.tokens).startswith(expected_text)
@@ -245,7 +246,8 @@ def test_final_result_with_fewer_tokens_than_streamed_trusts_the_stream() -> Non
     entries = [{"token": t, "logprob": -0.1 * (i + 1)} for i, t in enumerate(["a", "b", "c"])]
     for entry in entries:
         handler.on_llm_new_token(entry["token"], run_id=run_id, logprobs={"content": [entry]})
-    last_only = ChatGeneration(message=AIMessage(content="abc"), generation_info={"logprobs": {"content": entries[-1:]}})
+    last_only = ChatGeneration(message=AIMessage(content="abc"),
+                               generation_info={"logprobs": {"content": entries[-1:]}})
     handler.on_llm_end(LLMResult(generations=[[last_only]]), run_id=run_id)
     [record] = records
     assert record.report is not None and record.report.token_count == 3

@@ -17,7 +17,6 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import openai
@@ -57,7 +56,7 @@ class Live:
     records: list[ResponseRecord] = field(default_factory=list)
 
 
-def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler) -> None:
+def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler, prometheus: PrometheusServer) -> None:
     from langchain_openai import ChatOpenAI
 
     def model(**kwargs: Any) -> Any:
@@ -68,23 +67,41 @@ def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler) 
 
     config: Any = {"callbacks": [handler]}
     with_logprobs = model().bind(logprobs=True, top_logprobs=5)
-    for question in QUESTIONS[:PLAN[("ok", "invoke")]]:
+    rushed = model(timeout=0.001).bind(logprobs=True)
+
+    def invoke(question: str) -> None:
         with_logprobs.invoke(question, config=config)
-    for question in QUESTIONS[:PLAN[("ok", "stream")]]:
+
+    def stream(question: str) -> None:
         for _ in with_logprobs.stream(question, config=config):
             pass
-    for question in QUESTIONS[:PLAN[("ok", "no_logprobs")]]:
+
+    def without_logprobs(question: str) -> None:
         model().invoke(question, config=config)
-    for question in QUESTIONS[:PLAN[("cancelled", "stream")]]:
+
+    def cancel(question: str) -> None:
         chunks = with_logprobs.stream(f"Tell a long story about {question}", config=config)
         for count, _ in enumerate(chunks, start=1):
             if count >= 3:
                 break
         chunks.close()  # the app stops reading: the run ends as "cancelled"
-    rushed = model(timeout=0.001).bind(logprobs=True)
-    for question in QUESTIONS[:PLAN[("error", "timeout")]]:
+
+    def fail(question: str) -> None:
         with pytest.raises(openai.APITimeoutError):
             rushed.invoke(question, config=config)
+
+    calls = {("ok", "invoke"): invoke, ("ok", "stream"): stream, ("ok", "no_logprobs"): without_logprobs,
+             ("cancelled", "stream"): cancel, ("error", "timeout"): fail}
+    # First one call of each kind, and wait until Prometheus has scraped every series they made:
+    # rate() and increase() only see increments after a series' first sample.
+    for call in calls.values():
+        call(QUESTIONS[0])
+    kinds = len({(status, "not_requested" if kind == "no_logprobs" else "") for status, kind in PLAN})
+    prometheus.wait_for("count(llm_responses_total)", lambda r: bool(r) and float(r[0]["value"][1]) >= kinds,
+                        timeout=60)
+    for key, call in calls.items():
+        for question in QUESTIONS[1:PLAN[key]]:
+            call(question)
 
 
 @pytest.fixture(scope="module")
@@ -107,7 +124,7 @@ def live(local_model: LocalModelServer, tmp_path_factory: pytest.TempPathFactory
         except Exception as exc:
             pytest.fail(f"Prometheus did not start: {exc}", pytrace=False)
         prometheus.wait_for('up{job="llm-app"} == 1', timeout=60)
-        _traffic(local_model, handler)
+        _traffic(local_model, handler, prometheus)
         prometheus.wait_for("sum(llm_responses_total)",
                             lambda result: bool(result) and float(result[0]["value"][1]) == TOTAL, timeout=60)
         yield Live(prometheus, sinks, records)

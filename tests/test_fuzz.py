@@ -9,6 +9,7 @@ database is kept (``database=None``), so a fresh CI machine explores afresh and 
 from __future__ import annotations
 
 import math
+import os
 import random
 from types import SimpleNamespace
 from typing import Any
@@ -47,7 +48,9 @@ assert sum(EXAMPLES.values()) >= 10_000
 
 
 def fuzz(examples: int) -> settings:
-    return settings(max_examples=examples, deadline=None, derandomize=False, database=None,
+    # FUZZ_SCALE=10 explores ten times as far (for a long local run); CI runs the counts above.
+    scaled = max(1, round(examples * float(os.environ.get("FUZZ_SCALE", "1"))))
+    return settings(max_examples=scaled, deadline=None, derandomize=False, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large,
                                            HealthCheck.large_base_example])
 

@@ -1,0 +1,81 @@
+"""The environment configuration and the run-claim table behind "attached twice, observed once"."""
+
+from __future__ import annotations
+
+import gc
+import uuid
+
+import pytest
+
+from observability import AttachConfig, ConfigError
+from observability._dedupe import RunClaims
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    config = AttachConfig.from_env({})
+    assert config == AttachConfig()
+    assert (config.activation, config.low_confidence_threshold, config.metadata_labels, config.enable_logprobs,
+            config.top_logprobs, config.prometheus_port, config.prometheus_host, config.trace_run_tree) == \
+        ("auto", 0.5, (), False, 5, None, "127.0.0.1", False)
+
+
+def test_every_variable_is_read() -> None:
+    config = AttachConfig.from_env({
+        "OBSERVABILITY_LANGCHAIN": "TRUE", "OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD": "0.25",
+        "OBSERVABILITY_METADATA_LABELS": " route, tenant ,,", "OBSERVABILITY_ENABLE_LOGPROBS": "yes",
+        "OBSERVABILITY_TOP_LOGPROBS": "0", "OBSERVABILITY_PROMETHEUS_PORT": "9464",
+        "OBSERVABILITY_PROMETHEUS_HOST": "0.0.0.0", "OBSERVABILITY_TRACE_RUN_TREE": "1"})
+    assert config == AttachConfig(activation="on", low_confidence_threshold=0.25, metadata_labels=("route", "tenant"),
+                                  enable_logprobs=True, top_logprobs=0, prometheus_port=9464,
+                                  prometheus_host="0.0.0.0", trace_run_tree=True)
+    assert AttachConfig.from_env({"OBSERVABILITY_LANGCHAIN": "off"}).activation == "off"
+
+
+@pytest.mark.parametrize(("variable", "value"), [
+    ("OBSERVABILITY_LANGCHAIN", "2"),
+    ("OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD", "0"),
+    ("OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD", "nan"),
+    ("OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD", "half"),
+    ("OBSERVABILITY_TOP_LOGPROBS", "-1"),
+    ("OBSERVABILITY_TOP_LOGPROBS", "2.5"),
+    ("OBSERVABILITY_PROMETHEUS_PORT", "0"),
+    ("OBSERVABILITY_PROMETHEUS_PORT", "70000"),
+    ("OBSERVABILITY_TRACE_RUN_TREE", "maybe"),
+])
+def test_a_bad_value_names_the_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError, match=f"^{variable}="):
+        AttachConfig.from_env({variable: value})
+
+
+class Owner:
+    pass
+
+
+def test_claims_first_owner_wins_until_it_releases() -> None:
+    claims = RunClaims()
+    run = uuid.uuid4()
+    first, second = Owner(), Owner()
+    assert claims.claim(run, ["shared", 1], first)
+    assert claims.claim(run, ["shared", 1], first)  # the owner again: still its run
+    assert not claims.claim(run, [2, "shared"], second)  # one shared key is enough
+    assert claims.claim(run, [3], second)  # no shared key: both observe
+    claims.release(run, ["shared", 1], first)
+    assert claims.claim(run, ["shared"], second)
+    claims.release(run, ["shared"], first)  # not first's any more: nothing happens
+    assert not claims.claim(run, ["shared"], first)
+    claims.release(run, ["shared", 3], second)
+    assert len(claims) == 0
+
+
+def test_claims_of_a_dropped_owner_do_not_count_and_the_table_is_bounded() -> None:
+    claims = RunClaims(max_claims=3)
+    run = uuid.uuid4()
+    gone = Owner()
+    assert claims.claim(run, ["k"], gone)
+    del gone
+    gc.collect()
+    assert claims.claim(run, ["k"], Owner())
+    keeper = Owner()
+    for _ in range(10):
+        claims.claim(uuid.uuid4(), ["k"], keeper)
+    assert len(claims) == 3
