@@ -15,7 +15,7 @@ BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup system-deps phoenix test demo lint bench stack clean
+.PHONY: setup system-deps phoenix grafana-schema test demo lint bench stack clean
 
 setup: $(VENV)/.installed
 
@@ -45,11 +45,26 @@ lint: setup
 	$(VENV)/bin/ruff check observability tests benchmarks
 	$(VENV)/bin/mypy
 
-test: setup system-deps phoenix lint
+test: setup system-deps phoenix grafana-schema lint
 	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(PY) -m pytest
 
 demo: setup
 	$(PY) -m observability demo
+
+# The stack without Docker: Prometheus (rules + console dashboard) and the demo on 127.0.0.1.
+# Ctrl-C stops both. Console dashboard: http://127.0.0.1:9090/consoles/llm-confidence.html
+stack: setup system-deps
+	$(PY) -m observability._stack
+
+# Grafana's own schema (@grafana/schema of the pinned Grafana) and tsc, to type-check the dashboard
+# JSON (tests/test_deploy_grafana.py). Versions are locked in deploy/grafana/package-lock.json.
+grafana-schema: deploy/grafana/node_modules/.installed
+
+deploy/grafana/node_modules/.installed: deploy/grafana/package.json deploy/grafana/package-lock.json
+	@command -v npm >/dev/null || { apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null; }
+	npm ci --prefix deploy/grafana --ignore-scripts --no-audit --no-fund --loglevel=error
+	touch $@
 
 # Not part of `make test`: ~15 min on 2 cores; rewrites the table in benchmarks/RESULTS.md.
 # BENCH_ARGS passes options, e.g. `make bench BENCH_ARGS="--rounds 25"` (see `python -m benchmarks -h`).
@@ -65,3 +80,4 @@ $(BENCH_VENV)/.installed: pyproject.toml
 
 clean:
 	rm -rf $(VENV) $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf deploy/grafana/node_modules

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
 
         exporters = cfg.full_exporters(sinks) if cfg.FULL in names else []
         progress(f"leak check: {args.leak_runs:,} runs")
-        leak = run_leak_check(exporters, args.leak_runs)
+        leak = run_leak_check(exporters, args.leak_runs, progress=progress)
         data["leak"] = {**leak.__dict__, "growth_kib": leak.growth_kib,
                         "growth_bytes_per_run": leak.growth_bytes_per_run, "full_exporters": bool(exporters)}
     sinks.flush()

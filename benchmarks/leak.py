@@ -14,6 +14,7 @@ import gc
 import random
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,7 +50,7 @@ class LeakReport:
 
 
 def run_leak_check(exporters: list[Any], runs: int = 100_000, *, tokens: int = 8, seed: int = 11,
-                   checkpoints: int = 10) -> LeakReport:
+                   checkpoints: int = 10, progress: Callable[[str], None] = lambda _: None) -> LeakReport:
     statuses: collections.Counter[str] = collections.Counter()
 
     def count(record: ResponseRecord) -> None:
@@ -98,6 +99,7 @@ def run_leak_check(exporters: list[Any], runs: int = 100_000, *, tokens: int = 8
             if index % every == 0:
                 gc.collect()
                 marks.append(tracemalloc.get_traced_memory()[0] / 1024)
+                progress(f"leak check: {index:,} runs, {marks[-1]:,.0f} KiB traced, {handler.open_runs} open")
     finally:
         tracemalloc.stop()
     return LeakReport(runs=runs, by_kind=dict(kinds), by_status=dict(statuses), open_runs=handler.open_runs,

@@ -5,6 +5,8 @@ from observability._attach import observe_confidence
 from observability._config import AttachConfig, ConfigError
 from observability._extract import extract_token_logprobs
 from observability._handler import ConfidenceCallbackHandler
+from observability._heatmap import render_heatmap, summary_line
+from observability._html_report import render_html_report, write_html_report
 from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD, score_confidence
 from observability._text import token_offsets
 from observability._types import (
@@ -25,6 +27,7 @@ from observability.exporters import (
     PrometheusExporter,
     default_exporters,
 )
+from observability.exporters._jsonl import JsonlRecorder, RecordFileError, read_records
 
 __all__ = [
     "DEFAULT_LOW_CONFIDENCE_THRESHOLD",
@@ -33,12 +36,14 @@ __all__ = [
     "ConfidenceReport",
     "ConfigError",
     "Exporter",
+    "JsonlRecorder",
     "LogprobsStatus",
     "LowConfidenceSpan",
     "MetricLabels",
     "OpenTelemetryMetricsExporter",
     "OpenTelemetryTracingExporter",
     "PrometheusExporter",
+    "RecordFileError",
     "ResponseRecord",
     "RunStart",
     "Status",
@@ -47,8 +52,13 @@ __all__ = [
     "default_exporters",
     "extract_token_logprobs",
     "observe_confidence",
+    "read_records",
+    "render_heatmap",
+    "render_html_report",
     "score_confidence",
+    "summary_line",
     "token_offsets",
+    "write_html_report",
 ]
 
 # Zero-code activation: OBSERVABILITY_LANGCHAIN=1 attaches to every LangChain run on import.

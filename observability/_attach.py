@@ -31,7 +31,7 @@ from langchain_core.tracers.context import register_configure_hook
 
 from observability import _enable_logprobs
 from observability._config import DEFAULT_TOP_LOGPROBS, AttachConfig
-from observability._dedupe import DEFAULT_EXPORTERS_KEY
+from observability._dedupe import ExportGroups
 from observability._handler import ConfidenceCallbackHandler
 
 logger = logging.getLogger("observability")
@@ -55,6 +55,7 @@ class _ProcessWideSlot:
 _process_wide = _ProcessWideSlot()
 _process_lock = threading.Lock()
 _process_undo: list[Any] = []  # what attach_process_wide() started besides the handler
+_process_config: list[AttachConfig] = []  # the config the process-wide handler was built from
 
 register_configure_hook(_block_handler, inheritable=True)
 register_configure_hook(cast("ContextVar[ConfidenceCallbackHandler | None]", _process_wide), inheritable=True)
@@ -113,7 +114,7 @@ def attach_process_wide(config: AttachConfig | None = None, **handler_options: A
     if default:
         # These are the default exporters (with our labels): dedupe with handlers built with
         # exporters=None, which feed the same providers and registry.
-        handler._share_keys = (DEFAULT_EXPORTERS_KEY, *handler._share_keys)
+        handler._export_groups = ExportGroups(handler.exporters, default_count=len(handler.exporters))
     with _process_lock:
         _detach_locked()
         try:
@@ -126,6 +127,7 @@ def attach_process_wide(config: AttachConfig | None = None, **handler_options: A
             _detach_locked()
             raise
         _process_wide.handler = handler
+        _process_config.append(config)
     return handler
 
 
@@ -135,8 +137,14 @@ def detach_process_wide() -> None:
         _detach_locked()
 
 
+def process_wide_config() -> AttachConfig | None:
+    """The configuration the process-wide handler was attached with, if one is attached."""
+    return _process_config[-1] if _process_config else None
+
+
 def _detach_locked() -> None:
     _process_wide.handler = None
+    _process_config.clear()
     while _process_undo:
         undo = _process_undo.pop()
         try:

@@ -126,7 +126,8 @@ def _report(args: argparse.Namespace) -> int:
     try:
         path = write_html_report(records, args.output, title=args.title)
     except OSError as exc:
-        raise DemoError(f"cannot write {args.output} ({exc.strerror}): check the folder exists and is writable") from None
+        raise DemoError(f"cannot write {args.output} ({exc.strerror}): check the folder exists and is "
+                        "writable") from None
     tokens = sum(len(r.tokens) for r in records)
     print(f"wrote {path}: {len(records)} responses, {tokens} tokens")
     return 0

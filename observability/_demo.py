@@ -14,6 +14,7 @@ the metrics server closed. Failures the user can fix raise ``DemoError`` with th
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -268,7 +269,8 @@ def _serve_metrics(port: int, cleanup: ExitStack) -> str:
 
 def _setup_telemetry(spans_file: Path, cleanup: ExitStack) -> str:
     """Global OTel providers for the demo app (the library never sets them): OTLP/HTTP when the
-    standard ``OTEL_EXPORTER_OTLP_*ENDPOINT`` variables are set, else spans to a JSON-lines file."""
+    standard ``OTEL_EXPORTER_OTLP_*ENDPOINT`` variables are set (metrics too, unless
+    ``OTEL_METRICS_EXPORTER=none``), else spans to a JSON-lines file."""
     from opentelemetry import metrics, trace
     from opentelemetry.sdk.metrics import MeterProvider
     from opentelemetry.sdk.resources import Resource
@@ -289,8 +291,11 @@ def _setup_telemetry(spans_file: Path, cleanup: ExitStack) -> str:
         from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
 
         tracer_provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-        readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=5000))
         where = f"OTLP/HTTP to {otlp}"
+        # a trace-only receiver (Phoenix) has no metrics route: OTEL_METRICS_EXPORTER=none skips them
+        if os.environ.get("OTEL_METRICS_EXPORTER", "").strip().lower() != "none":
+            readers.append(PeriodicExportingMetricReader(OTLPMetricExporter(), export_interval_millis=5000))
+            where += " (spans and metrics)"
     else:
         try:
             file = open(spans_file, "a", encoding="utf-8")  # noqa: SIM115 - closed by cleanup
@@ -311,17 +316,18 @@ def _setup_telemetry(spans_file: Path, cleanup: ExitStack) -> str:
 
 @contextmanager
 def _attached(options: DemoOptions, on_report: Callable[[ResponseRecord], None]) -> Iterator[dict[str, Any]]:
-    """Attach the handler; yields the ``config`` to pass to the app's calls."""
-    from observability._handler import ConfidenceCallbackHandler
+    """Attach the handler the zero-code way: every run in the block is observed, the app's calls
+    carry no callbacks. Yields the (empty) ``config`` the app passes to its calls."""
+    from observability._attach import observe_confidence
 
-    handler = ConfidenceCallbackHandler(on_report=on_report, record_to=options.record_to)
-    try:
-        yield {"callbacks": [handler]}
-    finally:
-        for exporter in handler.exporters:
-            close = getattr(exporter, "close", None)
-            if callable(close):
-                close()
+    with observe_confidence(on_report=on_report, record_to=options.record_to) as handler:
+        try:
+            yield {}
+        finally:
+            for exporter in handler.exporters:
+                close = getattr(exporter, "close", None)
+                if callable(close):
+                    close()
 
 
 # ---- the app ---------------------------------------------------------------------------------
@@ -340,12 +346,18 @@ class _App:
         from langchain_openai import ChatOpenAI
 
         def model(timeout: float) -> Any:
-            return ChatOpenAI(model=endpoint.model, base_url=endpoint.base_url, api_key=endpoint.api_key,
-                              temperature=0, max_tokens=options.max_tokens, timeout=timeout,
-                              max_retries=0).bind(logprobs=True, top_logprobs=5)
+            settings: dict[str, Any] = {  # ChatOpenAI's pydantic aliases confuse type checkers
+                "model": endpoint.model, "base_url": endpoint.base_url, "api_key": endpoint.api_key,
+                "temperature": 0, "max_tokens": options.max_tokens, "timeout": timeout, "max_retries": 0,
+            }
+            return ChatOpenAI(**settings).bind(logprobs=True, top_logprobs=5)
 
         prompt = ChatPromptTemplate.from_messages([("system", SYSTEM_PROMPT), ("human", "{question}")])
         self.chain = prompt | model(120) | StrOutputParser()
+        # Breaking off a `prompt | model | parser` stream does not stop the model: LangChain drains the
+        # parser's input to finish its trace, so the run ends "ok". Without the parser the model's
+        # stream is closed at once and the run ends "cancelled", as when a client disconnects.
+        self.unparsed_chain = prompt | model(120)
         # 1 ms is less than any model needs to answer: this call fails with a timeout, status "error".
         self.rushed_chain = prompt | model(0.001) | StrOutputParser()
         self.config = config
@@ -379,7 +391,7 @@ class _App:
         return 1
 
     def _cancelled(self, budget: int | None) -> int:
-        chunks = self.chain.stream({"question": CANCELLED_QUESTION},
+        chunks = self.unparsed_chain.stream({"question": CANCELLED_QUESTION},
                                    config=self._config("a stream broken off early", CANCELLED_QUESTION))
         try:
             for count, _ in enumerate(chunks, start=1):
@@ -400,9 +412,7 @@ class _App:
     def _rushed(self, budget: int | None) -> int:
         import openai
 
-        try:
+        with contextlib.suppress(openai.APITimeoutError):  # expected: the run is recorded as an error
             self.rushed_chain.invoke({"question": DEADLINE_QUESTION},
                                      config=self._config("a call with a 1 ms deadline", DEADLINE_QUESTION))
-        except openai.APITimeoutError:
-            pass  # expected: the handler recorded the run as an error
         return 1

@@ -22,7 +22,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from observability._dedupe import CLAIMS, DEFAULT_EXPORTERS_KEY
+from observability._dedupe import NOTHING, ExportGroups, Exporting
 from observability._extract import PAYLOAD_KEYS, chat_content, extract_token_logprobs
 from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD, check_threshold, score_confidence
 from observability._text import token_offsets
@@ -62,10 +62,11 @@ def _guarded(method: F) -> F:
 
 
 class _Run:
-    __slots__ = ("start", "streamed", "first_token_at_ns")
+    __slots__ = ("exporting", "first_token_at_ns", "start", "streamed")
 
-    def __init__(self, start: RunStart) -> None:
+    def __init__(self, start: RunStart, exporting: Exporting) -> None:
         self.start = start
+        self.exporting = exporting  # the exporters this run goes to (see observability._dedupe)
         self.streamed: list[Any] = []
         self.first_token_at_ns: int | None = None
 
@@ -87,9 +88,10 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             (``observability.exporters.JsonlRecorder``, after the other exporters). The file holds
             response text and tokens: content, written only because you asked.
 
-    Attached twice (explicitly and by a hook): handlers that share an exporter, or that both use
-    the default exporters, observe each run once; the first to see it start wins, the others
-    count it in ``duplicate_runs`` (see ``observability._dedupe``).
+    Attached twice (explicitly and by a hook): each exporter gets each run once, even when two
+    handlers that share it (or that both use the default exporters) see the run; the handler
+    that leaves a run to the other counts it in ``duplicate_runs``, and still calls its own
+    ``on_report`` (see ``observability._dedupe``).
     """
 
     run_inline = True  # an executor hop per token would cost ~100 µs in async code
@@ -105,12 +107,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         record_to: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
-        # Handlers sharing an exporter observe each run once (see observability._dedupe).
-        share_keys: list[object] = [DEFAULT_EXPORTERS_KEY] if exporters is None else []
+        default_count = 0  # the default exporters are one share group (see observability._dedupe)
         if exporters is None:
             from observability.exporters import default_exporters
 
             exporters = default_exporters()
+            default_count = len(exporters)
         if record_to is not None:
             from observability.exporters._jsonl import JsonlRecorder
 
@@ -128,18 +130,19 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self.max_open_runs = max_open_runs
         self.errors: Counter[str] = Counter()
         self.evicted_runs = 0
-        self.duplicate_runs = 0  # runs another handler sharing an exporter already observes
-        self._share_keys = (*share_keys, *(id(e) for e in self.exporters))
+        self.duplicate_runs = 0  # runs left (in part) to another handler sharing an exporter
+        self._export_groups = ExportGroups(self.exporters, default_count)
         self._runs: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
         self._logged: set[str] = set()
-        self._start_hooks = _hooks(self.exporters, "on_run_start")
-        self._end_hooks = _hooks(self.exporters, "on_run_end")
+        # Chain/tool/retriever events cost a dispatch each; take them only for an exporter that
+        # traces the whole run tree (an exporter attribute ``trace_run_tree = True``).
+        self._run_tree = any(getattr(e, "trace_run_tree", False) is True for e in self.exporters)
 
     # LangChain skips dispatching chain/tool/retriever events to us unless an exporter wants them.
     @property
     def ignore_chain(self) -> bool:
-        return not self._start_hooks
+        return not self._run_tree
 
     @property
     def ignore_agent(self) -> bool:
@@ -147,7 +150,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     @property
     def ignore_retriever(self) -> bool:
-        return not self._start_hooks
+        return not self._run_tree
 
     @property
     def open_runs(self) -> int:
@@ -265,39 +268,42 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             logprobs_requested=any(params.get(k) not in (None, False) for k in _REQUEST_KEYS),
             metadata=metadata,
         )
-        self._track(start)
+        self._track(start, reports=True)
 
     def _other_start(self, kind: str, serialized: Mapping[str, Any] | None, run_id: UUID,
                      parent_run_id: UUID | None, metadata: Mapping[str, Any] | None,
                      kwargs: Mapping[str, Any]) -> None:
-        if self._start_hooks:
+        if self._run_tree:
             start = RunStart(run_id=run_id, parent_run_id=parent_run_id, kind=kind,
                              name=_name(serialized, kwargs), started_at_ns=time.time_ns(),
                              metadata=metadata or {})
             self._track(start)
 
     def _other_end(self, run_id: UUID, error: BaseException | None) -> None:
-        if self._pop(run_id) is not None:
-            self._run_end(run_id, error)
+        run = self._pop(run_id)
+        if run is not None:
+            self._run_end(run_id, error, run.exporting)
 
-    def _track(self, start: RunStart) -> None:
-        if self._share_keys and not CLAIMS.claim(start.run_id, self._share_keys, self):
-            self.duplicate_runs += 1
-            return
-        evicted: list[UUID] = []
+    def _track(self, start: RunStart, *, reports: bool = False) -> None:
+        exporting = self._export_groups.claim(start.run_id, self)
+        if exporting is not self._export_groups.everything:
+            self.duplicate_runs += 1  # another handler exports this run to the shared exporters
+            if exporting is NOTHING and not (reports and self.on_report is not None):
+                return
+        evicted: list[tuple[UUID, _Run]] = []
         with self._lock:
             while len(self._runs) >= self.max_open_runs:
-                evicted.append(next(iter(self._runs)))
-                del self._runs[evicted[-1]]
-            self._runs[start.run_id] = _Run(start)
-        for run_id in evicted:
-            CLAIMS.release(run_id, self._share_keys, self)
+                oldest = next(iter(self._runs))
+                evicted.append((oldest, self._runs.pop(oldest)))
+            self._runs[start.run_id] = _Run(start, exporting)
+        for run_id, run in evicted:
+            self._export_groups.release(run_id, self)
             self.evicted_runs += 1
             self._log_once("evicted", "more than %d runs open at once; dropping the oldest (counted in "
                            "evicted_runs). Raise max_open_runs if your app really runs that many.",
                            self.max_open_runs)
-            self._run_end(run_id, None)
-        for hook in self._start_hooks:
+            self._run_end(run_id, None, run.exporting)
+        for hook in exporting.start_hooks:
             try:
                 hook(start)
             except Exception as exc:
@@ -306,13 +312,13 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     def _pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
             run = self._runs.pop(run_id, None)
-        if run is not None and self._share_keys:
-            CLAIMS.release(run_id, self._share_keys, self)
+        if run is not None:
+            self._export_groups.release(run_id, self)
         return run
 
-    def _run_end(self, run_id: UUID, error: BaseException | None) -> None:
+    def _run_end(self, run_id: UUID, error: BaseException | None, exporting: Exporting) -> None:
         ended = time.time_ns()
-        for hook in self._end_hooks:
+        for hook in exporting.end_hooks:
             try:
                 hook(run_id, ended, error)
             except Exception as exc:
@@ -335,7 +341,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                 if tokens is None or len(streamed) > len(tokens):
                     tokens = streamed
             records.append(self._record(run, generation, llm_output, tokens, status, error, index, ended))
-        self._deliver(records)
+        self._deliver(records, run.exporting.exporters)
 
     def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
                 tokens: TokenLogprobs | None, status: Status, error: BaseException | None,
@@ -374,14 +380,14 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             tokens=tuple(tokens) if tokens else (),
         )
 
-    def _deliver(self, records: list[ResponseRecord]) -> None:
+    def _deliver(self, records: list[ResponseRecord], exporters: Sequence[Exporter]) -> None:
         if self.on_report is not None:
             for record in records:
                 try:
                     self.on_report(record)
                 except Exception as exc:
                     self._failed("on_report", exc)
-        for exporter in self.exporters:
+        for exporter in exporters:
             try:
                 exporter.export(records)
             except Exception as exc:
@@ -448,11 +454,6 @@ def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> st
     return str(name) if name else "unknown"
 
 
-def _hooks(exporters: Sequence[Exporter], name: str) -> list[Callable[..., None]]:
-    """The optional lifecycle methods (``on_run_start``/``on_run_end``) the exporters define."""
-    return [hook for hook in (getattr(e, name, None) for e in exporters) if callable(hook)]
-
-
 def _error_type(error: BaseException | None) -> str | None:
     """The exception's fully qualified class name (OTel's ``error.type``)."""
     if error is None:
@@ -470,7 +471,11 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _str(value: Any) -> str | None:
-    return value if isinstance(value, str) and value else None
+    if not isinstance(value, str) or not value:
+        return None
+    # A lone surrogate (JSON "\ud800") cannot be UTF-8 encoded: it would break a whole OTLP batch
+    # or every later Prometheus scrape. Such characters become "?".
+    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
 
 
 def _number(value: Any) -> float | None:
@@ -480,5 +485,7 @@ def _number(value: Any) -> float | None:
 
 
 def _int(value: Any) -> int | None:
-    return value if isinstance(value, int) and not isinstance(value, bool) else None
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if -(2**63) <= value < 2**63 else None  # OTLP and Prometheus carry 64-bit ints
 

@@ -11,6 +11,7 @@ low-confidence threshold are also bold and underlined (``«»`` around them with
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -42,7 +43,7 @@ class Segment:
 def probability_rgb(probability: float) -> tuple[int, int, int]:
     """The heatmap colour of a probability (clamped to [0, 1]) as 0-255 RGB."""
     p = min(max(probability, 0.0), 1.0) if math.isfinite(probability) else 0.0
-    for (p0, c0), (p1, c1) in zip(_ANCHORS, _ANCHORS[1:]):
+    for (p0, c0), (p1, c1) in itertools.pairwise(_ANCHORS):
         if p <= p1:
             t = (p - p0) / (p1 - p0)
             return (round(c0[0] + (c1[0] - c0[0]) * t), round(c0[1] + (c1[1] - c0[1]) * t),
@@ -161,7 +162,8 @@ def summary_line(record: ResponseRecord, *, color: bool = True, label: str = "")
     probabilities), ``min p`` the least likely token's probability, ``low`` the share of tokens
     below the threshold.
     """
-    status = record.status if record.error_type is None else f"{record.status} ({record.error_type})"
+    error = record.error_type.rsplit(".", 1)[-1] if record.error_type else None  # the class name is enough here
+    status = record.status if error is None else f"{record.status} ({error})"
     if color:
         status = f"\x1b[{_STATUS_COLOURS.get(record.status, '0')}m{status}{RESET}"
     parts = [f"{label} {status}".strip(), record.model or "unknown model"]

@@ -36,11 +36,11 @@ table.summary th{background:#eef1f4}table.summary td:first-child,table.summary t
 .response header{display:flex;gap:12px;align-items:baseline;flex-wrap:wrap}
 .badge{border-radius:10px;padding:0 8px;font-size:12px;font-weight:600;color:#fff}
 .status-ok{background:#2e7d32}.status-cancelled{background:#b26a00}.status-error{background:#c62828}
-dl.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(150px,1fr));gap:2px 16px;margin:8px 0;
+dl.figures{display:grid;grid-template-columns:repeat(auto-fill,minmax(200px,1fr));gap:2px 20px;margin:8px 0;
  font-size:12px}dl.figures div{display:flex;justify-content:space-between}dl.figures dd{margin:0;font-weight:600}
 .heatmap{white-space:pre-wrap;word-break:break-word;font:15px/1.9 ui-monospace,"DejaVu Sans Mono",
  "Noto Sans Mono CJK KR",monospace;padding:6px 0}
-.tok{border-radius:3px;padding:1px 0;cursor:default}.tok.low{outline:2px solid #7a0000;font-weight:700}
+.tok{border-radius:3px;padding:1px 0;cursor:default}.tok.low{border-bottom:3px solid #5a0000;font-weight:700}
 .tok.empty::after{content:"\\220E";color:#8a939c;font-size:11px}
 .legend span{display:inline-block;padding:0 6px;margin-right:2px;border-radius:3px;font-size:12px}
 #tip{position:fixed;display:none;background:#1d232a;color:#fff;border-radius:6px;padding:8px 10px;
@@ -61,7 +61,8 @@ _SCRIPT = """
     var data=JSON.parse(el.getAttribute('data-alt'));var lines=[];
     data.forEach(function(t){
       lines.push(JSON.stringify(t.token)+'  p='+pct(t.p));
-      t.alts.forEach(function(a){lines.push('   '+(a[0]===t.token?'\\u2713 ':'  ')+JSON.stringify(a[0])+'  '+pct(a[1]));});
+      t.alts.forEach(function(a){
+        lines.push('   '+(a[0]===t.token?'\\u2713 ':'  ')+JSON.stringify(a[0])+'  '+pct(a[1]));});
     });
     tip.textContent=lines.join('\\n');tip.style.display='block';
     tip.style.left=Math.min(ev.clientX+12,window.innerWidth-370)+'px';tip.style.top=(ev.clientY+16)+'px';
@@ -133,14 +134,13 @@ def _figures(record: ResponseRecord) -> str:
         rows.append(("logprobs", record.logprobs.replace("_", " ")))
     if record.finish_reason:
         rows.append(("finish reason", record.finish_reason))
-    if record.trace.get("trace_id"):
-        rows.append(("trace id", record.trace["trace_id"]))
     return "".join(f"<div><dt>{_esc(k)}</dt><dd>{_esc(v)}</dd></div>" for k, v in rows)
 
 
 def _response_html(number: int, record: ResponseRecord) -> str:
     threshold = record.report.low_confidence_threshold if record.report else DEFAULT_LOW_CONFIDENCE_THRESHOLD
     status = record.status + (f" ({record.error_type})" if record.error_type else "")
+    trace = f" · trace {_esc(record.trace['trace_id'])}" if record.trace.get("trace_id") else ""
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.start.started_at_ns / 1e9))
     heatmap = _heatmap_html(record, threshold) if record.tokens else (
         f'<span class="muted">{_esc(record.text or "(no tokens recorded)")}</span>')
@@ -149,31 +149,34 @@ def _response_html(number: int, record: ResponseRecord) -> str:
         f'data-token-count="{len(record.tokens)}">'
         f'<header><strong>#{number}</strong><span class="badge status-{_esc(record.status)}">{_esc(status)}</span>'
         f'<span>{_esc(record.model or "unknown model")}</span><span class="muted">{_esc(record.start.name)} · '
-        f'{started} UTC · choice {record.choice_index}</span></header>'
+        f'{started} UTC · choice {record.choice_index}{trace}</span></header>'
         f'<dl class="figures">{_figures(record)}</dl><div class="heatmap">{heatmap}</div></section>'
     )
 
 
 def _bar_chart(records: Sequence[ResponseRecord]) -> str:
     """Sequence probability per response (bar) with its least likely token (dark tick)."""
-    width, height, pad = 420, 160, 24
-    scored = [(i + 1, r.report) for i, r in enumerate(records) if r.report and r.report.sequence_probability is not None]
+    width, height, pad, top = 420, 170, 24, 10
+    span = height - pad - top  # plot height
+    scored = [(i + 1, r.report) for i, r in enumerate(records)
+              if r.report and r.report.sequence_probability is not None]
     step = (width - pad) / max(len(scored), 1)
     bars = []
     for slot, (number, report) in enumerate(scored):
         p = report.sequence_probability or 0.0
         low = report.min_token_probability or 0.0
         x = pad + slot * step
-        bar_h = p * (height - pad)
+        bar_h = p * span
         bars.append(
             f'<rect x="{x + step * 0.15:.1f}" y="{height - pad - bar_h:.1f}" width="{step * 0.7:.1f}" '
             f'height="{bar_h:.1f}" fill="{_css_rgb(p)}"><title>#{number}: sequence p {p:.3f}, '
             f'min token p {low:.3f}</title></rect>'
-            f'<line x1="{x + step * 0.1:.1f}" x2="{x + step * 0.9:.1f}" y1="{height - pad - low * (height - pad):.1f}" '
-            f'y2="{height - pad - low * (height - pad):.1f}" stroke="#1d232a" stroke-width="2"/>'
+            f'<line x1="{x + step * 0.1:.1f}" x2="{x + step * 0.9:.1f}" y1="{height - pad - low * span:.1f}" '
+            f'y2="{height - pad - low * span:.1f}" stroke="#1d232a" stroke-width="2"/>'
         )
     axis = "".join(
-        f'<text x="{pad - 4}" y="{height - pad - v * (height - pad) + 4:.1f}" font-size="10" text-anchor="end">{v:g}</text>'
+        f'<text x="{pad - 4}" y="{height - pad - v * span + 4:.1f}" font-size="10" '
+        f'text-anchor="end">{v:g}</text>'
         for v in (0, 0.5, 1)
     )
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="sequence probability per response">'
@@ -223,7 +226,7 @@ def render_html_report(records: Sequence[ResponseRecord], *, title: str = "Model
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head>"
         f'<body data-responses="{len(records)}" data-tokens="{tokens}">'
         f"<h1>{_esc(title)}</h1><p class=\"muted\">{len(records)} responses, {tokens} tokens. "
-        f'Colour = token probability <span class="legend">{legend}</span>; outlined = below the low-confidence '
+        f'Colour = token probability <span class="legend">{legend}</span>; underlined = below the low-confidence '
         "threshold. Hover a token for its alternatives.</p><ul id=\"page-errors\"></ul>"
         '<h2>Across responses</h2><div class="charts">'
         f'<div class="chart"><h3>Sequence probability per response</h3>{_bar_chart(records)}</div>'

@@ -46,7 +46,8 @@ class ProgressBar:
                 self.note = note
             if self.interactive:
                 self._draw()
-            else:
+            elif note is not None or (self.total is not None and self.done >= self.total):
+                # in a log, one line per new task and one at the end are enough
                 self.stream.write(f"progress: {self.line()}\n")
                 self.stream.flush()
 

@@ -159,6 +159,8 @@ class Exporter(Protocol):
     An exporter may also define ``on_run_start(start: RunStart) -> None`` (called for every run,
     model or not, before it starts) and ``on_run_end(run_id, ended_at_ns, error) -> None``
     (called when a non-model run ends, or when a model run is dropped without a record).
+    Chain/tool/retriever runs reach these hooks only when some exporter has the attribute
+    ``trace_run_tree = True``; otherwise the handler asks LangChain not to send those events.
     Exporters run in the order given; an exception in one is logged once, counted, and does not
     stop the others.
     """

@@ -18,7 +18,7 @@ from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from observability._attach import attach_process_wide, detach_process_wide
+from observability._attach import attach_process_wide, detach_process_wide, process_wide_config
 from observability._config import AttachConfig
 
 logger = logging.getLogger("observability")
@@ -46,6 +46,8 @@ class ConfidenceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
         overrides = {k: options.pop(k) for k in ("enable_logprobs", "top_logprobs") if k in options}
         if overrides:
             config = dataclasses.replace(config, **overrides)
+        if not options and process_wide_config() == config:
+            return  # OBSERVABILITY_LANGCHAIN=1 already attached this very handler on import
         attach_process_wide(config, **options)
 
     def _uninstrument(self, **options: Any) -> None:

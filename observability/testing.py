@@ -6,6 +6,9 @@
   after a given number of chunks, and wait between chunks so async streams interleave.
 - ``RecordingExporter`` / ``RunTreeRecordingExporter``: exporters that keep what they are given
   in memory, so a test can assert on the records the handler produced.
+- ``InMemoryTelemetry``: the standard exporters wired to private, in-memory sinks (a tracer
+  provider keeping finished spans, a meter provider read on demand, a fresh Prometheus
+  registry), to assert on exactly what would have been exported.
 
 Nothing here talks to a network or a real provider.
 """
@@ -25,13 +28,21 @@ from langchain_core.language_models import BaseChatModel, LangSmithParams
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, MetricsData
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from pydantic import Field
 
-from observability._types import ResponseRecord, RunStart
+from observability._types import Exporter, ResponseRecord, RunStart
 
 __all__ = [
     "FakeLogprobChatModel",
     "FakeModelError",
+    "InMemoryTelemetry",
     "RecordingExporter",
     "RunTreeRecordingExporter",
     "openai_logprobs",
@@ -225,3 +236,55 @@ class RunTreeRecordingExporter(RecordingExporter):
     def on_run_end(self, run_id: UUID, ended_at_ns: int, error: BaseException | None) -> None:
         with self._lock:
             self.ends.append((run_id, ended_at_ns, error))
+
+
+class InMemoryTelemetry:
+    """Private in-memory sinks for the standard exporters, nothing global touched.
+
+    ``exporters(**options)`` returns ``default_exporters`` bound to them (options as there, e.g.
+    ``capture_content=True``, ``metadata_labels=["route"]``). Then ``spans()`` are the finished
+    spans, ``metrics()`` the OpenTelemetry metrics collected now, ``prometheus_text()`` the
+    registry's exposition (OpenMetrics, with exemplars, by default) and ``sample(name, **labels)``
+    one Prometheus sample's value. Call ``shutdown()`` when done.
+    """
+
+    def __init__(self) -> None:
+        self.span_exporter = InMemorySpanExporter()
+        self.tracer_provider = TracerProvider(shutdown_on_exit=False)
+        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.span_exporter))
+        self.metric_reader = InMemoryMetricReader()
+        self.meter_provider = MeterProvider(metric_readers=[self.metric_reader], shutdown_on_exit=False)
+        self.registry = CollectorRegistry()
+
+    def exporters(self, **options: Any) -> list[Exporter]:
+        from observability.exporters import default_exporters
+
+        return default_exporters(tracer_provider=self.tracer_provider, meter_provider=self.meter_provider,
+                                 registry=self.registry, **options)
+
+    def spans(self) -> tuple[ReadableSpan, ...]:
+        return tuple(self.span_exporter.get_finished_spans())
+
+    def metrics(self) -> MetricsData | None:
+        return self.metric_reader.get_metrics_data()
+
+    def prometheus_text(self, openmetrics: bool = True) -> str:
+        if openmetrics:
+            raw: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
+        else:
+            raw = generate_latest(self.registry)
+        return raw.decode("utf-8")
+
+    def sample(self, name: str, **labels: str) -> float | None:
+        """The value of the Prometheus sample ``name`` whose labels include ``labels``, summed over
+        the others (e.g. ``sample("llm_responses_total", status="ok")``); None when there is none."""
+        total: float | None = None
+        for family in self.registry.collect():
+            for sample in family.samples:
+                if sample.name == name and all(sample.labels.get(k) == v for k, v in labels.items()):
+                    total = (total or 0.0) + sample.value
+        return total
+
+    def shutdown(self) -> None:
+        self.tracer_provider.shutdown()
+        self.meter_provider.shutdown()

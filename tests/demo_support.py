@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ast
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -18,11 +19,12 @@ def korean_tokens() -> TokenLogprobs:
     """The recorded OpenAI logprobs of the seed (tokens split into UTF-8 byte pieces), parsed."""
     text = KOREAN_SEED.read_text(encoding="utf-8")
     start = text.index("'logprobs': ") + len("'logprobs': ")
-    depth = 0
-    for end, char in enumerate(text[start:], start):
-        depth += {"{": 1, "}": -1}.get(char, 0)
+    depth, end = 0, start
+    while True:
+        depth += {"{": 1, "}": -1}.get(text[end], 0)
         if depth == 0:
             break
+        end += 1
     return extract_token_logprobs(ast.literal_eval(text[start:end + 1]))
 
 
@@ -79,3 +81,34 @@ def processes_tagged(tag: str) -> list[int]:
 
 def new_tag() -> str:
     return uuid.uuid4().hex
+
+
+def demo_env(tag: str, **extra: str) -> dict[str, str]:
+    """The environment for a demo subprocess: tagged (to find what it leaves behind), local model,
+    spans to a file, no colour unless asked."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("OPENAI_API_KEY", "FORCE_COLOR", "NO_COLOR")
+           and not k.startswith(("OTEL_", "OBSERVABILITY_"))}
+    env.update({"DEMO_TEST_TAG": tag, "PYTHONUNBUFFERED": "1", **extra})
+    return env
+
+
+def wait_until_gone(tag: str, timeout: float = 20.0) -> list[int]:
+    """Poll until no process carries the tag; return the ones still alive after ``timeout``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while True:
+        left = processes_tagged(tag)
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.2)
+
+
+def kill_tagged(tag: str) -> None:
+    """Clean up after a failed test: SIGKILL what still carries this test's tag (ours by construction)."""
+    import signal
+
+    for pid in processes_tagged(tag):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)

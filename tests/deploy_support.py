@@ -188,7 +188,7 @@ def prometheus_query(base_url: str, promql: str) -> list[dict[str, Any]]:
     return result
 
 
-def chromium(url: str, *, screenshot: Path | None = None, window: str = "1400,1700",
+def chromium(url: str, *, screenshot: Path | None = None, window: str = "1400,1300",
              budget_ms: int = 15000) -> str:
     """Load ``url`` in headless Chromium (fresh profile, no background traffic); the rendered DOM.
 

@@ -83,6 +83,15 @@ junk: st.SearchStrategy[Any] = st.recursive(
 )
 """Anything: nested lists, dicts, namespaces and pydantic objects of numbers, text and bytes."""
 
+small_junk: st.SearchStrategy[Any] = st.recursive(
+    scalars,
+    lambda children: st.one_of(st.lists(children, max_size=3),
+                               st.dictionaries(st.sampled_from(KEYS), children, max_size=3),
+                               _objects(children)),
+    max_leaves=6,
+)
+"""``junk``, smaller: for the many places one callback script fills."""
+
 
 # ---- labelled entries: (entry, expected logprob or None when malformed) ----------------------
 

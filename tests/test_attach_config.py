@@ -79,3 +79,28 @@ def test_claims_of_a_dropped_owner_do_not_count_and_the_table_is_bounded() -> No
     for _ in range(10):
         claims.claim(uuid.uuid4(), ["k"], keeper)
     assert len(claims) == 3
+
+
+def test_two_handlers_sharing_one_exporter_export_a_run_once_and_both_report() -> None:
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    from observability import ConfidenceCallbackHandler
+    from tests.attach_support import Recorder
+
+    shared, own = Recorder(), Recorder()
+    first_reports: list[object] = []
+    second_reports: list[object] = []
+    first = ConfidenceCallbackHandler(exporters=[shared], on_report=first_reports.append)
+    second = ConfidenceCallbackHandler(exporters=[shared, own], on_report=second_reports.append)
+    run = uuid.uuid4()
+    result = LLMResult(generations=[[ChatGeneration(message=AIMessage("hi"))]])
+    for handler in (first, second):
+        handler.on_chat_model_start({}, [[]], run_id=run)
+    for handler in (first, second):
+        handler.on_llm_end(result, run_id=run)
+    assert shared.run_ids == [run]  # exported once, by the first handler
+    assert own.run_ids == [run]  # the second's own exporter is not shared: it gets the run too
+    assert (first.duplicate_runs, second.duplicate_runs) == (0, 1)
+    assert len(first_reports) == len(second_reports) == 1
+    assert first.open_runs == second.open_runs == 0

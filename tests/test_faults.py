@@ -1,0 +1,263 @@
+"""Issue 8.2: exporter faults. An OTLP endpoint that refuses, hangs or is slow; a Prometheus registry
+already holding a metric with our name; an exporter that raises. The app's call goes on with under
+1 ms added per response, memory stays bounded (the span queue drops, it does not grow), and each of
+our failures is logged once, not once per call.
+
+Added latency is measured as CPU time of the calling thread (what the handler makes the app's
+thread do; immune to other processes on a shared machine), interleaving calls with and without the
+handler; the wall time of every call is also bounded well below the exporters' network timeout, so
+a call that waited on the network would fail the test.
+"""
+
+from __future__ import annotations
+
+import http.server
+import logging
+import socket
+import statistics
+import threading
+import time
+import tracemalloc
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from opentelemetry.exporter.otlp.proto.http.metric_exporter import OTLPMetricExporter
+from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import PeriodicExportingMetricReader
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from prometheus_client import CollectorRegistry, Counter, Histogram
+
+from observability import ConfidenceCallbackHandler, ResponseRecord
+from observability._process import free_port
+from observability.exporters import default_exporters
+from observability.testing import FakeLogprobChatModel, InMemoryTelemetry, RecordingExporter
+
+ADDED_CPU_BOUND_S = 0.001  # the issue's bound, per response
+WALL_BOUND_S = 0.5  # far below the 2 s network timeout: no call may wait on the network
+QUEUE = 256
+EXPORT_TIMEOUT_S = 2
+
+
+# ---- endpoints that misbehave, all on 127.0.0.1 ----------------------------------------------
+
+@contextmanager
+def refusing_endpoint() -> Iterator[str]:
+    yield f"http://127.0.0.1:{free_port()}"  # nothing listens there: connection refused
+
+
+@contextmanager
+def hanging_endpoint() -> Iterator[str]:
+    """Accepts connections and never answers."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    held: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept() -> None:
+        server.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                held.append(server.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        stop.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        server.close()
+
+
+@contextmanager
+def slow_endpoint(delay: float = 1.5) -> Iterator[str]:
+    """Answers every request with an empty 200, after ``delay`` seconds."""
+
+    class Slow(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            time.sleep(delay)
+            self.send_response(200)
+            self.send_header("Content-Type", "application/x-protobuf")
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+ENDPOINTS = {"refusing": refusing_endpoint, "hanging": hanging_endpoint, "slow": slow_endpoint}
+
+
+# ---- measuring ---------------------------------------------------------------------------------
+
+def measure(model: FakeLogprobChatModel, handler: ConfidenceCallbackHandler, calls: int) -> dict[str, float]:
+    """Interleaved calls with and without the handler: median added thread CPU time per call,
+    and the slowest wall time of a call with the handler."""
+    with_handler: list[float] = []
+    without: list[float] = []
+    slowest = 0.0
+    config = {"callbacks": [handler]}
+    for _ in range(calls):
+        for runs, cfg in ((without, None), (with_handler, config)):
+            wall = time.perf_counter()
+            cpu = time.thread_time()
+            model.invoke("hi", config=cfg)
+            runs.append(time.thread_time() - cpu)
+            if cfg is not None:
+                slowest = max(slowest, time.perf_counter() - wall)
+    return {"added_cpu_s": statistics.median(with_handler) - statistics.median(without),
+            "base_cpu_s": statistics.median(without), "slowest_wall_s": slowest}
+
+
+class LogCounter(logging.Handler):
+    """Counts log records of every logger, by logger name."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.DEBUG)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+    def count(self, prefix: str, level: int = logging.WARNING) -> int:
+        return sum(r.name.startswith(prefix) and r.levelno >= level for r in self.records)
+
+
+@contextmanager
+def counting_logs() -> Iterator[LogCounter]:
+    counter = LogCounter()
+    root = logging.getLogger()
+    root.addHandler(counter)
+    try:
+        yield counter
+    finally:
+        root.removeHandler(counter)
+
+
+# ---- OTLP endpoint faults ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("fault", list(ENDPOINTS))
+def test_otlp_endpoint_fault_costs_the_call_nothing_and_memory_stays_bounded(fault: str) -> None:
+    model = FakeLogprobChatModel()
+    with ENDPOINTS[fault]() as endpoint, counting_logs() as logs:
+        spans = BatchSpanProcessor(OTLPSpanExporter(endpoint=f"{endpoint}/v1/traces", timeout=EXPORT_TIMEOUT_S),
+                                   max_queue_size=QUEUE, max_export_batch_size=64, schedule_delay_millis=50)
+        tracer_provider = TracerProvider(shutdown_on_exit=False)
+        tracer_provider.add_span_processor(spans)
+        reader = PeriodicExportingMetricReader(
+            OTLPMetricExporter(endpoint=f"{endpoint}/v1/metrics", timeout=EXPORT_TIMEOUT_S),
+            export_interval_millis=200, export_timeout_millis=EXPORT_TIMEOUT_S * 1000)
+        meter_provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
+        registry = CollectorRegistry()
+        handler = ConfidenceCallbackHandler(exporters=default_exporters(
+            tracer_provider=tracer_provider, meter_provider=meter_provider, registry=registry))
+        try:
+            figures = measure(model, handler, 300)
+            tracemalloc.start()
+            for _ in range(600):
+                model.invoke("hi", config={"callbacks": [handler]})
+            first = tracemalloc.get_traced_memory()[0]
+            for _ in range(1200):
+                model.invoke("hi", config={"callbacks": [handler]})
+            second = tracemalloc.get_traced_memory()[0]
+            tracemalloc.stop()
+            queued = len(spans._batch_processor._queue)  # the SDK's queue: bounded, drops when full
+        finally:
+            # Stop the endpoint's misbehaviour first so the SDK's final flush does not wait it out.
+            tracer_provider.shutdown()
+            meter_provider.shutdown(timeout_millis=1000)
+    print(f"{fault}: added CPU per response {figures['added_cpu_s'] * 1e6:.0f} µs "
+          f"(call without handler {figures['base_cpu_s'] * 1e6:.0f} µs), slowest call "
+          f"{figures['slowest_wall_s'] * 1e3:.1f} ms, span queue {queued}/{QUEUE}, traced memory "
+          f"{first / 1e6:.2f} → {second / 1e6:.2f} MB, OTel SDK warnings {logs.count('opentelemetry')}")
+    assert dict(handler.errors) == {}
+    assert registry.get_sample_value("llm_responses_total", {"provider": "fake", "model": "fake-logprobs",
+                                                             "status": "ok", "logprobs": "present"}) == 2400
+    assert figures["added_cpu_s"] < ADDED_CPU_BOUND_S, figures
+    assert figures["slowest_wall_s"] < WALL_BOUND_S, figures
+    assert queued <= QUEUE
+    assert second - first < 0.5 * first + 1_000_000, (first, second)  # 2x the calls, not 2x the memory
+    assert logs.count("observability") == 0  # nothing of ours failed: the SDK absorbs its own faults
+
+
+# ---- a registry already holding our names ------------------------------------------------------
+
+def test_registry_already_holding_our_metric_names_drops_only_those_and_logs_once() -> None:
+    registry = CollectorRegistry()
+    foreign_counter = Counter("llm_responses", "someone else's", ["team"], registry=registry)
+    foreign_histogram = Histogram("llm_response_perplexity", "someone else's", registry=registry)
+    model = FakeLogprobChatModel()
+    with counting_logs() as logs:
+        handlers = [ConfidenceCallbackHandler(exporters=default_exporters(registry=registry)) for _ in range(2)]
+        for i in range(100):
+            model.invoke("hi", config={"callbacks": [handlers[i % 2]]})
+    assert all(dict(h.errors) == {} for h in handlers)
+    prometheus = handlers[0].exporters[-1]
+    assert set(prometheus.dropped_metrics) == {"llm_responses_total", "llm_response_perplexity"}  # type: ignore[attr-defined]
+    # One warning per taken name, for both handlers and all 100 calls together.
+    assert logs.count("observability") == 2, [r.getMessage() for r in logs.records]
+    # Everything else is recorded; the foreign metrics are untouched.
+    labels = {"provider": "fake", "model": "fake-logprobs"}
+    assert registry.get_sample_value("llm_response_sequence_probability_count", labels) == 100
+    assert registry.get_sample_value("llm_response_tokens_count", labels) == 100
+    assert foreign_counter.labels("x")._value.get() == 0
+    assert registry.get_sample_value("llm_response_perplexity_count") == 0
+    assert foreign_histogram is not None
+
+
+# ---- exporters that raise ----------------------------------------------------------------------
+
+class Raising:
+    def export(self, records: Any) -> None:
+        raise RuntimeError("the sink is on fire")
+
+
+class RaisingSpanProcessor(SpanProcessor):
+    def on_end(self, span: ReadableSpan) -> None:
+        raise OSError("span sink unreachable")
+
+
+def test_raising_exporters_are_logged_once_counted_and_do_not_stop_the_others() -> None:
+    sinks = InMemoryTelemetry()
+    sinks.tracer_provider.add_span_processor(RaisingSpanProcessor())
+    recorder = RecordingExporter()
+    reports: list[ResponseRecord] = []
+
+    def on_report(record: ResponseRecord) -> None:
+        reports.append(record)
+        raise ValueError("the app's own hook fails too")
+
+    handler = ConfidenceCallbackHandler(exporters=[Raising(), *sinks.exporters(), recorder], on_report=on_report)
+    model = FakeLogprobChatModel()
+    with counting_logs() as logs:
+        figures = measure(model, handler, 300)
+    sinks.shutdown()
+    print(f"raising exporters: added CPU per response {figures['added_cpu_s'] * 1e6:.0f} µs, "
+          f"slowest call {figures['slowest_wall_s'] * 1e3:.1f} ms")
+    assert handler.errors == {"Raising.export": 300, "OpenTelemetryTracingExporter.export": 300, "on_report": 300}
+    ours = [r.getMessage() for r in logs.records if r.name.startswith("observability")]
+    assert len(ours) == 3, ours  # once per failing place, not per call
+    assert len(recorder.records) == len(reports) == 300  # the ones after the failures got everything
+    assert sinks.sample("llm_responses_total") == 300
+    assert figures["added_cpu_s"] < ADDED_CPU_BOUND_S, figures
+    assert figures["slowest_wall_s"] < WALL_BOUND_S, figures

@@ -1,0 +1,99 @@
+"""The JSON-lines record file: what ``record_to=`` writes, and reading it back."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from observability import ConfidenceCallbackHandler, ResponseRecord, TokenLogprob, TokenLogprobs
+from observability._local_model import MODEL_NAME, LocalModelServer
+from observability.exporters._jsonl import FORMAT, JsonlRecorder, RecordFileError, read_records
+from tests.conftest import raw_chat_completion
+from tests.demo_support import korean_tokens, record_for
+
+QUESTION = "Name three colours."
+
+
+def test_a_record_survives_the_round_trip(tmp_path: Path) -> None:
+    tokens = TokenLogprobs(korean_tokens())
+    tokens.append(TokenLogprob(token="!", bytes=b"!", logprob=-math.inf, top_logprobs=(("?", -0.1), ("!", -math.inf))))
+    record = replace(record_for(tokens), trace={"trace_id": "ab" * 16, "span_id": "cd" * 8})
+    path = tmp_path / "records.jsonl"
+    recorder = JsonlRecorder(path)
+    recorder.export([record, replace(record, choice_index=1, status="cancelled")])
+    recorder.close()
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == 2
+    first = json.loads(lines[0], parse_constant=lambda name: pytest.fail(f"non-standard JSON constant {name}"))
+    assert first["format"] == FORMAT and first["version"] == 1
+    assert first["text"] == "대한민국의 수도는 서울입니다.!"  # readable UTF-8, not \u escapes
+    assert "대한민국" in lines[0]
+    assert first["tokens"][2] == {"token": "\\xeb\\xaf", "bytes": [235, 175], "logprob": -1.8624639e-06,
+                                  "top_logprobs": []}
+    assert first["tokens"][-1]["logprob"] is None  # probability 0 is written as null
+    back = read_records(path)
+    assert back[0] == record
+    assert back[1].status == "cancelled" and back[1].choice_index == 1
+
+
+@pytest.mark.real_model
+def test_record_to_writes_one_line_per_response(tmp_path: Path, chat_model: Any,
+                                                local_model: LocalModelServer) -> None:
+    path = tmp_path / "out" / "records.jsonl"
+    path.parent.mkdir()
+    seen: list[ResponseRecord] = []
+    handler = ConfidenceCallbackHandler(exporters=(), on_report=seen.append, record_to=path)
+    model = chat_model(max_tokens=12).bind(logprobs=True, top_logprobs=3)
+    model.invoke(QUESTION, config={"callbacks": [handler]})
+    model.batch(["Say hi.", "Say bye.", "Count to three."], config={"callbacks": [handler]})
+    for _ in model.stream(QUESTION, config={"callbacks": [handler]}):
+        pass
+    lines = path.read_text(encoding="utf-8").splitlines()
+    assert len(lines) == len(seen) == 5
+    assert [json.loads(line)["run_id"] for line in lines] == [str(r.run_id) for r in seen]
+    # the non-streamed answer, token for token, as the server itself returned it
+    raw = raw_chat_completion(local_model.base_url, {
+        "model": MODEL_NAME, "messages": [{"role": "user", "content": QUESTION}], "temperature": 0,
+        "max_tokens": 12, "logprobs": True, "top_logprobs": 3})
+    expected = [entry["token"] for entry in raw["choices"][0]["logprobs"]["content"]]
+    first = json.loads(lines[0])
+    assert [t["token"] for t in first["tokens"]] == expected
+    assert [len(t["top_logprobs"]) for t in first["tokens"]] == [3] * len(expected)
+    assert first["status"] == "ok" and first["logprobs"] == "present" and first["text"] == raw["choices"][0][
+        "message"]["content"]
+    assert read_records(path) == seen
+
+
+def test_without_record_to_nothing_is_written(tmp_path: Path) -> None:
+    handler = ConfidenceCallbackHandler(exporters=())
+    assert not any(isinstance(e, JsonlRecorder) for e in handler.exporters)
+    with_file = ConfidenceCallbackHandler(exporters=(), record_to=tmp_path / "r.jsonl")
+    assert [type(e) for e in with_file.exporters] == [JsonlRecorder]
+    assert not (tmp_path / "r.jsonl").exists()  # opened on the first record only
+
+
+def test_a_directory_is_not_a_record_file(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="is a directory"):
+        ConfidenceCallbackHandler(exporters=(), record_to=tmp_path)
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    pytest.param("{not json", "not a response record", id="not-json"),
+    pytest.param('{"format": "something-else"}', "not a langchain-confidence.record line", id="other-format"),
+    pytest.param(json.dumps({"format": FORMAT, "version": 99}), "unsupported record version 99", id="version"),
+    pytest.param(json.dumps({"format": FORMAT, "version": 1}), "missing field 'run_id'", id="missing"),
+])
+def test_a_bad_line_is_named(tmp_path: Path, line: str, message: str) -> None:
+    path = tmp_path / "bad.jsonl"
+    good = JsonlRecorder(path)
+    good.export([record_for(korean_tokens())])
+    good.close()
+    with path.open("a", encoding="utf-8") as file:
+        file.write("\n" + line + "\n")
+    with pytest.raises(RecordFileError, match=rf"bad.jsonl:3: .*{message}"):
+        read_records(path)
