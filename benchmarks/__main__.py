@@ -76,7 +76,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.real_rounds:
         from benchmarks.real_model import measure
 
-        workload, results, mean_tokens = measure(configurations, args.real_rounds, 128, progress)
+        exporters = cfg.full_exporters(sinks) if cfg.FULL in names else []
+        workload, results, mean_tokens, inside = measure(configurations, args.real_rounds, 128, exporters, progress)
+        data["real_inside"] = {**inside, "full_exporters": bool(exporters)}
         data["workloads"].append(_dump(workload.key, workload.title, workload.unit, max(1, round(mean_tokens)),
                                        args.real_rounds, results))
     if args.leak_runs:
@@ -84,9 +86,10 @@ def main(argv: list[str] | None = None) -> int:
 
         exporters = cfg.full_exporters(sinks) if cfg.FULL in names else []
         progress(f"leak check: {args.leak_runs:,} runs")
-        leak = run_leak_check(exporters, args.leak_runs, progress=progress)
+        leak = run_leak_check(exporters, args.leak_runs, flush=sinks.flush, progress=progress)
         data["leak"] = {**leak.__dict__, "growth_kib": leak.growth_kib,
-                        "growth_bytes_per_run": leak.growth_bytes_per_run, "full_exporters": bool(exporters)}
+                        "growth_bytes_per_run": leak.growth_bytes_per_run, "swing_kib": leak.swing_kib,
+                        "full_exporters": bool(exporters)}
     sinks.flush()
     data["spans_by_scope"] = dict(sinks.span_exporter.by_scope)
     sinks.shutdown()

@@ -4,7 +4,9 @@ Each run is a short ``.stream`` or ``invoke`` of the fake model, chosen at rando
 ok (stream to the end, or invoke), error (the model raises mid-stream) or cancelled (the
 caller breaks out of the stream, so LangChain closes the generator with ``GeneratorExit``).
 tracemalloc traces the whole loop; its current size is read every tenth of the runs, after a
-``gc.collect()``, and the report gives its growth from the first checkpoint to the last.
+``gc.collect()`` and after ``flush()`` (the span processor's queue holds up to 2,048 finished
+spans between exports: without a flush the readings swing by megabytes with its fill level).
+The report gives the growth from the first checkpoint to the last and the largest swing.
 """
 
 from __future__ import annotations
@@ -44,13 +46,19 @@ class LeakReport:
         return self.checkpoints_kib[-1] - self.checkpoints_kib[0]
 
     @property
+    def swing_kib(self) -> float:
+        """The largest minus the smallest checkpoint."""
+        return max(self.checkpoints_kib) - min(self.checkpoints_kib)
+
+    @property
     def growth_bytes_per_run(self) -> float:
         counted = self.runs - self.runs // max(1, len(self.checkpoints_kib))
         return self.growth_kib * 1024 / counted if counted else 0.0
 
 
 def run_leak_check(exporters: list[Any], runs: int = 100_000, *, tokens: int = 8, seed: int = 11,
-                   checkpoints: int = 10, progress: Callable[[str], None] = lambda _: None) -> LeakReport:
+                   checkpoints: int = 10, flush: Callable[[], object] = lambda: None,
+                   progress: Callable[[str], None] = lambda _: None) -> LeakReport:
     statuses: collections.Counter[str] = collections.Counter()
 
     def count(record: ResponseRecord) -> None:
@@ -97,6 +105,7 @@ def run_leak_check(exporters: list[Any], runs: int = 100_000, *, tokens: int = 8
         for index in range(1, runs + 1):
             one()
             if index % every == 0:
+                flush()
                 gc.collect()
                 marks.append(tracemalloc.get_traced_memory()[0] / 1024)
                 progress(f"leak check: {index:,} runs, {marks[-1]:,.0f} KiB traced, {handler.open_runs} open")

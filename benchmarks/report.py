@@ -88,6 +88,12 @@ def render(data: dict[str, Any]) -> str:
                 continue
             lines.append(f"| {name} | {c['median_us']:,.1f} | {_pct(c['ratio'])} | "
                          f"{_pct(low)} … {_pct(high)} | {_pct(c['before_end_ratio'])} | {peak} |")
+        if workload["key"] == "real" and data.get("real_inside"):
+            inside = data["real_inside"]
+            lines += ["", f"Measured directly instead of by difference: ours"
+                      f"{', full' if inside['full_exporters'] else ', scoring only'} spent "
+                      f"**{inside['inside_us']:,.0f} µs per run inside its callbacks = "
+                      f"{inside['share'] * 100:.3f}% of the run's wall time** ({inside['runs']} runs)."]
         lines.append("")
     costs = data.get("per_chunk_ns")
     if costs:
@@ -113,9 +119,10 @@ def render(data: dict[str, Any]) -> str:
                   f"- `handler.open_runs` at the end: **{leak['open_runs']}**; run claims left: {leak['open_claims']}; "
                   f"evicted runs: {leak['evicted_runs']}; "
                   f"handler errors: {leak['handler_errors'] or 'none'}",
-                  f"- tracemalloc current size after each tenth of the runs (KiB): {marks}",
+                  f"- tracemalloc current size after each tenth of the runs, span queue flushed (KiB): {marks}",
                   f"- growth from the first tenth to the end: **{leak['growth_kib']:+,.1f} KiB** "
-                  f"({leak['growth_bytes_per_run']:+.2f} bytes per run)", ""]
+                  f"({leak['growth_bytes_per_run']:+.2f} bytes per run); largest swing between checkpoints: "
+                  f"{leak.get('swing_kib', float('nan')):,.1f} KiB", ""]
     spans = data.get("spans_by_scope")
     if spans:
         lines += ["Spans exported during the run, by instrumentation scope (a check that every tracing "

@@ -25,6 +25,13 @@ def _non_negative_int(text: str) -> int:
     return value
 
 
+def _positive_int(text: str) -> int:
+    value = _non_negative_int(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("0 is not allowed here; use 1 or more")
+    return value
+
+
 def _port(text: str) -> int:
     value = _non_negative_int(text)
     if value > 65535:
@@ -80,7 +87,7 @@ def build_parser() -> argparse.ArgumentParser:
                            "for `report`")
     demo.add_argument("--spans-file", type=Path, default=Path(DEFAULT_SPANS_FILE), metavar="FILE",
                       help=f"where spans go when OTEL_EXPORTER_OTLP_ENDPOINT is not set (default {DEFAULT_SPANS_FILE})")
-    demo.add_argument("--max-tokens", type=_non_negative_int, default=48, metavar="N",
+    demo.add_argument("--max-tokens", type=_positive_int, default=48, metavar="N",
                       help="longest answer, in tokens (default 48)")
     demo.add_argument("--linger", type=_seconds, default=0.0, metavar="SECONDS",
                       help="after the last request keep serving /metrics this long, for a scraper (default 0)")
@@ -144,7 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         options = DemoOptions(
             requests=args.requests, pause=args.pause, metrics_port=args.metrics_port, base_url=args.base_url,
             model=args.model, record_to=args.record_to, spans_file=args.spans_file,
-            color=_use_color(args.no_color), linger=args.linger, max_tokens=args.max_tokens or 48,
+            color=_use_color(args.no_color), linger=args.linger, max_tokens=args.max_tokens,
         )
         return run_demo(options)
     except DemoError as exc:

@@ -140,7 +140,6 @@ def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack) -> 
     total = options.requests or None
     progress = ProgressBar(total, stream=err)
     done = 0
-    printed = 0
     counts: dict[str, int] = {}
     round_number = 0
     while True:
@@ -151,7 +150,8 @@ def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack) -> 
             budget = (total - done) if total is not None else None
             progress.update(done=done, note=step.title)
             done += _run_step(step, budget, endpoint)
-            new, printed = received[printed:], len(received)
+            new = received[:]
+            del received[:len(new)]  # a loop may run for days: keep nothing once printed
             progress.clear()
             for record in new:
                 counts[record.status] = counts.get(record.status, 0) + 1

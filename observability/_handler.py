@@ -32,7 +32,6 @@ from observability._types import (
     ResponseRecord,
     RunStart,
     Status,
-    TokenLogprob,
     TokenLogprobs,
 )
 

@@ -8,9 +8,9 @@ record file) can point at the span it made.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, Sequence, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 from uuid import UUID
 
 Status = Literal["ok", "error", "cancelled"]

@@ -41,6 +41,7 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> sub
     pytest.param(["demo", "--metrics-port", "70000"], 2, "70000 is not a TCP port", id="bad-port"),
     pytest.param(["demo", "--base-url", "localhost:8000"], 2, "is not an http(s) URL", id="bad-url"),
     pytest.param(["demo", "--pause", "soon"], 2, "'soon' is not a number of seconds", id="bad-pause"),
+    pytest.param(["demo", "--max-tokens", "0"], 2, "argument --max-tokens: 0 is not allowed", id="zero-tokens"),
     pytest.param(["frobnicate"], 2, "invalid choice: 'frobnicate'", id="unknown-command"),
     pytest.param(["report"], 2, "the following arguments are required: INPUT", id="report-without-input"),
     pytest.param(["demo", "--metrics-port", "0", "--model", "gpt-x"], 1, "--model needs --base-url", id="model-alone"),

@@ -64,11 +64,13 @@ def mean(metric: str, window: str = "$__rate_interval", by: str = "") -> str:
             f"sum{grouping} (rate({metric}_count{{{SELECT}}}[{window}]))")
 
 
-def share(matcher: str, window: str = "$__rate_interval", by: str = "") -> str:
-    """Share of responses matching ``matcher`` (0 when none do, rather than no data)."""
+def share(matcher: str, window: str = "$__rate_interval", by: str = "", among: str = "") -> str:
+    """Share of responses matching ``matcher`` among those matching ``among`` (default: all), 0 when none
+    do rather than no data."""
     grouping = f" by ({by})" if by else ""
-    total = f"sum{grouping} (rate(llm_responses_total{{{SELECT}}}[{window}]))"
-    return f"(sum{grouping} (rate(llm_responses_total{{{matcher}, {SELECT}}}[{window}])) or {total} * 0) / {total}"
+    base = f"{among}, {SELECT}" if among else SELECT
+    total = f"sum{grouping} (rate(llm_responses_total{{{base}}}[{window}]))"
+    return f"(sum{grouping} (rate(llm_responses_total{{{matcher}, {base}}}[{window}])) or {total} * 0) / {total}"
 
 
 def color_override(name: str, color: str) -> Json:
@@ -180,7 +182,7 @@ def per_model_table() -> Json:
          f"[{window}])))", "percentunit"),
         ("D", "Mean low-confidence ratio", mean("llm_response_low_confidence_ratio", window, "model"), "percentunit"),
         ("E", "Mean perplexity", mean("llm_response_perplexity", window, "model"), "none"),
-        ("F", "Without logprobs", share('logprobs!="present"', window, "model"), "percentunit"),
+        ("F", "Without logprobs", share('logprobs!="present"', window, "model", among='status="ok"'), "percentunit"),
         ("G", "Errors", share('status="error"', window, "model"), "percentunit"),
     ]
     rename = {f"Value #{ref}": name for ref, name, _, _ in columns}
@@ -196,7 +198,7 @@ def per_model_table() -> Json:
         "type": "table",
         "title": "Per-model comparison",
         "description": "One row per model over the whole time range: traffic, typical and worst-case confidence, "
-                       "and the shares of responses without logprobs and of errors (red when not zero).",
+                       "the share of answers without logprobs and of errors (red when not zero).",
         "datasource": PROMETHEUS,
         "targets": [target(ref, expr, name, instant=True, fmt="table") for ref, name, expr, _ in columns],
         "transformations": [
@@ -220,9 +222,11 @@ def panels() -> list[Json]:
         (stat("Responses / s", "Model responses per second (all statuses).", f"sum({rate})",
               unit="reqps", steps=thresholds((None, "blue")), decimals=2), 0, 0, 4, 4),
         (stat("Responses without logprobs",
-              "Share of responses that carried no logprobs: their confidence is not measured. Any value above "
-              "zero is a misconfiguration (logprobs not requested, or dropped by the provider/API path).",
-              share('logprobs!="present"'), unit="percentunit", steps=red_above_zero), 4, 0, 5, 4),
+              "Share of answered (status ok) responses that carried no logprobs: their confidence is not "
+              "measured. Any value above zero is a misconfiguration (logprobs not requested, or dropped by the "
+              "provider/API path). Failed calls never carry logprobs and are not counted here.",
+              share('logprobs!="present"', among='status="ok"'), unit="percentunit", steps=red_above_zero),
+         4, 0, 5, 4),
         (stat("Errors", "Share of model calls that raised.", share('status="error"'), unit="percentunit",
               steps=thresholds((None, "green"), (0.05, "red"))), 9, 0, 5, 4),
         (stat("Cancelled", "Share of model calls broken off (streams the app stopped reading).",
