@@ -86,16 +86,23 @@ class ManagedProcess:
         except OSError as exc:
             self._close_log()
             raise ProcessStartError(f"{self.name} could not be started ({self.command[0]}): {exc}") from exc
+        try:
+            self._wait_healthy()
+        except BaseException:  # also Ctrl-C during start-up: never leave the child behind
+            self.stop()
+            raise
+        return self
+
+    def _wait_healthy(self) -> None:
+        assert self.process is not None
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 code = self.process.returncode
-                self.stop()
                 raise ProcessStartError(f"{self.name} exited with code {code} during start-up:\n{self.tail()}")
             if http_ok(self.health_url):
-                return self
+                return
             time.sleep(0.1)
-        self.stop()
         raise ProcessStartError(
             f"{self.name} was not healthy at {self.health_url} after {self.startup_timeout:.0f}s:\n{self.tail()}"
         )

@@ -166,8 +166,8 @@ def wrap_content(entries: list[Any], form: int) -> Any:
         return entries  # the bare content list
     if form == 1:
         return {"content": entries, "refusal": None}
-    if form == 2:
-        return ChoiceLogprobs.model_construct(content=entries, refusal=None)
+    if form == 2:  # an SDK-style object (the openai SDK's own coerces entries: see ``junk``)
+        return SimpleNamespace(content=entries, refusal=None)
     if form == 3:
         return {"logprobs": {"content": entries, "refusal": None}, "finish_reason": "stop"}  # generation_info
     return tuple(entries)

@@ -109,3 +109,19 @@ def test_command_line_writes_a_table_with_every_configuration(tmp_path: Any, cap
     data = json.loads((tmp_path / "results.json").read_text())
     assert [w["key"] for w in data["workloads"]] == ["w1", "w2", "w3", "w4"]
     assert "| no handler |" in capsys.readouterr().out
+
+
+@pytest.mark.real_model
+def test_real_model_workload_streams_and_times_our_callbacks(local_model: Any) -> None:
+    from benchmarks.real_model import TimedHandler, real_stream
+
+    workload, counted = real_stream(local_model.base_url, max_tokens=8)
+    handler = TimedHandler(exporters=())
+    records: list[Any] = []
+    handler.on_report = records.append
+    sample = workload.run([handler])
+    assert counted and 1 <= counted[0] <= 8
+    assert 0 < handler.inside_ns < sample.total_ns
+    assert len(records) == 1 and records[0].report is not None
+    assert records[0].report.token_count == counted[0]
+    assert all(len(t.top_logprobs) == 5 for t in records[0].tokens)

@@ -197,17 +197,17 @@ def test_otlp_endpoint_fault_costs_the_call_nothing_and_memory_stays_bounded(fau
     print(f"{fault}: added CPU per response {figures['added_cpu_s'] * 1e6:.0f} µs "
           f"(call without handler {figures['base_cpu_s'] * 1e6:.0f} µs), slowest call "
           f"{figures['slowest_wall_s'] * 1e3:.1f} ms, span queue at most {max(queued)}/{QUEUE}, traced memory "
-          f"{min(memory) / 1e6:.2f}–{max(memory) / 1e6:.2f} MB over 1,600 calls, OTel SDK warnings in 2,400 calls "
+          f"{min(memory) / 1e6:.2f}–{max(memory) / 1e6:.2f} MB over 1,600 calls, OTel SDK warnings in 2,200 calls "
           f"{logs.count('opentelemetry')}")
     assert dict(handler.errors) == {}
     assert registry.get_sample_value("llm_responses_total", {"provider": "fake", "model": "fake-logprobs",
-                                                             "status": "ok", "logprobs": "present"}) == 2400
+                                                             "status": "ok", "logprobs": "present"}) == 2200
     assert figures["added_cpu_s"] < ADDED_CPU_BOUND_S, figures
     assert figures["slowest_wall_s"] < WALL_BOUND_S, figures
     assert max(queued) <= QUEUE
-    # Bounded: the queue plus one batch in flight (~128 spans, well under 2 MB); were spans kept
-    # per call, 1,600 calls would add several MB.
-    assert max(memory) - memory[0] < 2_000_000, memory
+    # Bounded: the queue, one batch in flight and the SDK's retry state swing by up to ~2 MB here;
+    # an exporter keeping every span (InMemorySpanExporter) grows by ~10 MB over these 1,600 calls.
+    assert max(memory) - memory[0] < 4_000_000, memory
     assert logs.count("observability") == 0  # nothing of ours failed: the SDK absorbs its own faults
 
 

@@ -38,13 +38,13 @@ from tests.fuzz_payloads import (
 )
 
 EXAMPLES = {
-    "junk": 3000,
-    "labelled": 2500,
-    "legacy": 1500,
-    "bytes": 1000,
-    "handler_junk": 1000,
-    "handler_counts": 800,
-    "exporters": 400,
+    "junk": 2500,
+    "labelled": 3000,
+    "legacy": 2000,
+    "bytes": 1500,
+    "handler_counts": 600,
+    "handler_junk": 400,
+    "exporters": 250,
     "huge": 3,
 }
 assert sum(EXAMPLES.values()) >= 10_000
@@ -330,7 +330,7 @@ odd_text = st.one_of(any_text, st.text(st.characters(categories=["Cs"]), min_siz
 @given(scripts=st.lists(callback_script(), min_size=1, max_size=3), capture=st.booleans(),
        # Route values and token text without lone surrogates here: that case is pinned down,
        # deterministically, by test_lone_surrogates_in_route_label_and_token_text_stay_exportable.
-       strings=st.lists(st.tuples(odd_text, odd_text, st.one_of(st.text(max_size=8), scalars)),
+       strings=st.lists(st.tuples(odd_text, odd_text, st.one_of(st.text(max_size=8), numbers, st.none())),
                         min_size=3, max_size=3))
 def test_exporters_get_no_nan_and_stay_exportable(scripts: list[dict[str, Any]], capture: bool,
                                                   strings: list[tuple[str, str, Any]]) -> None:

@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from observability._types import Exporter
 from observability.exporters._content import CAPTURE_CONTENT_ENV
 from observability.exporters._definitions import DEFAULT_PREFIX, HISTOGRAMS, HistogramDefinition
+from observability.exporters._jsonl import JsonlRecorder
 from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, MetricLabels
 from observability.exporters._otel_metrics import OpenTelemetryMetricsExporter
 from observability.exporters._otel_spans import OpenTelemetryTracingExporter
@@ -26,6 +27,7 @@ __all__ = [
     "DEFAULT_PREFIX",
     "HISTOGRAMS",
     "HistogramDefinition",
+    "JsonlRecorder",
     "MetricLabels",
     "OpenTelemetryMetricsExporter",
     "OpenTelemetryTracingExporter",
