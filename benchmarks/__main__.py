@@ -27,11 +27,11 @@ MARK = re.compile(r"(<!-- bench:results -->\n).*?(<!-- /bench:results -->)", re.
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("--rounds", type=int, default=15, help="rounds for workloads 1-3 (default 15)")
-    parser.add_argument("--rounds-concurrent", type=int, default=5, help="rounds for workload 4 (default 5)")
+    parser.add_argument("--rounds", type=int, default=21, help="rounds for workloads 1-3 (default 21)")
+    parser.add_argument("--rounds-concurrent", type=int, default=7, help="rounds for workload 4 (default 7)")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the workloads (the smoke test uses 0.01)")
     parser.add_argument("--leak-runs", type=int, default=100_000, help="runs of the leak check (0: skip)")
-    parser.add_argument("--real-rounds", type=int, default=3, help="rounds on the real model (0: skip)")
+    parser.add_argument("--real-rounds", type=int, default=5, help="rounds on the real model (default 5; 0: skip)")
     parser.add_argument("--configs", default=",".join(cfg.KEYS),
                         help=f"comma-separated, from: {', '.join(cfg.KEYS)} (default: all)")
     parser.add_argument("--workloads", default="w1,w2,w3,w4", help="comma-separated, from: w1,w2,w3,w4")

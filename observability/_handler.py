@@ -25,7 +25,7 @@ from langchain_core.callbacks import BaseCallbackHandler
 from observability._dedupe import NOTHING, ExportGroups, Exporting
 from observability._extract import PAYLOAD_KEYS, chat_content, extract_token_logprobs
 from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD, check_threshold, score_confidence
-from observability._text import token_offsets
+from observability._text import token_offsets, utf8_safe
 from observability._types import (
     Exporter,
     LogprobsStatus,
@@ -95,6 +95,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     run_inline = True  # an executor hop per token would cost ~100 µs in async code
     raise_error = False
+    # The run of the latest chunk and its id, see on_llm_new_token; _finish and eviction forget it.
+    _last_run: tuple[UUID | None, _Run | None] = (None, None)
 
     def __init__(
         self,
@@ -170,15 +172,21 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self._model_start("llm", serialized, run_id, parent_run_id, metadata, kwargs)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
-                         parent_run_id: UUID | None = None, **kwargs: Any) -> None:
-        # The hot path: one dict lookup, one append. Parsing waits for the end of the run.
+                         parent_run_id: UUID | None = None, logprobs: Any = None, **kwargs: Any) -> None:
+        # The hot path: find the run, keep the chunk's logprobs payload; parsing waits for the end
+        # of the run. LangChain passes the same UUID object with every chunk of a run, so the
+        # previous chunk's run is reused when the id is that very object: a UUID's hash is a
+        # Python-level method, the largest cost here (benchmarks/RESULTS.md, per-chunk cost).
         try:
-            run = self._runs.get(run_id)
-            if run is None:
-                return
+            last_id, run = self._last_run
+            if last_id is not run_id or run is None:
+                run = self._runs.get(run_id)
+                if run is None:
+                    return
+                self._last_run = (run_id, run)
             if run.first_token_at_ns is None and token:
                 run.first_token_at_ns = time.time_ns()
-            payload = kwargs.get("logprobs")
+            payload = logprobs  # some streaming paths pass the chunk's logprobs as a keyword
             if payload is None and chunk is not None:
                 info = chunk.generation_info
                 if info:
@@ -295,6 +303,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                 oldest = next(iter(self._runs))
                 evicted.append((oldest, self._runs.pop(oldest)))
             self._runs[start.run_id] = _Run(start, exporting)
+            if evicted:
+                self._last_run = (None, None)
         for run_id, run in evicted:
             self._export_groups.release(run_id, self)
             self.evicted_runs += 1
@@ -325,6 +335,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     def _finish(self, run: _Run, response: Any, status: Status, error: BaseException | None) -> None:
         ended = time.time_ns()
+        if self._last_run[1] is run:
+            self._last_run = (None, None)
         generations = _generations(response)
         llm_output = getattr(response, "llm_output", None) or {}
         records: list[ResponseRecord] = []
@@ -470,11 +482,7 @@ def _mapping(value: Any) -> Mapping[str, Any]:
 
 
 def _str(value: Any) -> str | None:
-    if not isinstance(value, str) or not value:
-        return None
-    # A lone surrogate (JSON "\ud800") cannot be UTF-8 encoded: it would break a whole OTLP batch
-    # or every later Prometheus scrape. Such characters become "?".
-    return value if value.isascii() else value.encode("utf-8", "replace").decode("utf-8")
+    return utf8_safe(value) if isinstance(value, str) and value else None
 
 
 def _number(value: Any) -> float | None:

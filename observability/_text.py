@@ -36,9 +36,9 @@ def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, 
         offsets.append((start, length + pending))
     tail = decoder.decode(b"", final=True)
     parts.append(tail)
-    if tail:  # a truncated character at the very end: its pieces cover the replacement char
+    if tail:  # a truncated character at the very end: its pieces cover the replacement char(s)
         end = length + len(tail)
-        offsets = [(s, min(e, end)) for s, e in offsets]
+        offsets = [(s, end if e > length else e) for s, e in offsets]
     return "".join(parts), offsets
 
 
@@ -62,3 +62,10 @@ def _whole_characters(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[i
     except UnicodeDecodeError:
         return None
     return "".join(parts), offsets
+
+
+def utf8_safe(text: str) -> str:
+    """``text`` with every character UTF-8 cannot encode (a lone surrogate, as JSON ``"\\ud800"``
+    decodes to) replaced by ``?``. Exported strings go through it: one such character would break
+    a whole OTLP batch or every later Prometheus scrape."""
+    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")

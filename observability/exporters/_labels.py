@@ -1,9 +1,9 @@
 """Metric labels, shared by both metric systems: ``provider``, ``model`` and an opt-in allowlist
 of run metadata keys, each with a cap on distinct values.
 
-Only keys the user lists become labels, never run ids or free text by default. Each allowlisted
-key keeps at most ``max_label_values`` distinct values; later new values become ``other``, so a
-key that turns out to hold free text cannot blow up the number of series. A missing provider or
+Only keys the user lists become labels, never run ids or free text by default. Each label
+(provider and model included) keeps at most ``max_label_values`` distinct values; later new values
+become ``other``, so a key that turns out to hold free text cannot blow up the number of series. A missing provider or
 model reads ``unknown``; a missing metadata value reads ``""`` (what Prometheus shows for an
 absent label). Values longer than ``MAX_LABEL_VALUE_LENGTH`` and non-scalar values count as ``other``.
 """
@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Iterable
 
+from observability._text import utf8_safe
 from observability._types import ResponseRecord
 
 DEFAULT_MAX_LABEL_VALUES = 50
@@ -50,13 +51,15 @@ class MetricLabels:
         self.label_names: tuple[str, ...] = BASE_LABELS + keys
         self.overflowed = 0
         """How many label values were replaced by ``other`` (cap reached, too long, not a scalar)."""
-        self._seen: dict[str, set[str]] = {key: set() for key in keys}
+        self._seen: dict[str, set[str]] = {key: set() for key in self.label_names}
         self._lock = threading.Lock()
 
     def values(self, record: ResponseRecord) -> tuple[str, ...]:
-        """Label values in ``label_names`` order."""
-        provider = record.provider or UNKNOWN
-        model = record.model or UNKNOWN
+        """Label values in ``label_names`` order. Provider and model are capped like metadata
+        values: a proxy that stamps every answer with its own deployment id must not make a
+        series per answer."""
+        provider = self._value("provider", record.provider or UNKNOWN)
+        model = self._value("model", record.model or UNKNOWN)
         if not self.metadata_keys:
             return (provider, model)
         metadata = record.start.metadata
@@ -66,7 +69,7 @@ class MetricLabels:
         if raw is None:
             return ""
         if isinstance(raw, (str, int, float, bool)):
-            value = str(raw)
+            value = utf8_safe(str(raw))
             if len(value) <= MAX_LABEL_VALUE_LENGTH:
                 seen = self._seen[key]
                 if value in seen:

@@ -24,6 +24,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
+from observability._text import utf8_safe
 from observability._types import ResponseRecord, RunStart
 from observability.exporters._content import resolve_capture_content
 from observability.exporters._definitions import INSTRUMENTATION_SCOPE, finite, package_version
@@ -195,10 +196,11 @@ class OpenTelemetryTracingExporter:
                    if finite(token.logprob) is not None and _probability(token.logprob) < threshold]
             low.sort(key=lambda item: item[1].logprob)
             for index, token in sorted(low[:MAX_CONTENT_EVENTS], key=lambda item: item[0]):
-                alternatives = [(text or "", lp) for text, lp in token.top_logprobs if finite(lp) is not None]
+                alternatives = [(utf8_safe(text or ""), lp) for text, lp in token.top_logprobs
+                                if finite(lp) is not None]
                 span.add_event(LOW_CONFIDENCE_TOKEN_EVENT, {
                     "llm.confidence.token.index": index,
-                    "llm.confidence.token.text": token.token or "",
+                    "llm.confidence.token.text": utf8_safe(token.token or ""),
                     "llm.confidence.token.probability": _probability(token.logprob),
                     "llm.confidence.token.alternatives": [text for text, _ in alternatives],
                     "llm.confidence.token.alternative_probabilities": [_probability(lp) for _, lp in alternatives],
