@@ -10,6 +10,7 @@ import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
+import httpx
 import pytest
 
 from observability._local_model import MODEL_NAME, LocalModelServer
@@ -38,6 +39,10 @@ def chat_model(local_model: LocalModelServer) -> Any:
         options: dict[str, Any] = {
             "model": MODEL_NAME, "base_url": local_model.base_url, "api_key": "unused",
             "temperature": 0, "max_tokens": 24, "timeout": 120, "max_retries": 0,
+            # langchain-openai otherwise shares one cached async client per base URL, whose pooled
+            # connections belong to the event loop of the test that opened them ("Event loop is
+            # closed" in the next test's asyncio.run).
+            "http_async_client": httpx.AsyncClient(timeout=120),
         }
         options.update(kwargs)
         return ChatOpenAI(**options)
