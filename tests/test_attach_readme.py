@@ -1,4 +1,4 @@
-"""The README's attach snippets run as pasted, against the real local model.
+"""The README's quickstart and attach snippets run as pasted, against the real local model.
 
 Each ```python block of the attach section runs in a fresh interpreter. ``ChatOpenAI`` reads the
 endpoint from ``OPENAI_BASE_URL`` (the openai client's own variable), so the snippets stay as a
@@ -20,10 +20,14 @@ from observability._local_model import LocalModelServer
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def attach_snippets() -> list[str]:
+def snippets(section_name: str) -> list[str]:
     readme = (ROOT / "README.md").read_text()
-    section = readme.split("<!-- section:attach -->", 1)[1].split("<!-- /section:attach -->", 1)[0]
+    section = readme.split(f"<!-- section:{section_name} -->", 1)[1].split(f"<!-- /section:{section_name} -->", 1)[0]
     return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+
+
+def attach_snippets() -> list[str]:
+    return snippets("attach")
 
 
 def run_snippet(code: str, base_url: str) -> subprocess.CompletedProcess[str]:
@@ -52,3 +56,13 @@ def test_every_python_snippet_runs_as_pasted(local_model: LocalModelServer) -> N
     for line in lines[:4]:
         status, probability = line.split()
         assert status == "present" and 0 <= float(probability) <= 1
+
+
+@pytest.mark.real_model
+def test_the_quickstart_runs_as_pasted(local_model: LocalModelServer) -> None:
+    [quickstart] = snippets("quickstart")
+    result = run_snippet(quickstart, local_model.base_url)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report_line, *answer = result.stdout.strip().splitlines()
+    assert report_line.startswith("ok ConfidenceReport(token_count=")
+    assert answer and "".join(answer).strip()
