@@ -406,9 +406,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     def _failed(self, where: str, exc: BaseException) -> None:
         self.errors[where] += 1
-        self._log_once(where, "observability: %s failed (%s: %s); the app's call goes on. Further "
-                       "failures here are counted in handler.errors, not logged.",
-                       where, type(exc).__name__, exc)
+        # The warning names the exception's type only: its message may quote content (a token,
+        # a prompt in the user's on_report). The message and traceback go to DEBUG.
+        self._log_once(where, "observability: %s failed (%s); the app's call goes on. Further "
+                       "failures here are counted in handler.errors, not logged. Enable DEBUG on "
+                       "the 'observability' logger for the traceback.", where, type(exc).__name__)
+        logger.debug("observability: %s failed", where, exc_info=exc)
 
     def _log_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._logged:
