@@ -93,8 +93,8 @@ def shrink(expr: str, window: str = "10m", offset: str = "1s") -> str:
     return re.sub(rf"\boffset\s+{_DURATION}", f"offset {offset}", expr)
 
 
-def _outside(expr: str) -> Iterator[tuple[int, str]]:
-    """``(index, char)`` for characters at parenthesis depth 0, outside label matchers and strings."""
+def _scan(expr: str) -> Iterator[tuple[int, int, str]]:
+    """``(index, parenthesis depth, char)`` for characters outside label matchers and strings."""
     depth = braces = 0
     quote = ""
     for index, char in enumerate(expr):
@@ -108,17 +108,14 @@ def _outside(expr: str) -> Iterator[tuple[int, str]]:
             braces += 1
         elif char == "}":
             braces -= 1
-        elif char == "(" and not braces:
-            depth += 1
-        elif char == ")" and not braces:
-            depth -= 1
         elif not braces:
-            yield (index if depth == 0 else -1), char
+            depth += (char == "(") - (char == ")")
+            yield index, depth, char
 
 
 def operands(expr: str) -> list[str]:
     """Split at top-level ``and`` / ``or`` / ``unless`` (with their ``on(...)``/``ignoring(...)``)."""
-    top = {index for index, _ in _outside(expr) if index >= 0}
+    top = {index for index, depth, _ in _scan(expr) if depth == 0}
     parts, start = [], 0
     for match in re.finditer(r"\b(and|or|unless)\b(\s+(on|ignoring)\s*\([^)]*\))?", expr):
         if match.start() in top:
@@ -131,7 +128,7 @@ def operands(expr: str) -> list[str]:
 def boolify(expr: str) -> str:
     """Add ``bool`` to every comparison outside label matchers, so it yields 0/1 instead of filtering."""
     comparisons = []
-    scan = list(_outside_all(expr))
+    scan = [(index, char) for index, _, char in _scan(expr) if not char.isspace()]
     for position, (index, char) in enumerate(scan):
         following = scan[position + 1][1] if position + 1 < len(scan) else ""
         previous = scan[position - 1][1] if position else ""
@@ -141,25 +138,6 @@ def boolify(expr: str) -> str:
         if not expr[index:].lstrip().startswith("bool"):
             expr = f"{expr[:index]} bool{expr[index:]}"
     return expr
-
-
-def _outside_all(expr: str) -> Iterator[tuple[int, str]]:
-    """Like ``_outside`` but at any parenthesis depth, keeping the characters' real indices."""
-    braces = 0
-    quote = ""
-    for index, char in enumerate(expr):
-        if quote:
-            if char == quote and expr[index - 1] != "\\":
-                quote = ""
-            continue
-        if char in "\"'`":
-            quote = char
-        elif char == "{":
-            braces += 1
-        elif char == "}":
-            braces -= 1
-        elif not braces and not char.isspace():
-            yield index, char
 
 
 def shrunk_rules(path: Path, window: str = "10m") -> Path:
