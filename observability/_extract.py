@@ -11,6 +11,7 @@ import operator
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from observability._text import token_bytes
 from observability._types import TokenLogprob, TokenLogprobs
 
 POSITIVE_NOISE = 1e-4
@@ -51,6 +52,16 @@ def chat_content(payload: object) -> list[Any] | None:
         if type(content) is list and not isinstance(payload.get("token_logprobs"), (list, tuple)):
             return content
     return None
+
+
+def entry_piece(entry: dict[str, Any]) -> bytes:
+    """The raw UTF-8 of the token extracted from a plain-dict chat entry: its ``bytes`` when
+    valid, else its ``token`` text (what ``token_offsets`` reads of that token)."""
+    raw = _bytes(entry.get("bytes"))
+    if raw is not None:
+        return raw
+    text = entry.get("token")
+    return token_bytes(text if isinstance(text, str) else None)
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import operator
 import os
 import threading
 import time
@@ -23,16 +22,35 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from observability._dedupe import NOTHING, ExportGroups, Exporting
-from observability._extract import PAYLOAD_KEYS, chat_content, extract_token_logprobs
-from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD, check_threshold, score_confidence
-from observability._text import token_offsets, utf8_safe
+from observability._extract import chat_content, extract_token_logprobs
+from observability._fields import (
+    all_generations,
+    as_int,
+    as_mapping,
+    as_number,
+    as_text,
+    concat_streamed,
+    error_type_name,
+    logprobs_payload,
+    run_name,
+    same_entries,
+)
+from observability._score import (
+    DEFAULT_LOW_CONFIDENCE_THRESHOLD,
+    check_threshold,
+    score_chat_entries,
+    score_confidence,
+)
+from observability._text import token_offsets
 from observability._types import (
+    ConfidenceReport,
     Exporter,
+    LazyTokens,
     LogprobsStatus,
     ResponseRecord,
     RunStart,
     Status,
-    TokenLogprobs,
+    TokenLogprob,
 )
 
 logger = logging.getLogger("observability")
@@ -266,12 +284,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             run_id=run_id,
             parent_run_id=parent_run_id,
             kind=kind,
-            name=_name(serialized, kwargs),
+            name=run_name(serialized, kwargs),
             started_at_ns=time.time_ns(),
-            provider=_str(metadata.get("ls_provider")),
-            request_model=_str(metadata.get("ls_model_name") or params.get("model") or params.get("model_name")),
-            temperature=_number(metadata.get("ls_temperature", params.get("temperature"))),
-            max_tokens=_int(metadata.get("ls_max_tokens", params.get("max_tokens"))),
+            provider=as_text(metadata.get("ls_provider")),
+            request_model=as_text(metadata.get("ls_model_name") or params.get("model") or params.get("model_name")),
+            temperature=as_number(metadata.get("ls_temperature", params.get("temperature"))),
+            max_tokens=as_int(metadata.get("ls_max_tokens", params.get("max_tokens"))),
             logprobs_requested=any(params.get(k) not in (None, False) for k in _REQUEST_KEYS),
             metadata=metadata,
         )
@@ -282,7 +300,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                      kwargs: Mapping[str, Any]) -> None:
         if self._run_tree:
             start = RunStart(run_id=run_id, parent_run_id=parent_run_id, kind=kind,
-                             name=_name(serialized, kwargs), started_at_ns=time.time_ns(),
+                             name=run_name(serialized, kwargs), started_at_ns=time.time_ns(),
                              metadata=metadata or {})
             self._track(start)
 
@@ -337,39 +355,52 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         ended = time.time_ns()
         if self._last_run[1] is run:
             self._last_run = (None, None)
-        generations = _generations(response)
+        generations = all_generations(response)
         llm_output = getattr(response, "llm_output", None) or {}
         records: list[ResponseRecord] = []
         for index, generation in enumerate(generations or [None]):
-            payload = _payload(generation)
-            tokens = extract_token_logprobs(payload) if payload is not None else None
-            # Some paths keep only the last chunk's logprobs at the end: the streamed ones win
-            # when longer. Usually the end holds the very entries streamed, merged: then reading
-            # them twice would give the same tokens, and the end's are kept.
-            if index == 0 and run.streamed and not (tokens is not None and tokens.skipped == 0
-                                                    and _same_entries(run.streamed, payload)):
-                streamed = _concat(run.streamed)
-                if tokens is None or len(streamed) > len(tokens):
-                    tokens = streamed
-            records.append(self._record(run, generation, llm_output, tokens, status, error, index, ended))
+            tokens, report = self._score(logprobs_payload(generation), run.streamed if index == 0 else [])
+            records.append(self._record(run, generation, llm_output, tokens, report, status, error, index, ended))
         self._deliver(records, run.exporting.exporters)
 
+    def _score(self, payload: Any, streamed: list[Any]) -> tuple[Sequence[TokenLogprob] | None,
+                                                                   ConfidenceReport | None]:
+        """One generation's tokens and report (None, None without logprobs). ``streamed``: the
+        payloads of the run's chunks, for the first generation."""
+        threshold = self.low_confidence_threshold
+        # Fast path: the usual OpenAI chat list, holding every streamed entry (LangChain's merge
+        # of the chunks), scored straight from the dicts; the tokens are built only if read.
+        entries = chat_content(payload)
+        if entries is not None and (not streamed or same_entries(streamed, payload)):
+            report = score_chat_entries(entries, low_confidence_threshold=threshold)
+            if report is not None:
+                # (a copy of the list: the tokens are those of the end event, whenever built)
+                lazy = LazyTokens(functools.partial(extract_token_logprobs, list(entries)), len(entries))
+                return (lazy if entries else ()), report
+        # Any other shape: extract, then score.
+        tokens = extract_token_logprobs(payload) if payload is not None else None
+        # Some paths keep only the last chunk's logprobs at the end: the streamed ones win
+        # when longer. Usually the end holds the very entries streamed, merged: then reading
+        # them twice would give the same tokens, and the end's are kept.
+        if streamed and not (tokens is not None and tokens.skipped == 0 and same_entries(streamed, payload)):
+            joined = concat_streamed(streamed)
+            if tokens is None or len(joined) > len(tokens):
+                tokens = joined
+        if tokens is None:
+            return None, None
+        return tuple(tokens), score_confidence(tokens, low_confidence_threshold=threshold)
+
     def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
-                tokens: TokenLogprobs | None, status: Status, error: BaseException | None,
-                index: int, ended: int) -> ResponseRecord:
+                tokens: Sequence[TokenLogprob] | None, report: ConfidenceReport | None, status: Status,
+                error: BaseException | None, index: int, ended: int) -> ResponseRecord:
         start = run.start
-        info = _mapping(getattr(generation, "generation_info", None))
+        info = as_mapping(getattr(generation, "generation_info", None))
         message = getattr(generation, "message", None)
-        meta = _mapping(getattr(message, "response_metadata", None))
-        usage = _mapping(getattr(message, "usage_metadata", None))
-        token_usage = _mapping(llm_output.get("token_usage") or meta.get("token_usage"))
-        logprobs: LogprobsStatus
-        if tokens is not None:
-            logprobs = "present"
-            report = score_confidence(tokens, low_confidence_threshold=self.low_confidence_threshold)
-        else:
-            logprobs = "not_returned" if start.logprobs_requested else "not_requested"
-            report = None
+        meta = as_mapping(getattr(message, "response_metadata", None))
+        usage = as_mapping(getattr(message, "usage_metadata", None))
+        token_usage = as_mapping(llm_output.get("token_usage") or meta.get("token_usage"))
+        logprobs: LogprobsStatus = ("present" if tokens is not None
+                                    else "not_returned" if start.logprobs_requested else "not_requested")
         text = getattr(generation, "text", None)
         if not isinstance(text, str) or (tokens and not text):
             text = token_offsets(tokens)[0] if tokens else None
@@ -381,14 +412,14 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             choice_index=index,
             ended_at_ns=ended,
             first_token_at_ns=run.first_token_at_ns,
-            response_model=_str(meta.get("model_name") or meta.get("model") or llm_output.get("model_name")),
-            response_id=_str(meta.get("id") or llm_output.get("id") or getattr(message, "id", None)),
-            finish_reason=_str(next((src[k] for src in (info, meta) for k in _FINISH_KEYS if src.get(k)), None)),
-            input_tokens=_int(usage.get("input_tokens", token_usage.get("prompt_tokens"))),
-            output_tokens=_int(usage.get("output_tokens", token_usage.get("completion_tokens"))),
-            error_type=_error_type(error) if status == "error" else None,
+            response_model=as_text(meta.get("model_name") or meta.get("model") or llm_output.get("model_name")),
+            response_id=as_text(meta.get("id") or llm_output.get("id") or getattr(message, "id", None)),
+            finish_reason=as_text(next((src[k] for src in (info, meta) for k in _FINISH_KEYS if src.get(k)), None)),
+            input_tokens=as_int(usage.get("input_tokens", token_usage.get("prompt_tokens"))),
+            output_tokens=as_int(usage.get("output_tokens", token_usage.get("completion_tokens"))),
+            error_type=error_type_name(error) if status == "error" else None,
             text=text,
-            tokens=tuple(tokens) if tokens else (),
+            tokens=tokens or (),
         )
 
     def _deliver(self, records: list[ResponseRecord], exporters: Sequence[Exporter]) -> None:
@@ -419,83 +450,5 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             logger.warning(message, *args)
 
 
-def _generations(response: Any) -> list[Any]:
-    generations = getattr(response, "generations", None)
-    if not isinstance(generations, list):
-        return []
-    return [g for per_prompt in generations if isinstance(per_prompt, list) for g in per_prompt]
-
-
-def _payload(generation: Any) -> Any:
-    """The logprobs a provider attached to one generation, wherever it put them."""
-    for source in (getattr(generation, "generation_info", None),
-                   getattr(getattr(generation, "message", None), "response_metadata", None)):
-        if isinstance(source, Mapping):
-            for key in PAYLOAD_KEYS:
-                if source.get(key) is not None:
-                    return source[key]
-    return None
-
-
-def _same_entries(streamed: list[Any], payload: Any) -> bool:
-    """Whether ``payload`` holds exactly the entries of the ``streamed`` payloads, the same
-    objects in the same order (LangChain's merge of the chunks concatenates their lists)."""
-    final = chat_content(payload)
-    if final is None:
-        return False
-    joined: list[Any] = []
-    for part in streamed:
-        entries = chat_content(part)
-        if entries is None:
-            return False
-        joined += entries
-    return len(joined) == len(final) and all(map(operator.is_, joined, final))
-
-
-def _concat(payloads: list[Any]) -> TokenLogprobs:
-    tokens = TokenLogprobs()
-    for payload in payloads:
-        part = extract_token_logprobs(payload)
-        tokens.extend(part)
-        tokens.skipped += part.skipped
-    return tokens
-
-
-def _name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:
-    name = kwargs.get("name")
-    if not name and isinstance(serialized, Mapping):
-        name = serialized.get("name") or (serialized.get("id") or [None])[-1]
-    return str(name) if name else "unknown"
-
-
-def _error_type(error: BaseException | None) -> str | None:
-    """The exception's fully qualified class name (OTel's ``error.type``)."""
-    if error is None:
-        return None
-    cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
-
-
 def _owner(hook: Callable[..., Any]) -> str:
     return type(getattr(hook, "__self__", hook)).__name__
-
-
-def _mapping(value: Any) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
-def _str(value: Any) -> str | None:
-    return utf8_safe(value) if isinstance(value, str) and value else None
-
-
-def _number(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    return float(value) if -1e308 < value < 1e308 else None  # also keeps ints no float holds out
-
-
-def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
-        return None
-    return value if -(2**63) <= value < 2**63 else None  # OTLP and Prometheus carry 64-bit ints
-

@@ -19,15 +19,24 @@ def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, 
     Bytes that are not valid UTF-8 become U+FFFD. A token whose bytes finish a character begun
     by an earlier token starts at that character.
     """
-    whole = _whole_characters(tokens)
+    return piece_offsets([tok.bytes if tok.bytes is not None else token_bytes(tok.token) for tok in tokens])
+
+
+def token_bytes(text: str | None) -> bytes:
+    """The UTF-8 of a token's text, for a token without bytes (lone surrogates kept as such)."""
+    return (text or "").encode("utf-8", "surrogatepass")
+
+
+def piece_offsets(pieces: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]]:
+    """``token_offsets`` over the tokens' raw UTF-8 pieces (their bytes, else ``token_bytes``)."""
+    whole = _whole_characters(pieces)
     if whole is not None:
         return whole
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     parts: list[str] = []
     offsets: list[tuple[int, int]] = []
     length = 0
-    for tok in tokens:
-        raw = tok.bytes if tok.bytes is not None else (tok.token or "").encode("utf-8", "surrogatepass")
+    for raw in pieces:
         start = length
         text = decoder.decode(raw)
         parts.append(text)
@@ -42,19 +51,17 @@ def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, 
     return "".join(parts), offsets
 
 
-def _whole_characters(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, int]]] | None:
-    """The common case, fast: every token's bytes decode on their own (no character split
-    across tokens, nothing invalid). Then the incremental decoder above would give each token
-    exactly its own decoded text, so the ranges are running lengths. None otherwise."""
+def _whole_characters(pieces: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]] | None:
+    """The common case, fast: every piece decodes on its own (no character split across
+    tokens, nothing invalid). Then the incremental decoder above would give each token exactly
+    its own decoded text, so the ranges are running lengths. None otherwise."""
     parts: list[str] = []
     offsets: list[tuple[int, int]] = []
     append_part, append_offset = parts.append, offsets.append
     length = 0
     try:
-        for tok in tokens:
-            raw = tok.bytes
-            text = (raw.decode("utf-8") if raw is not None
-                    else (tok.token or "").encode("utf-8", "surrogatepass").decode("utf-8"))
+        for raw in pieces:
+            text = raw.decode("utf-8")
             append_part(text)
             start = length
             length += len(text)

@@ -1,0 +1,93 @@
+"""Reading what LangChain hands the callbacks: generations, where logprobs sit, scalar fields.
+
+Every reader takes ``Any`` and returns a clean value or None: callback payloads come from many
+providers and versions, and a surprise must cost a field, never the record.
+"""
+
+from __future__ import annotations
+
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from observability._extract import PAYLOAD_KEYS, chat_content, extract_token_logprobs
+from observability._text import utf8_safe
+from observability._types import TokenLogprobs
+
+
+def all_generations(response: Any) -> list[Any]:
+    generations = getattr(response, "generations", None)
+    if not isinstance(generations, list):
+        return []
+    return [g for per_prompt in generations if isinstance(per_prompt, list) for g in per_prompt]
+
+
+def logprobs_payload(generation: Any) -> Any:
+    """The logprobs a provider attached to one generation, wherever it put them."""
+    for source in (getattr(generation, "generation_info", None),
+                   getattr(getattr(generation, "message", None), "response_metadata", None)):
+        if isinstance(source, Mapping):
+            for key in PAYLOAD_KEYS:
+                if source.get(key) is not None:
+                    return source[key]
+    return None
+
+
+def same_entries(streamed: list[Any], payload: Any) -> bool:
+    """Whether ``payload`` holds exactly the entries of the ``streamed`` payloads, the same
+    objects in the same order (LangChain's merge of the chunks concatenates their lists)."""
+    final = chat_content(payload)
+    if final is None:
+        return False
+    joined: list[Any] = []
+    for part in streamed:
+        entries = chat_content(part)
+        if entries is None:
+            return False
+        joined += entries
+    return len(joined) == len(final) and all(map(operator.is_, joined, final))
+
+
+def concat_streamed(payloads: list[Any]) -> TokenLogprobs:
+    tokens = TokenLogprobs()
+    for payload in payloads:
+        part = extract_token_logprobs(payload)
+        tokens.extend(part)
+        tokens.skipped += part.skipped
+    return tokens
+
+
+def run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:
+    name = kwargs.get("name")
+    if not name and isinstance(serialized, Mapping):
+        name = serialized.get("name") or (serialized.get("id") or [None])[-1]
+    return str(name) if name else "unknown"
+
+
+def error_type_name(error: BaseException | None) -> str | None:
+    """The exception's fully qualified class name (OTel's ``error.type``)."""
+    if error is None:
+        return None
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
+
+
+def as_mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def as_text(value: Any) -> str | None:
+    return utf8_safe(value) if isinstance(value, str) and value else None
+
+
+def as_number(value: Any) -> float | None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    return float(value) if -1e308 < value < 1e308 else None  # also keeps ints no float holds out
+
+
+def as_int(value: Any) -> int | None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return value if -(2**63) <= value < 2**63 else None  # OTLP and Prometheus carry 64-bit ints
+
