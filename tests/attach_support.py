@@ -8,13 +8,12 @@ import threading
 import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from observability import ResponseRecord
-from observability._process import free_port
+from tests.http_support import QuietHandler, serving
 
 
 class Recorder:
@@ -43,39 +42,6 @@ def llm_run_ids(runs: Sequence[Any]) -> set[Any]:
             found.add(run.id)
         stack.extend(run.child_runs or [])
     return found
-
-
-@contextmanager
-def otlp_receiver() -> Iterator[dict[str, list[bytes]]]:
-    """An OTLP/HTTP (protobuf) receiver on a free 127.0.0.1 port, in a thread of this process.
-
-    Yields ``{"endpoint": ..., "/v1/traces": [bodies], "/v1/metrics": [bodies]}``.
-    """
-    received: dict[str, Any] = {"/v1/traces": [], "/v1/metrics": [], "/v1/logs": []}
-
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
-            if self.path in received:
-                received[self.path].append(body)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    received["endpoint"] = f"http://127.0.0.1:{server.server_address[1]}"
-    try:
-        yield received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 def otlp_spans(bodies: Sequence[bytes]) -> list[dict[str, Any]]:
@@ -139,7 +105,7 @@ def refusing_proxy(upstream: str, message: str = "logprobs is not supported with
     """
     state: dict[str, Any] = {"bodies": []}
 
-    class Handler(BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self) -> None:
@@ -167,16 +133,6 @@ def refusing_proxy(upstream: str, message: str = "logprobs is not supported with
             self.end_headers()
             self.wfile.write(payload)
 
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    state["base_url"] = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    try:
+    with serving(Handler) as root:
+        state["base_url"] = f"{root}/v1"
         yield state
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -32,7 +32,8 @@ from observability import _enable_logprobs as logprobs_patch
 from observability._local_model import MODEL_NAME, LocalModelServer
 from observability._process import ManagedProcess, free_port
 from observability.instrumentation import ConfidenceInstrumentor
-from tests.attach_support import otlp_metric_names, otlp_receiver, otlp_spans, scrape, total
+from tests.attach_support import otlp_metric_names, otlp_spans, scrape, total
+from tests.http_support import otlp_receiver
 
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"

@@ -4,12 +4,10 @@ children inherit, and /proc is searched for the tag afterwards)."""
 
 from __future__ import annotations
 
-import http.server
 import json
 import socket
 import subprocess
 import sys
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -21,6 +19,7 @@ from observability._local_model import LocalModelServer
 from observability._process import free_port
 from observability.exporters._jsonl import JsonlRecorder
 from tests.demo_support import demo_env, kill_tagged, korean_tokens, new_tag, record_for, wait_until_gone
+from tests.http_support import QuietHandler, serving
 
 ROOT = Path(__file__).parent.parent
 
@@ -92,7 +91,7 @@ def logprobs_dropping_gateway(local_model: LocalModelServer) -> Iterator[str]:
     """A pass-through proxy to the real model that drops the logprobs request fields, as some
     gateways do: the model answers, without logprobs."""
 
-    class Proxy(http.server.BaseHTTPRequestHandler):
+    class Proxy(QuietHandler):
         def _forward(self, body: bytes | None) -> None:
             request = urllib.request.Request(local_model.base_url.removesuffix("/v1") + self.path, data=body,
                                              headers={"Content-Type": "application/json"},
@@ -118,17 +117,8 @@ def logprobs_dropping_gateway(local_model: LocalModelServer) -> Iterator[str]:
             body.pop("top_logprobs", None)
             self._forward(json.dumps(body).encode())
 
-        def log_message(self, *args: object) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Proxy)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_port}/v1"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serving(Proxy) as root:
+        yield f"{root}/v1"
 
 
 @pytest.mark.real_model

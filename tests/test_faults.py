@@ -11,7 +11,6 @@ a call that waited on the network would fail the test.
 
 from __future__ import annotations
 
-import http.server
 import logging
 import socket
 import statistics
@@ -35,6 +34,7 @@ from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability._process import free_port
 from observability.exporters import default_exporters
 from observability.testing import FakeLogprobChatModel, InMemoryTelemetry, RecordingExporter
+from tests.http_support import otlp_receiver
 
 ADDED_CPU_BOUND_S = 0.001  # the issue's bound, per response
 WALL_BOUND_S = 0.5  # far below the 2 s network timeout: no call may wait on the network
@@ -81,28 +81,8 @@ def hanging_endpoint() -> Iterator[str]:
 @contextmanager
 def slow_endpoint(delay: float = 1.5) -> Iterator[str]:
     """Answers every request with an empty 200, after ``delay`` seconds."""
-
-    class Slow(http.server.BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", 0)))
-            time.sleep(delay)
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-protobuf")
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, *args: Any) -> None:
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Slow)
-    server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with otlp_receiver(delay=delay) as received:
+        yield received["endpoint"]
 
 
 ENDPOINTS = {"refusing": refusing_endpoint, "hanging": hanging_endpoint, "slow": slow_endpoint}
