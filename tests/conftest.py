@@ -8,26 +8,38 @@ from __future__ import annotations
 import json
 import urllib.request
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import pytest
 
 from observability._local_model import MODEL_NAME, LocalModelServer
+from observability._process import ManagedProcess
+
+S = TypeVar("S", bound=ManagedProcess)
+
+
+def start_or_fail(server: S, what: str) -> S:
+    """Start a real part; if it cannot start, fail the test saying why (never skip)."""
+    try:
+        server.start()
+    except Exception as exc:
+        pytest.fail(f"{what} did not start: {exc}", pytrace=False)
+    return server
+
+
+def running(server: S, what: str) -> Iterator[S]:
+    """For fixtures: ``yield from running(server, what)`` starts it and stops it by PID afterwards."""
+    try:
+        yield start_or_fail(server, what)
+    finally:
+        server.stop()
 
 
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[LocalModelServer]:
     """One llama.cpp server with SmolLM2-135M on a free 127.0.0.1 port for the whole session."""
-    server = LocalModelServer(parallel=8, ctx=16384)
-    try:
-        server.start()
-    except Exception as exc:  # fail loudly: a real part that cannot start is a test failure
-        pytest.fail(f"the bundled model server did not start: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(LocalModelServer(parallel=8, ctx=16384), "the bundled model server")
 
 
 @pytest.fixture
@@ -55,15 +67,7 @@ def phoenix() -> Iterator[Any]:
     """One Phoenix server (OTLP/HTTP trace receiver with a span API) for the whole session."""
     from tests.backends import PhoenixServer
 
-    server = PhoenixServer()
-    try:
-        server.start()
-    except Exception as exc:
-        pytest.fail(f"Phoenix did not start: {exc}", pytrace=False)
-    try:
-        yield server
-    finally:
-        server.stop()
+    yield from running(PhoenixServer(), "Phoenix")
 
 
 @pytest.fixture
@@ -76,11 +80,7 @@ def prometheus() -> Iterator[Any]:
 
     def start(targets: list[str], **kwargs: Any) -> PrometheusServer:
         server = PrometheusServer(targets, **kwargs)
-        try:
-            server.start()
-        except Exception as exc:
-            pytest.fail(f"Prometheus did not start: {exc}", pytrace=False)
-        started.append(server)
+        started.append(start_or_fail(server, "Prometheus"))
         return server
 
     try:

@@ -136,15 +136,13 @@ def test_demo_loops_until_interrupted(tmp_path: Path) -> None:
 
 @pytest.mark.real_backend
 def test_demo_sends_spans_over_otlp_to_phoenix(tmp_path: Path) -> None:
-    from tests.backends import PhoenixError, PhoenixServer
+    from tests.backends import PhoenixServer
+    from tests.conftest import start_or_fail
 
     phoenix = PhoenixServer()
     tag = new_tag()
     try:
-        try:
-            phoenix.start()
-        except PhoenixError as exc:
-            pytest.fail(f"Phoenix did not start: {exc}", pytrace=False)
+        start_or_fail(phoenix, "Phoenix")
         records_file = tmp_path / "records.jsonl"
         result = subprocess.run(
             [sys.executable, "-m", "observability", "demo", "--requests", "2", "--metrics-port", "0", "--no-color",

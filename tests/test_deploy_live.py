@@ -27,6 +27,7 @@ from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability._local_model import MODEL_NAME, LocalModelServer
 from observability._prometheus_server import PrometheusServer, scrape_job
 from observability.exporters import default_exporters
+from tests.conftest import start_or_fail
 from tests.deploy_support import (
     alert_rules,
     boolify,
@@ -119,10 +120,7 @@ def live(local_model: LocalModelServer, tmp_path_factory: pytest.TempPathFactory
         scrape_configs=[scrape_job("llm-app", [f"127.0.0.1:{server.server_port}"])],
         scrape_interval="1s", evaluation_interval="1s", rule_files=[rules])
     try:
-        try:
-            prometheus.start()
-        except Exception as exc:
-            pytest.fail(f"Prometheus did not start: {exc}", pytrace=False)
+        start_or_fail(prometheus, "Prometheus")
         prometheus.wait_for('up{job="llm-app"} == 1', timeout=60)
         _traffic(local_model, handler, prometheus)
         prometheus.wait_for("sum(llm_responses_total)",

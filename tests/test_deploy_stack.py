@@ -21,6 +21,7 @@ from pathlib import Path
 import pytest
 
 from observability._process import ManagedProcess, free_port
+from tests.conftest import running
 from tests.deploy_support import ARTIFACTS, REPO, chromium, prometheus_query
 
 pytestmark = [pytest.mark.real_model, pytest.mark.real_backend]
@@ -81,14 +82,8 @@ def stack() -> Iterator[RunningStack]:
         "stack", [sys.executable, "-m", "observability._stack", "--prometheus-port", str(prometheus_port),
                   "--metrics-port", str(metrics_port), "--pause", "1"],
         f"{url}/consoles/llm-confidence.html", cwd=REPO, startup_timeout=300)
-    try:
-        process.start()
-    except Exception as exc:
-        pytest.fail(f"the stack did not start: {exc}", pytrace=False)
-    try:
-        yield RunningStack(process, url, metrics_port)
-    finally:
-        process.stop()
+    for started in running(process, "the stack"):
+        yield RunningStack(started, url, metrics_port)
 
 
 def _has(url: str, promql: str) -> bool:
