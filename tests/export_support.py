@@ -5,36 +5,23 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from dataclasses import dataclass, field
 from typing import Any
 
-from opentelemetry.sdk.metrics import MeterProvider
-from opentelemetry.sdk.metrics.export import HistogramDataPoint, InMemoryMetricReader, NumberDataPoint
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.sdk.trace import ReadableSpan
 
 from observability import ConfidenceReport, ResponseRecord, RunStart, TokenLogprob
+from observability.testing import InMemoryTelemetry
 
 SDK_REPORT_FIELDS = ("sequence_logprob", "mean_logprob", "perplexity", "sequence_probability",
                      "min_token_probability", "low_confidence_ratio", "mean_token_entropy",
                      "mean_token_negentropy", "mean_top_margin", "top_k_mass", "low_confidence_threshold")
 
 
-@dataclass
-class OtelSinks:
-    """A fresh SDK tracer provider (spans kept in memory) and meter provider (in-memory reader)."""
+class OtelSinks(InMemoryTelemetry):
+    """``observability.testing``'s in-memory sinks, plus each instrument's data points."""
 
-    spans_out: InMemorySpanExporter = field(default_factory=InMemorySpanExporter)
-    reader: InMemoryMetricReader = field(default_factory=InMemoryMetricReader)
-
-    def __post_init__(self) -> None:
-        self.tracer_provider = TracerProvider()
-        self.tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans_out))
-        self.meter_provider = MeterProvider(metric_readers=[self.reader])
-
-    def spans(self) -> list[ReadableSpan]:
-        return list(self.spans_out.get_finished_spans())
+    def spans(self) -> list[ReadableSpan]:  # type: ignore[override]
+        return list(super().spans())
 
     def metric_points(self, name: str) -> list[Any]:
         """All data points of the instrument called ``name`` (collects: exemplars are reset after)."""
@@ -42,8 +29,8 @@ class OtelSinks:
 
     def all_metric_points(self) -> dict[str, list[Any]]:
         """One collection: instrument name → its data points."""
-        data = self.reader.get_metrics_data()
-        points: dict[str, list[HistogramDataPoint | NumberDataPoint]] = {}
+        data = self.metrics()
+        points: dict[str, list[Any]] = {}
         if data is None:
             return {}
         for resource_metrics in data.resource_metrics:
@@ -51,10 +38,6 @@ class OtelSinks:
                 for metric in scope.metrics:
                     points.setdefault(metric.name, []).extend(metric.data.data_points)
         return points
-
-    def shutdown(self) -> None:
-        self.tracer_provider.shutdown()
-        self.meter_provider.shutdown()
 
 
 def make_record(*, status: str = "ok", report: ConfidenceReport | None = None, provider: str | None = "openai",

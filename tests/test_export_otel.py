@@ -160,7 +160,7 @@ def test_run_tree_spans_when_asked(otel: OtelSinks, chat_model: Any) -> None:
     handler, _ = handler_for(otel)
     chain.invoke({"text": "good morning"}, config={"callbacks": [handler]})
     assert [s.kind for s in otel.spans()] == [SpanKind.CLIENT]  # default: model spans only
-    otel.spans_out.clear()
+    otel.span_exporter.clear()
     handler, records = handler_for(otel, trace_run_tree=True)
     chain.invoke({"text": "good morning"}, config={"callbacks": [handler]})
     spans = {s.name: s for s in otel.spans()}
