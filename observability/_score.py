@@ -18,7 +18,7 @@ and the report holds each one's mean over the tokens where it is defined.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from observability._extract import POSITIVE_NOISE, entry_piece
@@ -123,7 +123,7 @@ def score_chat_entries(
 ) -> ConfidenceReport | None:
     """``score_confidence(extract_token_logprobs(entries))`` for a list of OpenAI chat entries,
     read straight from the provider's dicts in one pass, without building tokens: the identical
-    report, about twice as fast (see benchmarks/RESULTS.md).
+    report, much faster (see benchmarks/RESULTS.md).
 
     Reads only the plain shape: every entry a ``dict`` whose ``logprob`` is a float <= 0 and whose
     ``top_logprobs`` is missing, None, or a list of such dicts, best first (as providers send
@@ -131,7 +131,33 @@ def score_chat_entries(
     alternatives): the caller then extracts and scores, which handles everything.
     """
     threshold = check_threshold(low_confidence_threshold)
-    log_threshold = _log(threshold)
+    sums = _sum_chat_entries(entries, _log(threshold), LOGPROB_FLOOR)
+    if sums is None:
+        return None
+    (n, total, min_lp, entropy_sum, entropy_n, negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum,
+     low, offsets) = sums
+    spans: tuple[LowConfidenceSpan, ...] = ()
+    if low:
+        spans = _spans(low, offsets if offsets is not None
+                       else piece_offsets([entry_piece(entry) for entry in entries])[1])
+    return _report(threshold, 0, n, total, min_lp, len(low), entropy_sum, entropy_n,
+                   negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans)
+
+
+ChatSums = tuple[int, float, float, float, int, float, int, float, int, float, list[tuple[int, float]],
+                 "dict[int, tuple[int, int]] | None"]
+"""What one pass over chat entries gives ``_report``: n, sum of logprobs, lowest logprob, the
+entropy, negentropy, margin and mass sums with their counts, the low-confidence tokens as
+(index, logprob), and their character ranges by index (None: left to ``piece_offsets``)."""
+
+
+def _py_sum_chat_entries(entries: list[Any], log_threshold: float, floor: float) -> ChatSums | None:
+    """The sums for ``score_chat_entries``, or None when an entry is not in the plain shape.
+
+    ``observability._speedups.sum_chat_entries`` is this loop in C, used when it was compiled;
+    the two give the identical result (tests/test_core_speedups.py): change both together. It
+    also finds the low-confidence tokens' character ranges; this one leaves them to the caller.
+    """
     n = 0
     total = 0.0
     min_lp = 0.0
@@ -140,7 +166,7 @@ def score_chat_entries(
     entropy_n = negentropy_n = margin_n = 0
     # score_confidence's loop, minus what the plain shape rules out (NaN and positive logprobs,
     # unsorted alternatives: extraction would sort them, changing the order of the sums).
-    exp, log, floor, log_k = _exp, _log, LOGPROB_FLOOR, _LOG_K
+    exp, log, log_k = _exp, _log, _LOG_K
     try:
         for entry in entries:
             if type(entry) is not dict:
@@ -194,9 +220,14 @@ def score_chat_entries(
                 margin_n += 1
     except KeyError:  # an entry or alternative without a logprob: malformed
         return None
-    spans = _spans(low, piece_offsets([entry_piece(entry) for entry in entries])[1]) if low else ()
-    return _report(threshold, 0, n, total, min_lp, len(low), entropy_sum, entropy_n,
-                   negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans)
+    return (n, total, min_lp, entropy_sum, entropy_n, negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum,
+            low, None)
+
+
+try:
+    from observability._speedups import sum_chat_entries as _sum_chat_entries
+except ImportError:  # not compiled (no C compiler when installed): the same sums, in Python
+    _sum_chat_entries = _py_sum_chat_entries
 
 
 def _report(threshold: float, skipped: int, n: int, total: float, min_lp: float, low_count: int,
@@ -240,9 +271,11 @@ def check_threshold(value: object) -> float:
     return float(value)
 
 
-def _spans(low: list[tuple[int, float]], offsets: list[tuple[int, int]]) -> tuple[LowConfidenceSpan, ...]:
+def _spans(low: list[tuple[int, float]],
+           offsets: Sequence[tuple[int, int]] | Mapping[int, tuple[int, int]]) -> tuple[LowConfidenceSpan, ...]:
     """Merge adjacent low-confidence tokens, given as (index, logprob), into character ranges of
-    the response text (``offsets``: each token's range, from ``token_offsets``)."""
+    the response text (``offsets``: the tokens' ranges by index, from ``token_offsets``; only
+    the low-confidence tokens' are read)."""
     spans: list[LowConfidenceSpan] = []
     run_start = run_end = low[0][0]
     lowest = low[0][1]

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
 import uuid
 from typing import Any
 
@@ -239,20 +240,24 @@ def test_asked_but_nothing_came_is_not_returned() -> None:
     assert record.provider == "anthropic" and record.model == "claude"
 
 
-def test_final_result_with_fewer_tokens_than_streamed_trusts_the_stream() -> None:
-    """Some streaming paths keep only the last chunk's logprobs in on_llm_end."""
+def test_time_to_first_token_is_the_first_non_empty_token_of_each_streamed_run() -> None:
     handler, records = make_handler()
-    run_id = uuid.uuid4()
-    handler.on_chat_model_start({}, [[]], run_id=run_id, invocation_params={"logprobs": True})
-    entries = [{"token": t, "logprob": -0.1 * (i + 1)} for i, t in enumerate(["a", "b", "c"])]
-    for entry in entries:
-        handler.on_llm_new_token(entry["token"], run_id=run_id, logprobs={"content": [entry]})
-    last_only = ChatGeneration(message=AIMessage(content="abc"),
-                               generation_info={"logprobs": {"content": entries[-1:]}})
-    handler.on_llm_end(LLMResult(generations=[[last_only]]), run_id=run_id)
-    [record] = records
-    assert record.report is not None and record.report.token_count == 3
-    assert record.report.sequence_logprob == pytest.approx(-0.6)
+    streamed, invoked = uuid.uuid4(), uuid.uuid4()
+    for run_id in (streamed, invoked):
+        handler.on_chat_model_start({}, [[]], run_id=run_id, invocation_params={})
+    handler.on_llm_new_token("", run_id=streamed)  # the role chunk carries no text
+    before = time.time_ns()
+    handler.on_llm_new_token("Hel", run_id=streamed)
+    after = time.time_ns()
+    handler.on_llm_new_token("lo", run_id=streamed)
+    handler.on_llm_new_token("x", run_id=uuid.uuid4())  # a run we never saw: ignored
+    for run_id in (streamed, invoked):
+        handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage(content="Hello"))]]),
+                           run_id=run_id)
+    first = {r.start.run_id: r.first_token_at_ns for r in records}
+    assert first[invoked] is None
+    assert first[streamed] is not None and before <= first[streamed] <= after
+    assert handler.open_runs == 0 and not handler.errors
 
 
 def test_a_failing_on_report_does_not_reach_the_app(chat_model: Any, caplog: pytest.LogCaptureFixture) -> None:

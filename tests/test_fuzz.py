@@ -19,6 +19,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, AIMessageChunk
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, LLMResult
+from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from observability import ConfidenceCallbackHandler, ConfidenceReport, extract_token_logprobs, score_confidence
@@ -292,16 +293,20 @@ def test_handler_skipped_count_is_exact(cases: list[tuple[Any, float | None]], s
     run_id = uuid4()
     handler.on_chat_model_start({}, [["hi"]], run_id=run_id, invocation_params={"logprobs": True})
     entries = [entry for entry, _ in cases]
-    if streamed:  # one entry per chunk, as OpenAI streams; the end carries none
-        for entry in entries:
-            chunk = ChatGenerationChunk(message=AIMessageChunk(content="x"),
-                                        generation_info={"logprobs": wrap_content([entry], form)})
+    generation: ChatGeneration | None = None
+    if streamed:  # one entry per chunk, as OpenAI streams; the end carries LangChain's merge of them
+        form %= 2  # (LangChain cannot merge two SDK objects: that stream fails in LangChain itself)
+        chunks = [ChatGenerationChunk(message=AIMessageChunk(content="x"),
+                                      generation_info={"logprobs": wrap_content([entry], form)})
+                  for entry in entries]
+        for chunk in chunks:
             handler.on_llm_new_token("x", chunk=chunk, run_id=run_id)
-        info: dict[str, Any] = {"finish_reason": "stop"}
-    else:
-        info = {"logprobs": wrap_content(entries, form), "finish_reason": "stop"}
-    handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage(content="x" * len(cases)),
-                                                              generation_info=info)]]), run_id=run_id)
+        generation = merge_chat_generation_chunks(chunks)
+    if generation is None:
+        info = {"logprobs": wrap_content(entries, form)} if not streamed else {}
+        generation = ChatGeneration(message=AIMessage(content="x" * len(cases)),
+                                    generation_info={**info, "finish_reason": "stop"})
+    handler.on_llm_end(LLMResult(generations=[[generation]]), run_id=run_id)
     assert dict(handler.errors) == {}
     [record] = recorder.records
     expected = [lp for _, lp in cases if lp is not None]

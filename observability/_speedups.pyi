@@ -1,0 +1,7 @@
+# The C accelerator of observability._score (observability/_speedups.c); optional at install.
+from typing import Any
+
+def sum_chat_entries(
+    entries: list[Any], log_threshold: float, floor: float, /
+) -> tuple[int, float, float, float, int, float, int, float, int, float, list[tuple[int, float]],
+           dict[int, tuple[int, int]] | None] | None: ...

@@ -1,0 +1,73 @@
+"""The C sums (``observability._speedups``) against the Python loop they accelerate.
+
+``make setup`` compiles the accelerator, so these tests require it: a build that silently fell
+back to Python would otherwise leave the C code untested. (tests/test_core_fastpath.py checks
+both against the general path, report for report.)
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from observability import _score
+from observability._extract import entry_piece
+from observability._score import LOGPROB_FLOOR, _py_sum_chat_entries, score_chat_entries
+from observability._text import piece_offsets
+from tests.test_core_fastpath import FUZZ, payloads
+
+try:
+    from observability._speedups import sum_chat_entries
+except ImportError as exc:  # pragma: no cover - the message is the point
+    raise ImportError("observability._speedups is not compiled: install a C compiler and Python's headers "
+                      "(apt-get install build-essential python3-dev) and run `make setup` again") from exc
+
+
+def test_the_package_scores_with_the_c_sums() -> None:
+    assert _score._sum_chat_entries is sum_chat_entries
+
+
+@FUZZ
+@given(case=payloads(), threshold=st.sampled_from([0.5, 1.0, 1e-9, 0.9]))
+def test_c_sums_equal_the_python_loop_float_for_float(case: tuple[list[Any], bool], threshold: float) -> None:
+    entries, _ = case
+    args = (entries, math.log(threshold), LOGPROB_FLOOR)
+    python, c = _py_sum_chat_entries(*args), sum_chat_entries(*args)
+    if python is None:
+        assert c is None
+        return
+    assert c is not None
+    assert repr(c[:-1]) == repr(python[:-1])  # every sum and the low tokens, -0.0 included
+    assert python[-1] is None  # the Python loop leaves the ranges to piece_offsets
+    low, ranges = c[-2], c[-1]
+    if ranges is not None:  # C found every piece whole: its ranges are piece_offsets' ones
+        offsets = piece_offsets([entry_piece(e) for e in entries])[1]
+        assert ranges == {index: offsets[index] for index, _ in low}
+
+
+def _entry(piece: bytes, logprob: float) -> dict[str, Any]:
+    return {"token": piece.decode(errors="replace"), "bytes": list(piece), "logprob": logprob, "top_logprobs": []}
+
+
+def test_c_gives_ranges_for_whole_characters_and_leaves_split_ones_to_python() -> None:
+    whole = [_entry(p, lp) for p, lp in [("서울".encode(), -0.1), (" 은".encode(), -2.0), ("🙂".encode(), -3.0)]]
+    low, ranges = sum_chat_entries(whole, math.log(0.5), LOGPROB_FLOOR)[-2:]  # type: ignore[index]
+    assert [index for index, _ in low] == [1, 2]
+    assert ranges == {1: (2, 4), 2: (4, 5)}  # characters, not bytes
+    raw = "민".encode()
+    split = [_entry(raw[:2], -0.1), _entry(raw[2:], -2.0)]  # one character in two byte pieces
+    assert sum_chat_entries(split, math.log(0.5), LOGPROB_FLOOR)[-1] is None  # type: ignore[index]
+    report = score_chat_entries(split)
+    assert report is not None and [(s.start, s.end) for s in report.low_confidence_spans] == [(0, 1)]
+
+
+def test_wrong_arguments_are_a_type_error_not_a_crash() -> None:
+    for args in [(), ((), 0.0, 0.0), ([], "x", 0.0), ([], 0.0)]:
+        try:
+            sum_chat_entries(*args)
+        except TypeError:
+            continue
+        raise AssertionError(f"no TypeError for {args!r}")
