@@ -34,7 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-rounds", type=int, default=5, help="rounds on the real model (default 5; 0: skip)")
     parser.add_argument("--configs", default=",".join(cfg.KEYS),
                         help=f"comma-separated, from: {', '.join(cfg.KEYS)} (default: all)")
-    parser.add_argument("--workloads", default="w1,w2,w3,w4", help="comma-separated, from: w1,w2,w3,w4")
+    parser.add_argument("--workloads", default="w1,w2,w3,w3c,w4",
+                        help="comma-separated, from: w1,w2,w3,w3c,w4 (w3c: workload 3 through the real ChatOpenAI)")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: rewrite RESULTS.md's table from benchmarks/results.json")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")

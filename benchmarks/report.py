@@ -38,21 +38,46 @@ def _share(data: dict[str, Any], key: str, name: str) -> str:
     return "–" if r is None else f"{r * 100:.1f}%"
 
 
+def _above_noop(data: dict[str, Any], key: str) -> float | None:
+    """Median over rounds of (ours, full − the no-op handler) / the baseline: what our code adds
+    on top of LangChain's dispatch of every event to a handler."""
+    workload = _get(data, key)
+    if workload is None or FULL not in workload["configs"] or NOOP not in workload["configs"]:
+        return None
+    diffs = sorted(a - b for a, b in zip(workload["configs"][FULL]["ratios"], workload["configs"][NOOP]["ratios"],
+                                         strict=True))
+    return diffs[len(diffs) // 2] if diffs else None
+
+
+def _floors(data: dict[str, Any], key: str) -> str:
+    """Why a target may be out of reach: LangChain's own dispatch, and reading the logprobs."""
+    noop, above = _overhead(data, key, NOOP), _above_noop(data, key)
+    probe = READ_EXP_FLOOR if key == "w1" else READ_FLOOR
+    parts = [f"the no-op handler alone: {_pct(noop)}",
+             "ours above it: " + ("–" if above is None else f"{above * 100:+.1f} points")]
+    if _overhead(data, key, probe) is not None:
+        parts.append(("reading + exp() of all logprobs in Python" if key == "w1" else "merely reading its 6,000 "
+                      "logprobs in Python") + f" = {_share(data, key, probe)} of the baseline")
+    return " (" + "; ".join(parts) + ")"
+
+
 def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
     """(target, measured, met) for issue 7's targets; met is None when not measured."""
     rows: list[tuple[str, str, bool | None]] = []
     for key, limit in (("w1", 0.10), ("w2", 0.25)):
         r = _overhead(data, key, FULL)
-        floor = f" (floor: reading + exp() of all logprobs = {_share(data, 'w1', READ_EXP_FLOOR)} of the baseline)"
         rows.append((f"full handler overhead on workload {key[1]} ≤ {limit:.0%}",
-                     _pct(r) + (floor if key == "w1" else ""), None if r is None else r - 1 <= limit))
+                     _pct(r) + _floors(data, key), None if r is None else r - 1 <= limit))
     chunk = _per_chunk_ratio(data, FULL)
     rows.append(("work per streamed chunk ≤ 1.5× the no-op handler's",
                  "–" if chunk is None else f"{chunk:.2f}×", None if chunk is None else chunk <= 1.5))
     r = _overhead(data, "w3", FULL)
     rows.append(("scoring + export of a 1,000-token response ≤ 5% of producing it",
-                 f"{_pct(r)} (floor: merely reading its 6,000 logprobs = {_share(data, 'w3', READ_FLOOR)} "
-                 "of the baseline)", None if r is None else r - 1 <= 0.05))
+                 _pct(r) + _floors(data, "w3"), None if r is None else r - 1 <= 0.05))
+    r = _overhead(data, "w3c", FULL)
+    if r is not None:  # context: the same response produced by the real ChatOpenAI client
+        rows.append(("the same, produced through the real `ChatOpenAI` client (workload 3c, context)",
+                     _pct(r) + f" (the no-op handler alone: {_pct(_overhead(data, 'w3c', NOOP))})", r - 1 <= 0.05))
     for key in ("w1", "w2", "w3"):
         ours = _overhead(data, key, FULL)
         peers = {p: _overhead(data, key, p) for p in PEERS}

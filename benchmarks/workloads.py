@@ -1,4 +1,5 @@
-"""The four workloads of issue 7, each timed once per call with ``time.perf_counter_ns``.
+"""The four workloads of issue 7, each timed once per call with ``time.perf_counter_ns``, plus
+``w3c``: workload 3's response through the real ``ChatOpenAI`` client, for context.
 
 A workload takes the model and the callbacks and returns a ``Sample``: the wall time of the
 whole call and, for the sync stream, the time until the last chunk reached the caller (before
@@ -83,6 +84,43 @@ def invoke(n_tokens: int, calls: int = 1) -> Workload:
     return Workload("w3", f"3. `invoke`, {n_tokens:,}-token response", "response", calls, run, n_tokens)
 
 
+def invoke_chat_openai(n_tokens: int, calls: int = 1) -> Workload:
+    """Workload 3's response, but produced the way a ChatOpenAI app gets it: the real
+    ``ChatOpenAI`` and openai SDK parse an OpenAI chat completion JSON body carrying the same
+    entries. The body comes from memory (``httpx.MockTransport``): no model, no network."""
+    import json
+
+    import httpx
+    from langchain_openai import ChatOpenAI
+
+    from benchmarks.fake_model import MODEL_NAME, TOP_LOGPROBS, FakeLogprobChatModel
+
+    content = FakeLogprobChatModel(n_tokens=n_tokens)._content
+    body = json.dumps({
+        "id": "chatcmpl-fake", "object": "chat.completion", "created": 0, "model": MODEL_NAME,
+        "choices": [{"index": 0, "finish_reason": "stop", "logprobs": {"content": content, "refusal": None},
+                     "message": {"role": "assistant", "content": "".join(e["token"] for e in content)}}],
+        "usage": {"prompt_tokens": 12, "completion_tokens": n_tokens, "total_tokens": 12 + n_tokens},
+    }).encode()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    model = ChatOpenAI(model=MODEL_NAME, api_key="unused", base_url="http://127.0.0.1:9/v1", max_retries=0,  # type: ignore[arg-type]
+                       logprobs=True, top_logprobs=TOP_LOGPROBS,
+                       http_client=httpx.Client(transport=httpx.MockTransport(answer)))
+
+    def run(callbacks: list[Any]) -> Sample:
+        config = {"callbacks": callbacks}
+        start = time.perf_counter_ns()
+        for _ in range(calls):
+            model.invoke(PROMPT, config=config)  # type: ignore[arg-type]
+        return Sample(time.perf_counter_ns() - start)
+
+    return Workload("w3c", f"3c. `invoke`, {n_tokens:,}-token response through the real `ChatOpenAI` (from memory)",
+                    "response", calls, run, n_tokens)
+
+
 def concurrent_astream(streams: int, n_tokens: int) -> Workload:
     model = FakeLogprobChatModel(n_tokens=n_tokens)
 
@@ -108,4 +146,4 @@ def standard(scale: float = 1.0) -> list[Workload]:
         return max(2, int(n * scale))
 
     return [stream_sync(size(2000)), stream_async(size(2000)), invoke(size(1000), calls=max(1, int(10 * scale))),
-            concurrent_astream(size(200), size(200))]
+            invoke_chat_openai(size(1000)), concurrent_astream(size(200), size(200))]

@@ -54,7 +54,7 @@ def test_every_workload_runs_once_per_configuration_and_leaves_nothing_open() ->
                 assert len(measured.samples) == 1 and measured.samples[0].total_ns > 0
                 assert measured.ratios and measured.ratios[0] > 0
             # runs per execution of the workload: one per stream, one per invoke call
-            per_execution = workload.units if workload.key == "w3" else workload.units // workload.tokens
+            per_execution = workload.units if workload.key in ("w3", "w3c") else workload.units // workload.tokens
             expected_runs += 2 * per_execution  # warm-up + one round
         sinks.flush()
         assert sinks.span_exporter.by_scope[SCOPE] == expected_runs
@@ -107,7 +107,7 @@ def test_command_line_writes_a_table_with_every_configuration(tmp_path: Any, cap
         assert f"| {name} |" in text
     assert "### Targets" in text and "### Leak check" in text and "100 runs" in text
     data = json.loads((tmp_path / "results.json").read_text())
-    assert [w["key"] for w in data["workloads"]] == ["w1", "w2", "w3", "w4"]
+    assert [w["key"] for w in data["workloads"]] == ["w1", "w2", "w3", "w3c", "w4"]
     assert "| no handler |" in capsys.readouterr().out
 
 
