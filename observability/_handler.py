@@ -188,9 +188,11 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
         self._model_start("llm", serialized, run_id, parent_run_id, metadata, kwargs)
 
-    def on_llm_new_token(self, token: Any, *, run_id: UUID, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, parent_run_id: UUID | None = None,
+                         tags: list[str] | None = None, **kwargs: Any) -> None:
         # The hot path, once per chunk: only a run's first token is noted. Once every open run has
-        # streamed one, this is a single truth test (benchmarks/RESULTS.md, per-chunk cost).
+        # streamed one, this is a single truth test (benchmarks/RESULTS.md, per-chunk cost). The
+        # keywords LangChain always passes are named so that no **kwargs dict is built for them.
         if self._awaiting_first_token and token:
             try:
                 run = self._awaiting_first_token.pop(run_id, None)

@@ -18,7 +18,7 @@ and the report holds each one's mean over the tokens where it is defined.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from observability._extract import POSITIVE_NOISE, entry_piece
@@ -135,28 +135,29 @@ def score_chat_entries(
     if sums is None:
         return None
     (n, total, min_lp, entropy_sum, entropy_n, negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum,
-     low, offsets) = sums
-    spans: tuple[LowConfidenceSpan, ...] = ()
-    if low:
-        spans = _spans(low, offsets if offsets is not None
-                       else piece_offsets([entry_piece(entry) for entry in entries])[1])
+     low, built) = sums
+    if built is not None:
+        spans = tuple(built)
+    else:  # the Python loop, or characters split across tokens
+        spans = _spans(low, piece_offsets([entry_piece(entry) for entry in entries])[1]) if low else ()
     return _report(threshold, 0, n, total, min_lp, len(low), entropy_sum, entropy_n,
                    negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans)
 
 
 ChatSums = tuple[int, float, float, float, int, float, int, float, int, float, list[tuple[int, float]],
-                 "dict[int, tuple[int, int]] | None"]
+                 "list[LowConfidenceSpan] | None"]
 """What one pass over chat entries gives ``_report``: n, sum of logprobs, lowest logprob, the
 entropy, negentropy, margin and mass sums with their counts, the low-confidence tokens as
-(index, logprob), and their character ranges by index (None: left to ``piece_offsets``)."""
+(index, logprob), and their spans (None: left to ``_spans``)."""
 
 
 def _py_sum_chat_entries(entries: list[Any], log_threshold: float, floor: float) -> ChatSums | None:
     """The sums for ``score_chat_entries``, or None when an entry is not in the plain shape.
 
     ``observability._speedups.sum_chat_entries`` is this loop in C, used when it was compiled;
-    the two give the identical result (tests/test_core_speedups.py): change both together. It
-    also finds the low-confidence tokens' character ranges; this one leaves them to the caller.
+    the two give the identical result (tests/test_core_speedups.py): change both together. C
+    also builds the spans when every token holds whole characters; this one leaves them to
+    ``_spans``.
     """
     n = 0
     total = 0.0
@@ -224,10 +225,14 @@ def _py_sum_chat_entries(entries: list[Any], log_threshold: float, floor: float)
             low, None)
 
 
+_sum_chat_entries: Callable[[list[Any], float, float], ChatSums | None]
 try:
-    from observability._speedups import sum_chat_entries as _sum_chat_entries
+    from observability import _speedups
 except ImportError:  # not compiled (no C compiler when installed): the same sums, in Python
     _sum_chat_entries = _py_sum_chat_entries
+else:
+    _sum_chat_entries = _speedups.sum_chat_entries
+    _speedups.use_span_type(LowConfidenceSpan)
 
 
 def _report(threshold: float, skipped: int, n: int, total: float, min_lp: float, low_count: int,
@@ -271,11 +276,10 @@ def check_threshold(value: object) -> float:
     return float(value)
 
 
-def _spans(low: list[tuple[int, float]],
-           offsets: Sequence[tuple[int, int]] | Mapping[int, tuple[int, int]]) -> tuple[LowConfidenceSpan, ...]:
+def _spans(low: list[tuple[int, float]], offsets: list[tuple[int, int]]) -> tuple[LowConfidenceSpan, ...]:
     """Merge adjacent low-confidence tokens, given as (index, logprob), into character ranges of
-    the response text (``offsets``: the tokens' ranges by index, from ``token_offsets``; only
-    the low-confidence tokens' are read)."""
+    the response text (``offsets``: each token's range, from ``token_offsets``).
+    ``observability._speedups`` builds the same spans in C when ranges are running lengths."""
     spans: list[LowConfidenceSpan] = []
     run_start = run_end = low[0][0]
     lowest = low[0][1]

@@ -1,4 +1,5 @@
-/* observability._speedups: the sums of observability._score._py_sum_chat_entries, in C.
+/* observability._speedups: the sums of observability._score._py_sum_chat_entries, in C, and the
+ * low-confidence spans of observability._score._spans for the common case (whole characters).
  *
  * Optional: when this file cannot be compiled (no C compiler at install time) the package uses
  * the Python loop, which gives the identical result. The two must stay the same operations in the
@@ -8,6 +9,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <math.h>
 
 static PyObject *key_logprob, *key_top_logprobs, *key_bytes, *key_token;
@@ -63,37 +65,97 @@ static Py_ssize_t piece_length(PyObject *entry) {
     return length;
 }
 
-/* {index: (start, end)} for the low-confidence tokens, or None when some token's piece does not
- * decode on its own. NULL on error. */
-static PyObject *low_offsets(PyObject *entries, PyObject *low) {
+/* LowConfidenceSpan, and its four slots in field order, given once by use_span_type(). */
+static PyTypeObject *span_type;
+static PyMemberDef *span_slots[4];
+static const char *span_fields[4] = {"start", "end", "min_probability", "token_count"};
+
+/* use_span_type(cls): the class whose instances build_spans makes, by filling its four slots
+ * directly (a frozen dataclass's __init__ sets each through object.__setattr__: ten times slower). */
+static PyObject *use_span_type(PyObject *module, PyObject *cls) {
+    if (!PyType_Check(cls)) {
+        PyErr_SetString(PyExc_TypeError, "use_span_type expects a class");
+        return NULL;
+    }
+    PyObject *attributes = ((PyTypeObject *)cls)->tp_dict;
+    PyMemberDef *slots[4];
+    for (int i = 0; i < 4; i++) {
+        PyObject *descr = PyDict_GetItemString(attributes, span_fields[i]);
+        if (descr == NULL || !Py_IS_TYPE(descr, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)descr)->d_member->type != T_OBJECT_EX) {
+            PyErr_Format(PyExc_TypeError, "%R has no slot %s", cls, span_fields[i]);
+            return NULL;
+        }
+        slots[i] = ((PyMemberDescrObject *)descr)->d_member;
+    }
+    Py_INCREF(cls);
+    Py_XSETREF(span_type, (PyTypeObject *)cls);
+    for (int i = 0; i < 4; i++) span_slots[i] = slots[i];
+    Py_RETURN_NONE;
+}
+
+/* Appends span_type(start, end, exp(min(lowest, 0.0)), count) to spans; -1 on error. */
+static int add_span(PyObject *spans, Py_ssize_t start, Py_ssize_t end, double lowest, Py_ssize_t count) {
+    PyObject *span = span_type->tp_alloc(span_type, 0);
+    if (span == NULL) return -1;
+    PyObject *values[4] = {PyLong_FromSsize_t(start), PyLong_FromSsize_t(end),
+                           PyFloat_FromDouble(exp(lowest < 0.0 ? lowest : 0.0)), PyLong_FromSsize_t(count)};
+    int failed = 0;
+    for (int i = 0; i < 4; i++) {
+        failed = failed || values[i] == NULL || PyMember_SetOne((char *)span, span_slots[i], values[i]) < 0;
+        Py_XDECREF(values[i]);
+    }
+    failed = failed || PyList_Append(spans, span) < 0;
+    Py_DECREF(span);
+    return failed ? -1 : 0;
+}
+
+static Py_ssize_t index_of(PyObject *low, Py_ssize_t at) {
+    return PyLong_AsSsize_t(PyTuple_GET_ITEM(PyList_GET_ITEM(low, at), 0));
+}
+
+/* The spans of observability._score._spans, from the low-confidence tokens (index, logprob), when
+ * every token's piece decodes on its own (then a token's range is the running length and ranges
+ * only grow); None otherwise, or when use_span_type() was not called. NULL on error. */
+static PyObject *build_spans(PyObject *entries, PyObject *low) {
+    if (span_type == NULL) Py_RETURN_NONE;
+    PyObject *spans = PyList_New(0);
+    if (spans == NULL) return NULL;
     Py_ssize_t n_low = PyList_GET_SIZE(low), next = 0, length = 0;
-    PyObject *offsets = PyDict_New();
-    if (offsets == NULL) return NULL;
-    Py_ssize_t next_index = PyLong_AsSsize_t(PyTuple_GET_ITEM(PyList_GET_ITEM(low, 0), 0));
+    Py_ssize_t next_index = index_of(low, 0);
+    Py_ssize_t run_start = 0, run_end = 0, run_count = 0, run_last = -2; /* the open run of low tokens */
+    double lowest = 0.0;
     for (Py_ssize_t i = 0; i < PyList_GET_SIZE(entries); i++) {
         Py_ssize_t piece = piece_length(PyList_GET_ITEM(entries, i));
         if (piece < 0) {
-            Py_DECREF(offsets);
+            Py_DECREF(spans);
             if (piece == -2) return NULL;
             Py_RETURN_NONE;
         }
         if (i == next_index) {
-            PyObject *key = PyLong_FromSsize_t(i);
-            PyObject *range = Py_BuildValue("(nn)", length, length + piece);
-            if (key == NULL || range == NULL || PyDict_SetItem(offsets, key, range) < 0) {
-                Py_XDECREF(key);
-                Py_XDECREF(range);
-                Py_DECREF(offsets);
-                return NULL;
+            double lp = PyFloat_AS_DOUBLE(PyTuple_GET_ITEM(PyList_GET_ITEM(low, next), 1));
+            if (i == run_last + 1) {
+                run_end = length + piece;
+                run_count++;
+                if (lp < lowest) lowest = lp;
+            } else {
+                if (run_count && add_span(spans, run_start, run_end, lowest, run_count) < 0) goto error;
+                run_start = length;
+                run_end = length + piece;
+                run_count = 1;
+                lowest = lp;
             }
-            Py_DECREF(key);
-            Py_DECREF(range);
+            run_last = i;
             next++;
-            next_index = next < n_low ? PyLong_AsSsize_t(PyTuple_GET_ITEM(PyList_GET_ITEM(low, next), 0)) : -1;
+            next_index = next < n_low ? index_of(low, next) : -1;
         }
         length += piece;
     }
-    return offsets;
+    if (run_count && add_span(spans, run_start, run_end, lowest, run_count) < 0) goto error;
+    return spans;
+error:
+    Py_DECREF(spans);
+    return NULL;
 }
 
 /* sum_chat_entries(entries, log_threshold, floor) -> tuple | None. See _py_sum_chat_entries. */
@@ -175,14 +237,15 @@ static PyObject *sum_chat_entries(PyObject *module, PyObject *const *args, Py_ss
             margin_n++;
         }
     }
-    PyObject *offsets;
+    PyObject *spans;
     if (PyList_GET_SIZE(low) == 0) {
-        offsets = Py_NewRef(Py_None);
-    } else if ((offsets = low_offsets(entries, low)) == NULL) {
-        goto error;
+        spans = PyList_New(0);
+    } else {
+        spans = build_spans(entries, low);
     }
+    if (spans == NULL) goto error;
     return Py_BuildValue("(ndddndndndNN)", n, total, min_lp, entropy_sum, entropy_n, negentropy_sum, negentropy_n,
-                         margin_sum, margin_n, mass_sum, low, offsets);
+                         margin_sum, margin_n, mass_sum, low, spans);
 
 missing: /* an entry or alternative without a logprob: malformed, like Python's KeyError */
     if (PyErr_Occurred()) goto error;
@@ -197,7 +260,8 @@ error:
 static PyMethodDef methods[] = {
     {"sum_chat_entries", (PyCFunction)(void (*)(void))sum_chat_entries, METH_FASTCALL,
      "sum_chat_entries(entries, log_threshold, floor) -> tuple | None\n\n"
-     "The one-pass sums of observability._score._py_sum_chat_entries, in C."},
+     "The one-pass sums of observability._score._py_sum_chat_entries, in C, and the spans."},
+    {"use_span_type", use_span_type, METH_O, "use_span_type(cls): the LowConfidenceSpan class to build."},
     {NULL, NULL, 0, NULL},
 };
 

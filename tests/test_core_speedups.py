@@ -7,20 +7,24 @@ both against the general path, report for report.)
 
 from __future__ import annotations
 
+import dataclasses
 import math
+import pickle
 from typing import Any
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import _score
 from observability._extract import entry_piece
-from observability._score import LOGPROB_FLOOR, _py_sum_chat_entries, score_chat_entries
+from observability._score import LOGPROB_FLOOR, _py_sum_chat_entries, _spans, score_chat_entries
 from observability._text import piece_offsets
+from observability._types import LowConfidenceSpan
 from tests.test_core_fastpath import FUZZ, payloads
 
 try:
-    from observability._speedups import sum_chat_entries
+    from observability._speedups import sum_chat_entries, use_span_type
 except ImportError as exc:  # pragma: no cover - the message is the point
     raise ImportError("observability._speedups is not compiled: install a C compiler and Python's headers "
                       "(apt-get install build-essential python3-dev) and run `make setup` again") from exc
@@ -41,22 +45,24 @@ def test_c_sums_equal_the_python_loop_float_for_float(case: tuple[list[Any], boo
         return
     assert c is not None
     assert repr(c[:-1]) == repr(python[:-1])  # every sum and the low tokens, -0.0 included
-    assert python[-1] is None  # the Python loop leaves the ranges to piece_offsets
-    low, ranges = c[-2], c[-1]
-    if ranges is not None:  # C found every piece whole: its ranges are piece_offsets' ones
-        offsets = piece_offsets([entry_piece(e) for e in entries])[1]
-        assert ranges == {index: offsets[index] for index, _ in low}
+    assert python[-1] is None  # the Python loop leaves the spans to _spans
+    low, spans = c[-2], c[-1]
+    if spans is not None:  # C found every piece whole and built the spans itself
+        expected = _spans(low, piece_offsets([entry_piece(e) for e in entries])[1]) if low else ()
+        assert repr(tuple(spans)) == repr(expected)
 
 
 def _entry(piece: bytes, logprob: float) -> dict[str, Any]:
     return {"token": piece.decode(errors="replace"), "bytes": list(piece), "logprob": logprob, "top_logprobs": []}
 
 
-def test_c_gives_ranges_for_whole_characters_and_leaves_split_ones_to_python() -> None:
-    whole = [_entry(p, lp) for p, lp in [("서울".encode(), -0.1), (" 은".encode(), -2.0), ("🙂".encode(), -3.0)]]
-    low, ranges = sum_chat_entries(whole, math.log(0.5), LOGPROB_FLOOR)[-2:]  # type: ignore[index]
-    assert [index for index, _ in low] == [1, 2]
-    assert ranges == {1: (2, 4), 2: (4, 5)}  # characters, not bytes
+def test_c_builds_spans_for_whole_characters_and_leaves_split_ones_to_python() -> None:
+    pieces = [("서울", -0.1), (" 은", -2.0), ("🙂", -3.0), ("x", -0.1), ("y", -1.0)]
+    whole = [_entry(text.encode(), lp) for text, lp in pieces]
+    spans = sum_chat_entries(whole, math.log(0.5), LOGPROB_FLOOR)[-1]  # type: ignore[index]
+    assert spans == [LowConfidenceSpan(start=2, end=5, min_probability=math.exp(-3.0), token_count=2),
+                     LowConfidenceSpan(start=6, end=7, min_probability=math.exp(-1.0), token_count=1)]
+    assert all(type(span) is LowConfidenceSpan for span in spans)  # characters, not bytes
     raw = "민".encode()
     split = [_entry(raw[:2], -0.1), _entry(raw[2:], -2.0)]  # one character in two byte pieces
     assert sum_chat_entries(split, math.log(0.5), LOGPROB_FLOOR)[-1] is None  # type: ignore[index]
@@ -64,10 +70,18 @@ def test_c_gives_ranges_for_whole_characters_and_leaves_split_ones_to_python() -
     assert report is not None and [(s.start, s.end) for s in report.low_confidence_spans] == [(0, 1)]
 
 
+def test_spans_built_in_c_behave_as_the_dataclass() -> None:
+    [span] = sum_chat_entries([_entry(b"ab", -2.0)], math.log(0.5), LOGPROB_FLOOR)[-1]  # type: ignore[index,misc]
+    made = LowConfidenceSpan(start=0, end=2, min_probability=math.exp(-2.0), token_count=1)
+    assert span == made and hash(span) == hash(made) and repr(span) == repr(made)
+    assert pickle.loads(pickle.dumps(span)) == made and dataclasses.asdict(span) == dataclasses.asdict(made)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        span.start = 1  # type: ignore[misc]
+
+
 def test_wrong_arguments_are_a_type_error_not_a_crash() -> None:
     for args in [(), ((), 0.0, 0.0), ([], "x", 0.0), ([], 0.0)]:
-        try:
+        with pytest.raises(TypeError):
             sum_chat_entries(*args)
-        except TypeError:
-            continue
-        raise AssertionError(f"no TypeError for {args!r}")
+    with pytest.raises(TypeError, match="no slot"):
+        use_span_type(int)
