@@ -86,6 +86,7 @@ bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
 $(BENCH_VENV)/.installed: pyproject.toml setup.py observability/_speedups.c
+	@$(MAKE) --no-print-directory build-deps
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]' $(BENCH_PEERS)

@@ -129,9 +129,12 @@ def _machine() -> str:
 
     import langchain_core
 
+    from observability import _score
+
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    sums = "C" if _score._sum_chat_entries is not _score._py_sum_chat_entries else "pure Python (no C compiler)"
     return (f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-            f"load {load:.1f} at start, langchain-core {langchain_core.__version__}")
+            f"load {load:.1f} at start, langchain-core {langchain_core.__version__}, scoring sums in {sums}")
 
 
 if __name__ == "__main__":
