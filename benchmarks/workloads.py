@@ -72,16 +72,21 @@ def stream_async(n_tokens: int) -> Workload:
 
 def invoke(n_tokens: int, calls: int = 1) -> Workload:
     """``calls`` invokes back to back per sample, so one sample is long enough to time well."""
-    model = FakeLogprobChatModel(n_tokens=n_tokens)
+    run = _invoking(FakeLogprobChatModel(n_tokens=n_tokens), calls)
+    return Workload("w3", f"3. `invoke`, {n_tokens:,}-token response", "response", calls, run, n_tokens)
+
+
+def _invoking(model: Any, calls: int) -> Callable[[list[Any]], Sample]:
+    """A workload's ``run``: ``calls`` invokes of ``model`` back to back."""
 
     def run(callbacks: list[Any]) -> Sample:
         config = {"callbacks": callbacks}
         start = time.perf_counter_ns()
         for _ in range(calls):
-            model.invoke(PROMPT, config=config)  # type: ignore[arg-type]
+            model.invoke(PROMPT, config=config)
         return Sample(time.perf_counter_ns() - start)
 
-    return Workload("w3", f"3. `invoke`, {n_tokens:,}-token response", "response", calls, run, n_tokens)
+    return run
 
 
 def invoke_chat_openai(n_tokens: int, calls: int = 1) -> Workload:
@@ -109,14 +114,7 @@ def invoke_chat_openai(n_tokens: int, calls: int = 1) -> Workload:
     model = ChatOpenAI(model=MODEL_NAME, api_key="unused", base_url="http://127.0.0.1:9/v1", max_retries=0,  # type: ignore[arg-type]
                        logprobs=True, top_logprobs=TOP_LOGPROBS,
                        http_client=httpx.Client(transport=httpx.MockTransport(answer)))
-
-    def run(callbacks: list[Any]) -> Sample:
-        config = {"callbacks": callbacks}
-        start = time.perf_counter_ns()
-        for _ in range(calls):
-            model.invoke(PROMPT, config=config)  # type: ignore[arg-type]
-        return Sample(time.perf_counter_ns() - start)
-
+    run = _invoking(model, calls)
     return Workload("w3c", f"3c. `invoke`, {n_tokens:,}-token response through the real `ChatOpenAI` (from memory)",
                     "response", calls, run, n_tokens)
 
