@@ -1,9 +1,9 @@
 """The one thing pyproject.toml cannot say: the optional C accelerator of the scoring loop.
 
 ``observability._speedups`` is built when a C compiler and Python's headers are present; when
-the build fails, installation goes on and the package uses the identical pure-Python loop
-(``observability._score._py_sum_chat_entries``). ``-ffp-contract=off``: no fused multiply-add,
-so the C sums round exactly as Python's do.
+the build fails, installation goes on and the handler extracts tokens and scores them in
+Python (``score_confidence``), with the identical result, several times slower.
+``-ffp-contract=off``: no fused multiply-add, so the C sums round exactly as Python's do.
 """
 
 import os

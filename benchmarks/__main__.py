@@ -132,7 +132,7 @@ def _machine() -> str:
     from observability import _score
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    sums = "C" if _score._sum_chat_entries is not _score._py_sum_chat_entries else "pure Python (no C compiler)"
+    sums = "C" if _score._speedups is not None else "pure Python (no C compiler)"
     return (f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
             f"load {load:.1f} at start, langchain-core {langchain_core.__version__}, scoring sums in {sums}")
 

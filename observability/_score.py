@@ -18,7 +18,7 @@ and the report holds each one's mean over the tokens where it is defined.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from observability._extract import POSITIVE_NOISE, entry_piece
@@ -60,7 +60,8 @@ def score_confidence(
     # One pass, everything inline: this runs once per token of every response (see
     # benchmarks/RESULTS.md). `x = 0.0 if x > 0.0 else x` is min(x, 0.0) without the call (and
     # so on for each clamp: the same result as min/max, NaN included).
-    # score_chat_entries repeats this loop over provider dicts: change both together.
+    # observability/_speedups.c repeats this loop over provider dicts, operation for operation:
+    # change both together (tests/test_core_fastpath.py compares them float for float).
     exp, log, noise, floor, log_k = _exp, _log, POSITIVE_NOISE, LOGPROB_FLOOR, _LOG_K
     for index, tok in enumerate(tokens):
         lp = tok.logprob
@@ -122,116 +123,37 @@ def score_chat_entries(
     low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD,
 ) -> ConfidenceReport | None:
     """``score_confidence(extract_token_logprobs(entries))`` for a list of OpenAI chat entries,
-    read straight from the provider's dicts in one pass, without building tokens: the identical
-    report, much faster (see benchmarks/RESULTS.md).
+    read straight from the provider's dicts in one pass of C (``observability._speedups``),
+    without building tokens: the identical report, float for float, about 8× faster (see
+    benchmarks/RESULTS.md; tests/test_core_fastpath.py compares the two).
 
     Reads only the plain shape: every entry a ``dict`` whose ``logprob`` is a float <= 0 and whose
     ``top_logprobs`` is missing, None, or a list of such dicts, best first (as providers send
     them). Returns None at the first entry that is not (NaN, ints, objects, unsorted or malformed
-    alternatives): the caller then extracts and scores, which handles everything.
+    alternatives), and always when the C part was not compiled (no C compiler at install): the
+    caller then extracts and scores, which handles everything.
     """
     threshold = check_threshold(low_confidence_threshold)
-    sums = _sum_chat_entries(entries, _log(threshold), LOGPROB_FLOOR)
+    if _speedups is None:
+        return None
+    sums = _speedups.sum_chat_entries(entries, _log(threshold), LOGPROB_FLOOR)
     if sums is None:
         return None
     (n, total, min_lp, entropy_sum, entropy_n, negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum,
      low, built) = sums
     if built is not None:
         spans = tuple(built)
-    else:  # the Python loop, or characters split across tokens
+    else:  # characters split across tokens: the ranges need the incremental decoder
         spans = _spans(low, piece_offsets([entry_piece(entry) for entry in entries])[1]) if low else ()
     return _report(threshold, 0, n, total, min_lp, len(low), entropy_sum, entropy_n,
                    negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans)
 
 
-ChatSums = tuple[int, float, float, float, int, float, int, float, int, float, list[tuple[int, float]],
-                 "list[LowConfidenceSpan] | None"]
-"""What one pass over chat entries gives ``_report``: n, sum of logprobs, lowest logprob, the
-entropy, negentropy, margin and mass sums with their counts, the low-confidence tokens as
-(index, logprob), and their spans (None: left to ``_spans``)."""
-
-
-def _py_sum_chat_entries(entries: list[Any], log_threshold: float, floor: float) -> ChatSums | None:
-    """The sums for ``score_chat_entries``, or None when an entry is not in the plain shape.
-
-    ``observability._speedups.sum_chat_entries`` is this loop in C, used when it was compiled;
-    the two give the identical result (tests/test_core_speedups.py): change both together. C
-    also builds the spans when every token holds whole characters; this one leaves them to
-    ``_spans``.
-    """
-    n = 0
-    total = 0.0
-    min_lp = 0.0
-    low: list[tuple[int, float]] = []
-    entropy_sum = negentropy_sum = margin_sum = mass_sum = 0.0
-    entropy_n = negentropy_n = margin_n = 0
-    # score_confidence's loop, minus what the plain shape rules out (NaN and positive logprobs,
-    # unsorted alternatives: extraction would sort them, changing the order of the sums).
-    exp, log, log_k = _exp, _log, _LOG_K
-    try:
-        for entry in entries:
-            if type(entry) is not dict:
-                return None
-            lp = entry["logprob"]
-            if type(lp) is not float or not lp <= 0.0:
-                return None
-            total += lp if lp > floor else floor
-            if lp < min_lp:
-                min_lp = lp
-            if lp < log_threshold:
-                low.append((n, lp))
-            n += 1
-            alternatives = entry.get("top_logprobs")
-            if alternatives is None:
-                continue
-            if type(alternatives) is not list:
-                return None
-            if not alternatives:
-                continue
-            k = 0
-            first = second = z = weighted = 0.0
-            previous = 0.0
-            for alternative in alternatives:
-                if type(alternative) is not dict:
-                    return None
-                alp = alternative["logprob"]
-                if type(alp) is not float or not alp <= previous:  # also rules out NaN and > 0
-                    return None
-                previous = alp
-                k += 1
-                p = exp(alp)
-                if p > 0.0:
-                    z += p
-                    weighted += p * alp
-                if p > first:
-                    first, second = p, first
-                elif p > second:
-                    second = p
-            entropy = 0.0 if z <= 0.0 else log(z) - weighted / z
-            if entropy < 0.0:
-                entropy = 0.0
-            entropy_sum += entropy
-            entropy_n += 1
-            mass_sum += 1.0 if z > 1.0 else z
-            if k >= 2:
-                negentropy = 1.0 - entropy / (log_k[k] if k < len(log_k) else log(k))
-                negentropy_sum += 0.0 if negentropy < 0.0 else 1.0 if negentropy > 1.0 else negentropy
-                negentropy_n += 1
-                margin_sum += first - second
-                margin_n += 1
-    except KeyError:  # an entry or alternative without a logprob: malformed
-        return None
-    return (n, total, min_lp, entropy_sum, entropy_n, negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum,
-            low, None)
-
-
-_sum_chat_entries: Callable[[list[Any], float, float], ChatSums | None]
 try:
     from observability import _speedups
-except ImportError:  # not compiled (no C compiler when installed): the same sums, in Python
-    _sum_chat_entries = _py_sum_chat_entries
+except ImportError:  # not compiled: score_chat_entries declines, the general path scores
+    _speedups = None  # type: ignore[assignment]
 else:
-    _sum_chat_entries = _speedups.sum_chat_entries
     _speedups.use_span_type(LowConfidenceSpan)
 
 

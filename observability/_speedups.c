@@ -1,11 +1,13 @@
-/* observability._speedups: the sums of observability._score._py_sum_chat_entries, in C, and the
- * low-confidence spans of observability._score._spans for the common case (whole characters).
+/* observability._speedups: score_confidence's loop (observability/_score.py) over OpenAI chat
+ * entries read straight from the provider's dicts, in C, and the low-confidence spans of
+ * observability._score._spans for the common case (every token holding whole characters).
  *
- * Optional: when this file cannot be compiled (no C compiler at install time) the package uses
- * the Python loop, which gives the identical result. The two must stay the same operations in the
- * same order: tests/test_core_speedups.py compares them float for float on random payloads, and
- * setup.py compiles with -ffp-contract=off so that no multiply-add is fused (a fused one rounds
- * once, Python rounds twice). Standard C and the CPython API only.
+ * Optional: when this file cannot be compiled (no C compiler at install time) the handler
+ * extracts tokens and runs score_confidence, which gives the identical report. The two must stay
+ * the same operations in the same order: tests/test_core_fastpath.py compares their reports
+ * float for float on random payloads, and setup.py compiles with -ffp-contract=off so that no
+ * multiply-add is fused (a fused one rounds once, Python rounds twice). Standard C and the
+ * CPython API only.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -158,7 +160,10 @@ error:
     return NULL;
 }
 
-/* sum_chat_entries(entries, log_threshold, floor) -> tuple | None. See _py_sum_chat_entries. */
+/* sum_chat_entries(entries, log_threshold, floor) -> (n, sum of logprobs, lowest logprob, the
+ * entropy, negentropy, margin and mass sums with their counts, the low-confidence tokens as
+ * (index, logprob), their spans or None) | None when an entry is not in the plain shape (see
+ * observability._score.score_chat_entries). */
 static PyObject *sum_chat_entries(PyObject *module, PyObject *const *args, Py_ssize_t nargs) {
     if (nargs != 3 || !PyList_CheckExact(args[0])) {
         PyErr_SetString(PyExc_TypeError, "sum_chat_entries(entries: list, log_threshold: float, floor: float)");
@@ -260,7 +265,7 @@ error:
 static PyMethodDef methods[] = {
     {"sum_chat_entries", (PyCFunction)(void (*)(void))sum_chat_entries, METH_FASTCALL,
      "sum_chat_entries(entries, log_threshold, floor) -> tuple | None\n\n"
-     "The one-pass sums of observability._score._py_sum_chat_entries, in C, and the spans."},
+     "The one-pass sums of observability._score.score_confidence over chat entries, and the spans."},
     {"use_span_type", use_span_type, METH_O, "use_span_type(cls): the LowConfidenceSpan class to build."},
     {NULL, NULL, 0, NULL},
 };

@@ -1,15 +1,12 @@
-"""The fast path (``score_chat_entries``, lazy ``ResponseRecord.tokens``) against the general
-path (``extract_token_logprobs`` then ``score_confidence``): the identical report, float for
-float, on random OpenAI chat payloads, plain and malformed; with the C sums
-(``observability._speedups``) and with the pure-Python ones used when C was not compiled."""
+"""The fast path (``score_chat_entries``, in C, and lazy ``ResponseRecord.tokens``) against the
+general path (``extract_token_logprobs`` then ``score_confidence``): the identical report, float
+for float, on random OpenAI chat payloads, plain and malformed."""
 
 from __future__ import annotations
 
 import itertools
 import math
 import pickle
-from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 from uuid import uuid4
 
@@ -18,7 +15,7 @@ from hypothesis import strategies as st
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration, LLMResult
 
-from observability import ConfidenceCallbackHandler, ResponseRecord, _score, extract_token_logprobs, score_confidence
+from observability import ConfidenceCallbackHandler, ResponseRecord, extract_token_logprobs, score_confidence
 from observability._score import score_chat_entries
 from observability._types import LazyTokens
 from tests.test_core_extract import chat_entry, seed_english_stream, seed_korean_payload
@@ -115,32 +112,16 @@ def same_report(fast: Any, general: Any) -> None:
     assert repr(fast) == repr(general)  # float for float, -0.0 included
 
 
-@contextmanager
-def summing_with(implementation: Any) -> Iterator[None]:
-    """Score with the given sums: the C ones (the default when compiled) or the Python ones."""
-    default = _score._sum_chat_entries
-    _score._sum_chat_entries = implementation
-    try:
-        yield
-    finally:
-        _score._sum_chat_entries = default
-
-
-SUMS = {"C": _score._sum_chat_entries, "Python": _score._py_sum_chat_entries}
-
-
 @FUZZ
 @given(case=payloads(), threshold=st.sampled_from([0.5, 1.0, 1e-9, 0.9]))
 def test_fast_path_scores_exactly_like_extract_then_score(case: tuple[list[Any], bool], threshold: float) -> None:
     entries, plain = case
     general = score_confidence(extract_token_logprobs(entries), low_confidence_threshold=threshold)
-    for implementation in SUMS.values():
-        with summing_with(implementation):
-            fast = score_chat_entries(entries, low_confidence_threshold=threshold)
-        if plain:
-            assert fast is not None  # the plain shape never falls back
-        if fast is not None:
-            same_report(fast, general)
+    fast = score_chat_entries(entries, low_confidence_threshold=threshold)
+    if plain:
+        assert fast is not None  # the plain shape never falls back
+    if fast is not None:
+        same_report(fast, general)
 
 
 def _record(payload: Any) -> ResponseRecord:
