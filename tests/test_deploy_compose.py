@@ -18,6 +18,8 @@ import yaml
 
 from tests.deploy_support import COLLECTOR, COMPOSE, REPO, load_yaml, run, tool
 
+pytestmark = pytest.mark.system_tools  # docker-compose, a Debian package that `make test` installs
+
 # Components of the collector image pinned in docker-compose.yml that this config may use.
 COLLECTOR_COMPONENTS = {
     "receivers": {"otlp"},

@@ -61,6 +61,7 @@ def test_committed_dashboard_is_what_the_generator_builds() -> None:
     assert result.returncode == 0, result.stderr
 
 
+@pytest.mark.system_tools
 def test_dashboard_matches_grafana_schema(typecheck: Callable[[dict[str, Any]], Any]) -> None:
     result = typecheck(dashboard())
     assert result.returncode == 0, result.stdout + result.stderr
@@ -86,6 +87,7 @@ def _grid_width_as_text(board: dict[str, Any]) -> None:
     board["panels"][0]["gridPos"]["w"] = "4"
 
 
+@pytest.mark.system_tools
 @pytest.mark.parametrize("breakage", [_misspelt_key, _unknown_draw_style, _bad_heatmap_scale,
                                       _missing_schema_version, _grid_width_as_text],
                          ids=lambda f: f.__name__.strip("_"))

@@ -23,6 +23,7 @@ from tests.deploy_support import (
 )
 
 
+@pytest.mark.system_tools
 def test_promtool_check_config_accepts_the_compose_config_and_its_rules() -> None:
     result = run([tool("promtool"), "check", "config", str(PROMETHEUS_CONFIG)])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -30,12 +31,14 @@ def test_promtool_check_config_accepts_the_compose_config_and_its_rules() -> Non
     assert "SUCCESS: 5 rules found" in result.stdout
 
 
+@pytest.mark.system_tools
 def test_promtool_check_rules() -> None:
     result = run([tool("promtool"), "check", "rules", str(RULES)])
     assert result.returncode == 0, result.stdout + result.stderr
     assert "SUCCESS: 5 rules found" in result.stdout
 
 
+@pytest.mark.system_tools
 def test_promtool_rule_unit_tests_pass() -> None:
     result = run([tool("promtool"), "test", "rules", str(RULE_TESTS)])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -62,6 +65,7 @@ def test_every_alert_has_severity_summary_description_and_runbook() -> None:
         assert "by (provider, model)" in rule["expr"], rule["alert"]
 
 
+@pytest.mark.system_tools
 @pytest.mark.parametrize(("old", "new"), [
     pytest.param("< 0.8 *", "< 0.95 *", id="confidence-drop-threshold"),
     pytest.param("              0.2\n", "              0.05\n", id="low-confidence-floor"),

@@ -175,6 +175,7 @@ def test_report_of_real_responses_renders_in_chromium(tmp_path: Path, chat_model
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 20_000
 
 
+@pytest.mark.system_tools
 def test_a_script_error_would_be_caught(tmp_path: Path) -> None:
     """The checks above can fail: a page whose script breaks is reported by both detectors."""
     page = render_html_report([record_for(korean_tokens())]).replace(
