@@ -60,8 +60,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m observability",
         description="Model confidence from token logprobs: a live demo, and HTML reports of recorded responses.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{demo,report}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,report,serve-model}")
     commands.required = True
+    # Parsed by observability._local_model.main (see main below); listed here for --help.
+    commands.add_parser("serve-model", add_help=False,
+                        help="serve the bundled SmolLM2 model on 127.0.0.1 (OpenAI-compatible) until Ctrl-C")
 
     demo = commands.add_parser(
         "demo", help="run a small LangChain app on a real model and show its confidence",
@@ -142,6 +145,11 @@ def _report(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit code."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["serve-model"]:
+        from observability._local_model import main as serve_model
+
+        return serve_model(argv[1:], prog="python -m observability serve-model")
     args = build_parser().parse_args(argv)
     try:
         if args.command == "report":

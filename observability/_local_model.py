@@ -4,7 +4,8 @@ Used by the demo and the test suite. ``LocalModelServer`` starts the server in a
 process bound to 127.0.0.1 on a free port, waits for ``/health`` and stops exactly that
 process (by PID) on ``stop()`` or when the ``with`` block exits, also on failure.
 
-Run ``python -m observability._local_model --port N`` to serve in the foreground.
+``python -m observability serve-model [--port N]`` serves it in the foreground until Ctrl-C or
+SIGTERM (``main`` below).
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ import importlib.util
 import os
 import signal
 import sys
-import time
+import threading
 from pathlib import Path
 
 from observability._process import ManagedProcess, ProcessStartError, free_port, port_in_use
@@ -51,7 +52,8 @@ class LocalModelServer(ManagedProcess):
             )
         self.port = port or free_port()
         command = [sys.executable, "-m", "observability._local_model", "--port", str(self.port),
-                   "--threads", str(threads), "--parallel", str(parallel), "--ctx", str(ctx)]
+                   "--threads", str(threads), "--parallel", str(parallel), "--ctx", str(ctx),
+                   "--exit-with-parent", "--quiet"]
         super().__init__("model-server", command, f"http://127.0.0.1:{self.port}/health",
                          startup_timeout=startup_timeout)
 
@@ -69,11 +71,19 @@ class LocalModelServer(ManagedProcess):
         return self
 
 
-def _serve(port: int, threads: int, parallel: int, ctx: int) -> None:
+STOP_GRACE_S = 5
+"""After a stop signal, how long llama.cpp may take to join its threads before the process exits
+regardless (it has been seen to hang there, ignoring further signals)."""
+
+
+def _serve(port: int, threads: int, parallel: int, ctx: int, *, exit_with_parent: bool, quiet: bool) -> None:
+    path = model_path()
+    if not quiet:
+        print(f"loading {path.name} ({path.stat().st_size / 1e6:.0f} MB) with llama.cpp …", flush=True)
     import xllamacpp
 
     params = xllamacpp.CommonParams()
-    params.model.path = str(model_path())
+    params.model.path = str(path)
     params.model_alias = {MODEL_NAME}
     params.hostnames = ["127.0.0.1"]
     params.port = port
@@ -82,29 +92,60 @@ def _serve(port: int, threads: int, parallel: int, ctx: int) -> None:
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.use_jinja = True
+    # While llama.cpp loads or shuts down, it holds the interpreter in C code where no Python signal
+    # handler can run: there the default actions apply (SIGINT, SIGTERM and the shutdown alarm end
+    # the process at once, in the kernel).
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(signum, signal.SIG_DFL)
     server = xllamacpp.Server(params)
-    stop = False
-
-    def _on_signal(signum: int, frame: object) -> None:
-        nonlocal stop
-        stop = True
-
-    signal.signal(signal.SIGTERM, _on_signal)
-    signal.signal(signal.SIGINT, _on_signal)
-    while not stop and os.getppid() != 1:  # also end if the parent died without stopping us
-        time.sleep(0.2)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
+    signal.signal(signal.SIGINT, lambda signum, frame: stop.set())
+    if not quiet:
+        print(f"serving model {MODEL_NAME!r} at http://127.0.0.1:{port}/v1 (OpenAI-compatible; "
+              f"any API key). Ctrl-C stops it.", flush=True)
+    parent = os.getppid()
+    while not stop.wait(0.2):
+        if exit_with_parent and os.getppid() != parent:  # our starter died without stopping us
+            break
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    signal.alarm(STOP_GRACE_S)  # however llama.cpp joins its threads, the process ends by then
     del server
+    if not quiet:
+        print("model server stopped", flush=True)
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description="Serve the bundled SmolLM2 model on 127.0.0.1.")
-    parser.add_argument("--port", type=int, required=True)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--parallel", type=int, default=4)
-    parser.add_argument("--ctx", type=int, default=8192)
+def main(argv: list[str] | None = None, prog: str | None = None) -> int:
+    """``python -m observability serve-model``: serve the bundled model until Ctrl-C or SIGTERM."""
+    parser = argparse.ArgumentParser(prog=prog, description="Serve the bundled SmolLM2-135M model with "
+                                     "llama.cpp's OpenAI-compatible server on 127.0.0.1.")
+    parser.add_argument("--port", type=int, default=8080, help="port on 127.0.0.1 (default 8080)")
+    parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
+    parser.add_argument("--parallel", type=int, default=4, help="requests served at once (default 4)")
+    parser.add_argument("--ctx", type=int, default=8192, help="context size in tokens, shared by the slots")
+    parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    _serve(args.port, args.threads, args.parallel, args.ctx)
+    for name in ("threads", "parallel", "ctx"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name} must be at least 1")
+    if not 0 < args.port < 65536:
+        parser.error("--port must be from 1 to 65535")
+    if not args.exit_with_parent and port_in_use(args.port):
+        print(f"port {args.port} on 127.0.0.1 is already in use: choose another with --port", file=sys.stderr)
+        return 2
+    try:
+        _serve(args.port, args.threads, args.parallel, args.ctx, exit_with_parent=args.exit_with_parent,
+               quiet=args.quiet)
+    except LocalModelError as exc:
+        print(exc, file=sys.stderr)
+        return 1
+    except ImportError:
+        print("the model server needs the demo extra: pip install 'langchain-confidence[demo]'", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
