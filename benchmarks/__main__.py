@@ -129,12 +129,9 @@ def _machine() -> str:
 
     import langchain_core
 
-    from observability import _score
-
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-    sums = "C" if _score._speedups is not None else "pure Python (no C compiler)"
     return (f"{platform.python_implementation()} {platform.python_version()}, {os.cpu_count()} CPUs, "
-            f"load {load:.1f} at start, langchain-core {langchain_core.__version__}, scoring sums in {sums}")
+            f"load {load:.1f} at start, langchain-core {langchain_core.__version__}")
 
 
 if __name__ == "__main__":

@@ -6,12 +6,10 @@ Standard library only. Never raises: a malformed entry is left out and counted i
 
 from __future__ import annotations
 
-import dataclasses
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Any
 
-from observability._text import token_bytes
 from observability._types import TokenLogprob, TokenLogprobs
 
 POSITIVE_NOISE = 1e-4
@@ -41,27 +39,6 @@ def extract_token_logprobs(payload: object) -> TokenLogprobs:
     except Exception:  # a payload we cannot even walk: count it, never raise
         out.skipped += 1
     return out
-
-
-def chat_content(payload: object) -> list[Any] | None:
-    """The entry list of an OpenAI chat-shaped payload, a plain ``{"content": [...], ...}`` dict,
-    else None. ``extract_token_logprobs`` reads such a payload as exactly that list; a caller can
-    compare lists to learn that two payloads hold the same entries without extracting either."""
-    if type(payload) is dict:
-        content = payload.get("content")
-        if type(content) is list and not isinstance(payload.get("token_logprobs"), (list, tuple)):
-            return content
-    return None
-
-
-def entry_piece(entry: dict[str, Any]) -> bytes:
-    """The raw UTF-8 of the token extracted from a plain-dict chat entry: its ``bytes`` when
-    valid, else its ``token`` text (what ``token_offsets`` reads of that token)."""
-    raw = _bytes(entry.get("bytes"))
-    if raw is not None:
-        return raw
-    text = entry.get("token")
-    return token_bytes(text if isinstance(text, str) else None)
 
 
 def _get(obj: Any, key: str) -> Any:
@@ -101,8 +78,24 @@ def _extract(payload: Any, out: TokenLogprobs, depth: int) -> None:
 
 
 def _entries(entries: list[Any] | tuple[Any, ...], out: TokenLogprobs) -> None:
+    """Entries of the chat shape. JSON-decoded entries (plain dicts, float logprobs <= 0, string
+    texts, alternatives best first), what every OpenAI-compatible provider sends, are read inline
+    with the same outcome as ``_entry``; any other entry goes through ``_entry``."""
     append = out.append
+    new = _new_token
     for entry in entries:
+        if type(entry) is dict:
+            logprob = entry.get("logprob")
+            text = entry.get("token")
+            if type(logprob) is float and logprob <= 0.0 and (text is None or type(text) is str):
+                tops = entry.get("top_logprobs")
+                alternatives: tuple[tuple[str | None, float], ...] | None = ()
+                if tops:
+                    alternatives = _plain_alternatives(tops) if type(tops) is list else None
+                if alternatives is not None:
+                    raw = entry.get("bytes")
+                    append(new(TokenLogprob, (text, None if raw is None else _bytes(raw), logprob, alternatives)))
+                    continue
         token = _entry(entry)
         if token is None:
             out.skipped += 1
@@ -110,16 +103,27 @@ def _entries(entries: list[Any] | tuple[Any, ...], out: TokenLogprobs) -> None:
             append(token)
 
 
-def _entry(entry: Any) -> TokenLogprob | None:
-    if type(entry) is dict:  # a JSON-decoded entry, the common case: the same rules, fewer calls
-        logprob = entry.get("logprob")
-        if type(logprob) is not float or not logprob <= 0.0:  # else _logprob would return it as is
-            logprob = _logprob(logprob)
-            if logprob is None:
+def _plain_alternatives(tops: list[Any]) -> tuple[tuple[str | None, float], ...] | None:
+    """Alternatives of the plain shape as pairs, in one pass; None when any is not plain (not a
+    dict, a logprob that is not a float <= 0 (NaN included), a text not a string) or when they
+    are not best first: ``_alternatives`` then reads them, dropping and sorting as it must."""
+    pairs: list[tuple[str | None, float]] = []
+    add = pairs.append
+    previous = 0.0
+    try:
+        for alt in tops:
+            logprob = alt["logprob"]
+            text = alt["token"]
+            if type(logprob) is not float or not logprob <= previous or type(text) is not str:
                 return None
-        text = entry.get("token")
-        return _new_token(text if isinstance(text, str) else None, _bytes(entry.get("bytes")), logprob,
-                          _alternatives(entry.get("top_logprobs")))
+            previous = logprob
+            add((text, logprob))
+    except (KeyError, TypeError):  # not a dict, or a key missing
+        return None
+    return tuple(pairs)
+
+
+def _entry(entry: Any) -> TokenLogprob | None:
     if entry is None or isinstance(entry, (str, bytes, int, float)):
         return None
     logprob = _logprob(_get(entry, "logprob"))
@@ -220,38 +224,5 @@ def _alternatives(value: Any) -> tuple[tuple[str | None, float], ...]:
 _LOGPROB_OF_PAIR = operator.itemgetter(1)
 
 
-def _token_factory() -> Callable[[str | None, bytes | None, float, tuple[tuple[str | None, float], ...]],
-                                 TokenLogprob]:
-    """A faster ``TokenLogprob(token, bytes, logprob, top_logprobs)``.
-
-    A frozen dataclass's ``__init__`` sets each field through ``object.__setattr__``; filling the
-    four slots directly builds the same object in about half the time, and extraction builds
-    one per token. Falls back to the class itself if its shape ever changes (other fields, a
-    ``__post_init__``, no slots), checked once here by comparing with a normally built one.
-    """
-    names = ("token", "bytes", "logprob", "top_logprobs")
-    try:
-        if (tuple(f.name for f in dataclasses.fields(TokenLogprob)) != names
-                or hasattr(TokenLogprob, "__post_init__")):
-            return TokenLogprob
-        set_token, set_bytes, set_logprob, set_top = (TokenLogprob.__dict__[n].__set__ for n in names)
-        new = object.__new__
-
-        def make(token: str | None, raw: bytes | None, logprob: float,
-                 top_logprobs: tuple[tuple[str | None, float], ...]) -> TokenLogprob:
-            made: TokenLogprob = new(TokenLogprob)
-            set_token(made, token)
-            set_bytes(made, raw)
-            set_logprob(made, logprob)
-            set_top(made, top_logprobs)
-            return made
-
-        probe = ("a", b"a", -0.5, (("a", -0.5),))
-        if make(*probe) != TokenLogprob(*probe):
-            return TokenLogprob
-        return make
-    except Exception:  # any surprise: the plain constructor is always right
-        return TokenLogprob
-
-
-_new_token = _token_factory()
+_new_token = tuple.__new__
+"""``TokenLogprob(*fields)`` without the named tuple's Python-level ``__new__``."""

@@ -24,7 +24,7 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from observability._dedupe import NOTHING, ExportGroups, Exporting
-from observability._extract import chat_content, extract_token_logprobs
+from observability._extract import extract_token_logprobs
 from observability._fields import (
     all_generations,
     as_int,
@@ -38,14 +38,12 @@ from observability._fields import (
 from observability._score import (
     DEFAULT_LOW_CONFIDENCE_THRESHOLD,
     check_threshold,
-    score_chat_entries,
     score_confidence,
 )
 from observability._text import token_offsets
 from observability._types import (
     ConfidenceReport,
     Exporter,
-    LazyTokens,
     LogprobsStatus,
     ResponseRecord,
     RunStart,
@@ -347,23 +345,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             records.append(self._record(run, generation, llm_output, tokens, report, status, error, index, ended))
         self._deliver(records, run.exporting.exporters)
 
-    def _score(self, payload: Any) -> tuple[Sequence[TokenLogprob] | None, ConfidenceReport | None]:
+    def _score(self, payload: Any) -> tuple[tuple[TokenLogprob, ...] | None, ConfidenceReport | None]:
         """One generation's tokens and report (None, None without logprobs)."""
-        threshold = self.low_confidence_threshold
-        # Fast path: the usual OpenAI chat list, scored straight from the dicts; the tokens are
-        # built only if read.
-        entries = chat_content(payload)
-        if entries is not None:
-            report = score_chat_entries(entries, low_confidence_threshold=threshold)
-            if report is not None:
-                # (a copy of the list: the tokens are those of the end event, whenever built)
-                lazy = LazyTokens(functools.partial(extract_token_logprobs, list(entries)), len(entries))
-                return (lazy if entries else ()), report
-        # Any other shape: extract, then score.
-        tokens = extract_token_logprobs(payload) if payload is not None else None
-        if tokens is None:
+        if payload is None:
             return None, None
-        return tuple(tokens), score_confidence(tokens, low_confidence_threshold=threshold)
+        tokens = extract_token_logprobs(payload)
+        return tuple(tokens), score_confidence(tokens, low_confidence_threshold=self.low_confidence_threshold)
 
     def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
                 tokens: Sequence[TokenLogprob] | None, report: ConfidenceReport | None, status: Status,

@@ -19,10 +19,9 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Any
 
-from observability._extract import POSITIVE_NOISE, entry_piece
-from observability._text import piece_offsets, token_offsets
+from observability._extract import POSITIVE_NOISE
+from observability._text import token_offsets
 from observability._types import ConfidenceReport, LowConfidenceSpan, TokenLogprob
 
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
@@ -59,12 +58,10 @@ def score_confidence(
     entropy_n = negentropy_n = margin_n = 0
     # One pass, everything inline: this runs once per token of every response (see
     # benchmarks/RESULTS.md). `x = 0.0 if x > 0.0 else x` is min(x, 0.0) without the call (and
-    # so on for each clamp: the same result as min/max, NaN included).
-    # observability/_speedups.c repeats this loop over provider dicts, operation for operation:
-    # change both together (tests/test_core_fastpath.py compares them float for float).
+    # so on for each clamp: the same result as min/max, NaN included). Tokens are unpacked as
+    # the tuples they are, the cheapest way to read their fields.
     exp, log, noise, floor, log_k = _exp, _log, POSITIVE_NOISE, LOGPROB_FLOOR, _LOG_K
-    for index, tok in enumerate(tokens):
-        lp = tok.logprob
+    for index, (_, _, lp, alternatives) in enumerate(tokens):
         if not lp <= noise:  # NaN or a real positive value: malformed
             skipped += 1
             continue
@@ -76,7 +73,6 @@ def score_confidence(
             min_lp = lp
         if lp < log_threshold:
             low.append((index, lp))
-        alternatives = tok.top_logprobs
         if not alternatives:
             continue
         # The alternatives: k valid ones, z = sum p_i, weighted = sum p_i ln p_i (p_i > 0), the two
@@ -115,46 +111,6 @@ def score_confidence(
     spans = _spans(low, token_offsets(tokens)[1]) if low else ()
     return _report(threshold, skipped, n, total, min_lp, len(low), entropy_sum, entropy_n,
                    negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans)
-
-
-def score_chat_entries(
-    entries: list[Any],
-    *,
-    low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD,
-) -> ConfidenceReport | None:
-    """``score_confidence(extract_token_logprobs(entries))`` for a list of OpenAI chat entries,
-    read straight from the provider's dicts in one pass of C (``observability._speedups``),
-    without building tokens: the identical report, float for float, about 8× faster (see
-    benchmarks/RESULTS.md; tests/test_core_fastpath.py compares the two).
-
-    Reads only the plain shape: every entry a ``dict`` whose ``logprob`` is a float <= 0 and whose
-    ``top_logprobs`` is missing, None, or a list of such dicts, best first (as providers send
-    them). Returns None at the first entry that is not (NaN, ints, objects, unsorted or malformed
-    alternatives), and always when the C part was not compiled (no C compiler at install): the
-    caller then extracts and scores, which handles everything.
-    """
-    threshold = check_threshold(low_confidence_threshold)
-    if _speedups is None:
-        return None
-    sums = _speedups.sum_chat_entries(entries, _log(threshold), LOGPROB_FLOOR)
-    if sums is None:
-        return None
-    (n, total, min_lp, entropy_sum, entropy_n, negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum,
-     low, built) = sums
-    if built is not None:
-        spans = tuple(built)
-    else:  # characters split across tokens: the ranges need the incremental decoder
-        spans = _spans(low, piece_offsets([entry_piece(entry) for entry in entries])[1]) if low else ()
-    return _report(threshold, 0, n, total, min_lp, len(low), entropy_sum, entropy_n,
-                   negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans)
-
-
-try:
-    from observability import _speedups
-except ImportError:  # not compiled: score_chat_entries declines, the general path scores
-    _speedups = None  # type: ignore[assignment]
-else:
-    _speedups.use_span_type(LowConfidenceSpan)
 
 
 def _report(threshold: float, skipped: int, n: int, total: float, min_lp: float, low_count: int,
@@ -200,8 +156,7 @@ def check_threshold(value: object) -> float:
 
 def _spans(low: list[tuple[int, float]], offsets: list[tuple[int, int]]) -> tuple[LowConfidenceSpan, ...]:
     """Merge adjacent low-confidence tokens, given as (index, logprob), into character ranges of
-    the response text (``offsets``: each token's range, from ``token_offsets``).
-    ``observability._speedups`` builds the same spans in C when ranges are running lengths."""
+    the response text (``offsets``: each token's range, from ``token_offsets``)."""
     spans: list[LowConfidenceSpan] = []
     run_start = run_end = low[0][0]
     lowest = low[0][1]

@@ -8,9 +8,9 @@ record file) can point at the span it made.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, Protocol, overload, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, runtime_checkable
 from uuid import UUID
 
 Status = Literal["ok", "error", "cancelled"]
@@ -21,13 +21,14 @@ LogprobsStatus = Literal["present", "not_requested", "not_returned"]
 ``not_returned`` (asked, none came: provider without logprobs, or the Responses API path)."""
 
 
-@dataclass(frozen=True, slots=True)
-class TokenLogprob:
+class TokenLogprob(NamedTuple):
     """One generated token.
 
     ``token`` is the provider's text for it (may be None); ``bytes`` its raw UTF-8 bytes when
     the provider sends them (a token may hold part of a character); ``logprob`` its natural-log
     probability; ``top_logprobs`` the returned alternatives as ``(text, logprob)`` pairs, best first.
+    A named tuple: extraction builds one per token, and a tuple is the cheapest object to build
+    and to unpack.
     """
 
     token: str | None
@@ -41,56 +42,6 @@ class TokenLogprobs(list[TokenLogprob]):
     malformed entries left out."""
 
     skipped: int = 0
-
-
-class LazyTokens(Sequence[TokenLogprob]):
-    """A tuple of tokens built on first use: what ``ResponseRecord.tokens`` holds when the
-    handler scored a response without building its tokens (most exporters never read them).
-
-    ``build`` returns the tokens, exactly ``length`` of them; it runs at most once, when an
-    item is read. Compares, hashes, prints and pickles as that tuple.
-    """
-
-    __slots__ = ("_build", "_length", "_tokens")
-
-    def __init__(self, build: Callable[[], Iterable[TokenLogprob]], length: int) -> None:
-        self._build: Callable[[], Iterable[TokenLogprob]] | None = build
-        self._length = length
-        self._tokens: tuple[TokenLogprob, ...] | None = None
-
-    def materialise(self) -> tuple[TokenLogprob, ...]:
-        """The tokens, as the tuple a record holds otherwise."""
-        tokens = self._tokens
-        if tokens is None:
-            assert self._build is not None
-            tokens = self._tokens = tuple(self._build())
-            self._build = None  # the provider payload is no longer needed
-        return tokens
-
-    def __len__(self) -> int:
-        return self._length
-
-    @overload
-    def __getitem__(self, index: int) -> TokenLogprob: ...
-    @overload
-    def __getitem__(self, index: slice) -> tuple[TokenLogprob, ...]: ...
-    def __getitem__(self, index: int | slice) -> TokenLogprob | tuple[TokenLogprob, ...]:
-        return self.materialise()[index]
-
-    def __iter__(self) -> Iterator[TokenLogprob]:
-        return iter(self.materialise())
-
-    def __eq__(self, other: object) -> bool:
-        return self.materialise() == (other.materialise() if isinstance(other, LazyTokens) else other)
-
-    def __hash__(self) -> int:
-        return hash(self.materialise())
-
-    def __repr__(self) -> str:
-        return repr(self.materialise())
-
-    def __reduce__(self) -> tuple[type[tuple[TokenLogprob, ...]], tuple[tuple[TokenLogprob, ...]]]:
-        return tuple, (self.materialise(),)
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,8 +104,7 @@ class ResponseRecord:
     """One scored response (one choice of one model run): what exporters and ``on_report`` get.
 
     ``report`` is None when no logprobs were scored (see ``logprobs``). ``tokens`` and ``text``
-    are content: exporters send them only when the user opted in to content capture. ``tokens``
-    is a tuple, or a ``LazyTokens`` that builds that tuple when first read.
+    are content: exporters send them only when the user opted in to content capture.
     """
 
     start: RunStart

@@ -1,0 +1,144 @@
+"""The inline reading of plain chat entries (``_extract._entries``) against the general per-field
+reader (``_extract._entry``, which handles every shape): the same tokens, float for float, on
+random OpenAI chat payloads, plain and with one defect each."""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from observability import TokenLogprob, extract_token_logprobs, score_confidence
+from observability._extract import _entry
+from tests.fuzzing import fuzz
+from tests.test_core_extract import seed_english_stream, seed_korean_payload
+
+plain_logprobs = st.one_of(
+    st.floats(min_value=-12.0, max_value=0.0),  # real ones: the order of the sums shows in the bits
+    st.floats(min_value=-12.0, max_value=0.0),
+    st.floats(max_value=0.0, allow_nan=False),  # includes -inf and -0.0
+    st.sampled_from([-0.0, 0.0, -1e-300, -708.5, -800.0, math.log(0.5), -math.inf]),
+)
+odd_logprobs = st.one_of(  # each sends the response to the general path
+    st.sampled_from([math.nan, math.inf, 5e-5, 1e-4, 2e-4, 1.0, None, True, "-0.5"]),
+    st.integers(min_value=-5, max_value=2),
+)
+texts = st.one_of(st.text(max_size=4), st.sampled_from(["서울", "\ud800", " the", ""]), st.none())
+Entry = dict[str, Any]
+
+
+def _korean_pieces(text: str, cuts: list[int]) -> list[bytes]:
+    """``text``'s UTF-8 cut at ``cuts``: characters split across tokens, as providers send Korean."""
+    raw = text.encode()
+    points = sorted({0, len(raw), *(c % (len(raw) + 1) for c in cuts)})
+    return [raw[a:b] for a, b in itertools.pairwise(points)]
+
+
+@st.composite
+def alternatives(draw: st.DrawFn) -> Any:
+    kind = draw(st.integers(0, 4))
+    if kind == 0:
+        return draw(st.sampled_from([None, [], "missing"]))
+    values = sorted(draw(st.lists(plain_logprobs, max_size=7)), reverse=True)  # best first, as sent
+    return [{"token": draw(texts), "bytes": None, "logprob": v} for v in values]
+
+
+@st.composite
+def plain_payloads(draw: st.DrawFn) -> list[Entry]:
+    """Entries in the plain shape: bytes valid, Korean pieces, missing or junk."""
+    size = draw(st.integers(0, 40))
+    pieces = _korean_pieces(draw(st.sampled_from(["대한민국의 수도는 서울입니다.", "As an AI, 😀 ok"])),
+                            draw(st.lists(st.integers(0, 60), max_size=size)))
+    entries: list[Entry] = []
+    for i in range(size):
+        entry: Entry = {"token": draw(texts), "logprob": draw(plain_logprobs)}
+        form = draw(st.integers(0, 4))
+        if form == 0 and i < len(pieces):
+            entry["bytes"], entry["token"] = list(pieces[i]), "bytes:" + repr(pieces[i])
+        elif form == 1:
+            entry["bytes"] = list((entry["token"] or "").encode("utf-8", "surrogatepass"))
+        elif form == 2:
+            entry["bytes"] = draw(st.one_of(st.none(), st.lists(st.integers(-2, 300), max_size=3),
+                                            st.binary(max_size=3)))
+        tops = draw(alternatives())
+        if tops != "missing":
+            entry["top_logprobs"] = tops
+        entries.append(entry)
+    return entries
+
+
+@st.composite
+def payloads(draw: st.DrawFn) -> tuple[list[Any], bool]:
+    """(entries, whether every entry is in the plain shape): a plain payload, and in half the
+    cases one defect in one entry, each sending the response to the general path."""
+    entries: list[Any] = draw(plain_payloads())
+    defect = draw(st.integers(0, 11))
+    if not entries or defect < 6:
+        return entries, True
+    entry = entries[draw(st.integers(0, len(entries) - 1))]
+    tops = entry.get("top_logprobs") or []
+    if defect == 6:
+        entry["logprob"] = draw(odd_logprobs)
+    elif defect == 7:
+        del entry["logprob"]
+    elif defect == 8:
+        entries[entries.index(entry)] = draw(st.sampled_from([None, "x", -0.5, ["x"]]))
+    elif defect == 9:  # not best first, in every entry: extraction sorts them (changing the sums' bits)
+        for other in entries:
+            if isinstance(other.get("top_logprobs"), list):
+                other["top_logprobs"].reverse()
+    elif defect == 10:
+        tops.insert(draw(st.integers(0, len(tops))), draw(st.one_of(
+            odd_logprobs.map(lambda v: {"token": "x", "logprob": v}),
+            st.sampled_from([None, "x", {"token": "x"}, 3.0]))))
+        entry["top_logprobs"] = tops
+    else:
+        entry["top_logprobs"] = draw(st.sampled_from([(), {"a": -0.5}, "", 0]))
+    return entries, False
+
+
+def same_report(fast: Any, general: Any) -> None:
+    assert fast == general
+
+
+def general_reading(entries: list[Any]) -> tuple[list[TokenLogprob], int]:
+    """What the general reader makes of each entry: the reference for the inline path."""
+    tokens = [_entry(entry) for entry in entries]
+    return [t for t in tokens if t is not None], sum(t is None for t in tokens)
+
+
+@fuzz(400)
+@given(payloads())
+def test_inline_reading_gives_what_the_general_reader_gives(case: tuple[list[Any], bool]) -> None:
+    entries, _ = case
+    tokens = extract_token_logprobs({"content": entries, "refusal": None})
+    expected, skipped = general_reading(entries)
+    assert list(tokens) == expected and tokens.skipped == skipped
+    assert repr(list(tokens)) == repr(expected)  # float for float, -0.0 included
+    assert all(type(t) is TokenLogprob for t in tokens)
+    assert repr(score_confidence(list(tokens))) == repr(score_confidence(expected))
+
+
+def test_alternatives_come_out_best_first_whatever_the_order_sent() -> None:
+    entry = {"token": "a", "logprob": -0.5, "top_logprobs": [
+        {"token": "b", "logprob": -2.0}, {"token": "a", "logprob": -0.5}, {"token": "c", "logprob": -0.1}]}
+    (token,) = extract_token_logprobs([entry])
+    assert token.top_logprobs == (("c", -0.1), ("a", -0.5), ("b", -2.0))
+
+
+def test_malformed_alternatives_are_dropped_not_kept() -> None:
+    entry = {"token": "a", "logprob": -0.5, "top_logprobs": [
+        {"token": "a", "logprob": -0.5}, {"token": "b", "logprob": math.nan}, {"token": 7, "logprob": -1.0},
+        {"token": "c", "logprob": 0.5}, {"token": "d"}]}
+    (token,) = extract_token_logprobs([entry])
+    assert token.top_logprobs == (("a", -0.5), (None, -1.0))
+
+
+def test_seeds_read_the_same_both_ways() -> None:
+    for entries in (seed_english_stream(), seed_korean_payload()["content"]):
+        expected, skipped = general_reading(entries)
+        tokens = extract_token_logprobs(entries)
+        assert repr(list(tokens)) == repr(expected) and tokens.skipped == skipped == 0
