@@ -1,7 +1,8 @@
-"""The command line: ``python -m observability demo`` and ``python -m observability report``.
+"""The command line: ``python -m observability demo``, ``report`` and ``doctor``.
 
 Exit codes: 0 done (also after Ctrl-C / SIGTERM in the demo), 1 a problem the message explains
-with its fix, 2 bad arguments (argparse's convention).
+with its fix (for ``doctor``: a problem in the configuration), 2 bad arguments (argparse's
+convention), including combinations such as ``--base-url`` without ``--model``.
 """
 
 from __future__ import annotations
@@ -60,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m observability",
         description="Model confidence from token logprobs: a live demo, and HTML reports of recorded responses.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{demo,report,serve-model}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,report,serve-model,doctor}")
     commands.required = True
     # Parsed by observability._local_model.main (see main below); listed here for --help.
     commands.add_parser("serve-model", add_help=False,
@@ -106,7 +107,22 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("-o", "--output", type=Path, default=Path("report.html"), metavar="FILE",
                         help="the HTML file to write (default report.html)")
     report.add_argument("--title", default="Model confidence report", help="the page title")
+
+    commands.add_parser(
+        "doctor", help="check the OBSERVABILITY_* configuration; exit 1 if something is wrong",
+        description="Prints what each OBSERVABILITY_* variable holds and every problem zero-code activation would "
+                    "log (a bad value, langchain-openai missing or changed for OBSERVABILITY_ENABLE_LOGPROBS, a busy "
+                    "OBSERVABILITY_PROMETHEUS_PORT). Exits 1 when there is one, so CI can fail fast.")
     return parser
+
+
+def _check_demo_arguments(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Combinations argparse cannot express; exit 2 like every other bad argument."""
+    if args.base_url and not args.model:
+        parser.error("--base-url needs --model NAME: the model to ask at that endpoint")
+    if args.model and not args.base_url and not os.environ.get("OPENAI_API_KEY"):
+        parser.error("--model needs --base-url URL (or OPENAI_API_KEY for OpenAI); without them the demo runs "
+                     "the bundled model")
 
 
 def _use_color(disabled: bool) -> bool:
@@ -150,7 +166,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         from observability._local_model import main as serve_model
 
         return serve_model(argv[1:], prog="python -m observability serve-model")
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "doctor":
+        from observability._doctor import run_doctor
+
+        return run_doctor(sys.stdout)
+    if args.command == "demo":
+        _check_demo_arguments(parser, args)
     try:
         if args.command == "report":
             return _report(args)

@@ -24,13 +24,24 @@ class by a wrapper that calls the original:
 Undone by ``disable_logprobs()`` / leaving the ``logprobs_enabled()`` block: when the last user
 lets go, the saved original functions are put back on the class with ``setattr`` and nothing
 of ours remains on it. The legacy completions ``OpenAI`` LLM is not patched.
+
+Safety: before patching, ``incompatibility()`` checks that the six methods and
+``_use_responses_api`` (called by the ``_get_invocation_params`` wrapper) are defined on
+``BaseChatOpenAI`` with the signatures seen in langchain-openai 1.x; when one is missing or
+different (a langchain-openai release renamed it), nothing is patched and one warning says so.
+Inside every wrapper our own code is guarded: if it fails, the original's result (or exception)
+reaches the app exactly as without the patch, and the failure is logged once, by type only.
+Logs name the model, the base URL scrubbed to scheme://host:port/path (no credentials, no query)
+and exception types; never a provider's error text.
 """
 
 from __future__ import annotations
 
+import inspect
 import logging
 import re
 import threading
+import urllib.parse
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
@@ -50,6 +61,30 @@ KNOWN_TO_REJECT: tuple[re.Pattern[str], ...] = (
 """Model names (matched lower-case) whose requests are never changed."""
 
 _PATCHED = ("_get_request_payload", "_get_invocation_params", "_generate", "_agenerate", "_stream", "_astream")
+
+_MESSAGES: list[Any] = []  # a stand-in argument for the signature checks below
+# name -> (kind, positional arguments after self, keyword arguments): what the wrappers rely on.
+_EXPECTED: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
+    "_use_responses_api": ("function", ({},), {}),
+    "_get_request_payload": ("function", (_MESSAGES,), {"stop": None}),
+    "_get_invocation_params": ("function", (), {"stop": None}),
+    "_generate": ("function", (_MESSAGES, None, None), {}),
+    "_agenerate": ("coroutine", (_MESSAGES, None, None), {}),
+    "_stream": ("generator", (_MESSAGES, None, None), {}),
+    "_astream": ("async generator", (_MESSAGES, None, None), {}),
+}
+
+
+class PatchUnavailable(RuntimeError):
+    """The patch cannot be applied here; the message says why and what to do instead."""
+
+
+class MissingDependency(PatchUnavailable):
+    """langchain-openai is not installed."""
+
+
+class Incompatible(PatchUnavailable):
+    """langchain-openai's private methods are not the ones the wrappers were written for."""
 
 
 class _Call:
@@ -88,8 +123,10 @@ def is_patched() -> bool:
 
 
 def enable_logprobs(top_logprobs: int = DEFAULT_TOP_LOGPROBS) -> None:
-    """Turn logprobs on for every OpenAI-compatible chat model in the process (idempotent)."""
-    top = _check_top(top_logprobs)
+    """Turn logprobs on for every OpenAI-compatible chat model in the process (idempotent).
+
+    Raises ``PatchUnavailable`` (nothing patched) when langchain-openai is missing or changed."""
+    top = check_top_logprobs(top_logprobs)
     with _state.lock:
         if _state.process_top_logprobs is None:
             _acquire()
@@ -106,10 +143,17 @@ def disable_logprobs() -> None:
 
 @contextmanager
 def logprobs_enabled(top_logprobs: int = DEFAULT_TOP_LOGPROBS) -> Iterator[None]:
-    """Turn logprobs on for model calls made in this context (this task, its children)."""
-    top = _check_top(top_logprobs)
-    with _state.lock:
-        _acquire()
+    """Turn logprobs on for model calls made in this context (this task, its children).
+
+    When the patch cannot apply (``PatchUnavailable``) the block runs unpatched after one warning."""
+    top = check_top_logprobs(top_logprobs)
+    try:
+        with _state.lock:
+            _acquire()
+    except PatchUnavailable as exc:
+        _warn_once(f"observability: logprobs are not turned on in this block: {exc}")
+        yield
+        return
     token = _block_top_logprobs.set(top)
     try:
         yield
@@ -119,15 +163,50 @@ def logprobs_enabled(top_logprobs: int = DEFAULT_TOP_LOGPROBS) -> Iterator[None]
             _release()
 
 
-def _check_top(value: object) -> int:
+def check_top_logprobs(value: object) -> int:
+    """``value`` if it is a valid ``top_logprobs`` (0-20); else ``ValueError`` naming the fix."""
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_TOP_LOGPROBS:
         raise ValueError(f"top_logprobs must be a whole number from 0 to {MAX_TOP_LOGPROBS}, got {value!r}")
     return value
 
 
+def incompatibility(cls: Any) -> str | None:
+    """Why the wrappers do not fit ``cls`` (a method missing or with another signature), or None."""
+    for name, (kind, args, kwargs) in _EXPECTED.items():
+        method = cls.__dict__.get(name)
+        if not callable(method):
+            return f"{cls.__name__}.{name} is missing"
+        target = inspect.unwrap(method)
+        actual = ("async generator" if inspect.isasyncgenfunction(target) else
+                  "generator" if inspect.isgeneratorfunction(target) else
+                  "coroutine" if inspect.iscoroutinefunction(target) else "function")
+        if actual != kind:
+            return f"{cls.__name__}.{name} is a {actual}, not a {kind}"
+        try:
+            inspect.signature(method).bind(None, *args, **kwargs)
+        except (TypeError, ValueError):
+            return f"{cls.__name__}.{name} does not take the arguments it took in langchain-openai 1.x"
+    return None
+
+
+def base_class() -> Any:
+    """``BaseChatOpenAI``, or ``PatchUnavailable`` saying why the patch cannot apply."""
+    try:
+        from langchain_openai.chat_models.base import BaseChatOpenAI
+    except ImportError as exc:
+        raise MissingDependency(f"langchain-openai cannot be imported ({type(exc).__name__}); install it (pip "
+                                "install 'langchain-confidence[openai]') or stop asking for the logprobs patch") from None
+    problem = incompatibility(BaseChatOpenAI)
+    if problem is not None:
+        raise Incompatible(f"{problem}; this langchain-openai release is not one the logprobs patch knows, so "
+                           "requests are left as the app builds them. Ask for logprobs in code instead: "
+                           "ChatOpenAI(logprobs=True, top_logprobs=N)")
+    return BaseChatOpenAI
+
+
 def _acquire() -> None:
     if _state.users == 0:
-        from langchain_openai.chat_models.base import BaseChatOpenAI
+        BaseChatOpenAI = base_class()
 
         wrappers: dict[str, Callable[[Any], Any]] = {
             "_get_request_payload": _wrap_payload, "_get_invocation_params": _wrap_params,
@@ -180,24 +259,68 @@ def _refused(model: Any, call: _Call, exc: BaseException) -> bool:
     with _state.lock:
         _state.refused.add(identity)
         _state.refusals += 1
-    logger.warning("observability: model %r at %r refused the logprobs we added (%s); the call was retried "
-                   "without them and this model will not be asked again.", identity[1], identity[0], exc)
+    # Type only: the provider's error text may quote the request; the base URL may hold credentials.
+    logger.warning("observability: model %r at %s refused the logprobs we added (%s); the call was retried "
+                   "without them and this model will not be asked again.", identity[1], scrub_url(identity[0]),
+                   type(exc).__name__)
     return True
+
+
+def _refused_guarded(model: Any, call: _Call, exc: BaseException) -> bool:
+    try:
+        return _refused(model, call, exc)
+    except Exception as ours:
+        _our_failure("the refusal check", ours)
+        return False  # the app's exception is re-raised as it was
+
+
+def scrub_url(url: str) -> str:
+    """``url`` as scheme://host:port/path: no user, password, query or fragment."""
+    try:
+        parts = urllib.parse.urlsplit(url)
+        host = parts.hostname or ""
+        if ":" in host:
+            host = f"[{host}]"
+        port = f":{parts.port}" if parts.port is not None else ""
+    except ValueError:
+        return "<unparsable URL>"
+    return urllib.parse.urlunsplit((parts.scheme, host + port, parts.path, "", ""))
+
+
+_failed_places: set[str] = set()
+_warned: set[str] = set()
+
+
+def _our_failure(where: str, exc: BaseException) -> None:
+    """Our code in a wrapper failed: the app's call goes on as without the patch. Logged once per place."""
+    if where not in _failed_places:
+        _failed_places.add(where)
+        logger.warning("observability: the logprobs patch failed in %s (%s); the app's call goes on as if "
+                       "unpatched. Further failures here are not logged.", where, type(exc).__name__)
+
+
+def _warn_once(message: str) -> None:
+    if message not in _warned:
+        _warned.add(message)
+        logger.warning(message)
 
 
 # ---- the wrappers -----------------------------------------------------------------------------
 def _wrap_payload(original: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     def _get_request_payload(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         payload = original(self, *args, **kwargs)
-        if "messages" in payload:
-            top = _top_to_add(self, payload)
-            if top is not None:
-                payload["logprobs"] = True
-                payload["top_logprobs"] = top
-                _state.added += 1
-                call = _current_call.get()
-                if call is not None:
-                    call.changed = True
+        try:
+            top = _top_to_add(self, payload) if isinstance(payload, dict) and "messages" in payload else None
+        except Exception as exc:
+            _our_failure("_get_request_payload", exc)
+            return payload
+        if top is not None:
+            payload["logprobs"] = True
+            payload["top_logprobs"] = top
+            _state.added += 1
+            call = _current_call.get()
+            if call is not None:
+                call.changed = True
         return payload
 
     return _get_request_payload
@@ -206,9 +329,12 @@ def _wrap_payload(original: Callable[..., dict[str, Any]]) -> Callable[..., dict
 def _wrap_params(original: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     def _get_invocation_params(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         params = original(self, *args, **kwargs)
-        top = _top_to_add(self, params)
-        if top is not None and not self._use_responses_api(params):
-            params = {**params, "logprobs": True, "top_logprobs": top}
+        try:
+            top = _top_to_add(self, params)
+            if top is not None and not self._use_responses_api(params):
+                return {**params, "logprobs": True, "top_logprobs": top}
+        except Exception as exc:
+            _our_failure("_get_invocation_params", exc)
         return params
 
     return _get_invocation_params
@@ -221,7 +347,7 @@ def _wrap_call(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return original(self, *args, **kwargs)
         except Exception as exc:
-            if not _refused(self, call, exc):
+            if not _refused_guarded(self, call, exc):
                 raise
         finally:
             _current_call.reset(token)
@@ -241,7 +367,7 @@ def _wrap_acall(original: Callable[..., Any]) -> Callable[..., Any]:
         try:
             return await original(self, *args, **kwargs)
         except Exception as exc:
-            if not _refused(self, call, exc):
+            if not _refused_guarded(self, call, exc):
                 raise
         finally:
             _current_call.reset(token)
@@ -266,7 +392,7 @@ def _wrap_stream(original: Callable[..., Iterator[Any]]) -> Callable[..., Iterat
         except StopIteration:
             return
         except Exception as exc:
-            if not _refused(self, call, exc):
+            if not _refused_guarded(self, call, exc):
                 raise
             retry = True
         finally:
@@ -297,7 +423,7 @@ def _wrap_astream(original: Callable[..., AsyncIterator[Any]]) -> Callable[..., 
         except StopAsyncIteration:
             return
         except Exception as exc:
-            if not _refused(self, call, exc):
+            if not _refused_guarded(self, call, exc):
                 raise
             retry = True
         finally:

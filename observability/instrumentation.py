@@ -11,17 +11,13 @@ starts; disable it there with ``OTEL_PYTHON_DISABLED_INSTRUMENTATIONS=langchain_
 
 from __future__ import annotations
 
-import dataclasses
-import logging
 from collections.abc import Collection
 from typing import Any
 
 from opentelemetry.instrumentation.instrumentor import BaseInstrumentor  # type: ignore[attr-defined]
 
-from observability._attach import attach_process_wide, detach_process_wide, process_wide_config
-from observability._config import AttachConfig
-
-logger = logging.getLogger("observability")
+from observability._attach import detach_process_wide, instrument_from_env
+from observability._enable_logprobs import check_top_logprobs
 
 _INSTRUMENTS = ("langchain-core >= 1.0",)
 
@@ -32,23 +28,22 @@ class ConfidenceInstrumentor(BaseInstrumentor):  # type: ignore[misc]
     ``instrument(**options)`` takes OpenTelemetry's usual ``tracer_provider`` /
     ``meter_provider``, a prometheus_client ``registry``, ``enable_logprobs`` / ``top_logprobs``
     (override ``OBSERVABILITY_ENABLE_LOGPROBS`` / ``OBSERVABILITY_TOP_LOGPROBS``) and any
-    ``ConfidenceCallbackHandler`` option (``on_report``, ``exporters``, ...).
+    ``ConfidenceCallbackHandler`` option (``on_report``, ``exporters``, ...). A wrong keyword
+    raises at once; a bad ``OBSERVABILITY_*`` value is logged once as an error naming the variable
+    and the app runs on without the part it controls (see docs/configuration.md).
     """
 
     def instrumentation_dependencies(self) -> Collection[str]:
         return _INSTRUMENTS
 
     def _instrument(self, **options: Any) -> None:
-        config = AttachConfig.from_env()
-        if config.activation == "off":
-            logger.info("observability: OBSERVABILITY_LANGCHAIN is off; not attaching to LangChain runs")
-            return
-        overrides = {k: options.pop(k) for k in ("enable_logprobs", "top_logprobs") if k in options}
-        if overrides:
-            config = dataclasses.replace(config, **overrides)
-        if not options and process_wide_config() == config:
-            return  # OBSERVABILITY_LANGCHAIN=1 already attached this very handler on import
-        attach_process_wide(config, **options)
+        # Keyword arguments are code, checked at once; the environment is logged, never raised.
+        overrides: dict[str, Any] = {k: options.pop(k) for k in ("enable_logprobs", "top_logprobs") if k in options}
+        if not isinstance(overrides.get("enable_logprobs", False), bool):
+            raise TypeError(f"enable_logprobs must be True or False, got {overrides['enable_logprobs']!r}")
+        if "top_logprobs" in overrides:
+            check_top_logprobs(overrides["top_logprobs"])
+        instrument_from_env(overrides, options)
 
     def _uninstrument(self, **options: Any) -> None:
         detach_process_wide()

@@ -43,8 +43,9 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> sub
     pytest.param(["demo", "--max-tokens", "0"], 2, "argument --max-tokens: 0 is not allowed", id="zero-tokens"),
     pytest.param(["frobnicate"], 2, "invalid choice: 'frobnicate'", id="unknown-command"),
     pytest.param(["report"], 2, "the following arguments are required: INPUT", id="report-without-input"),
-    pytest.param(["demo", "--metrics-port", "0", "--model", "gpt-x"], 1, "--model needs --base-url", id="model-alone"),
-    pytest.param(["demo", "--metrics-port", "0", "--base-url", "http://127.0.0.1:9/v1"], 1,
+    # Issue 15: these two exited 1 (found inside the demo) while every other bad argument exits 2.
+    pytest.param(["demo", "--metrics-port", "0", "--model", "gpt-x"], 2, "--model needs --base-url", id="model-alone"),
+    pytest.param(["demo", "--metrics-port", "0", "--base-url", "http://127.0.0.1:9/v1"], 2,
                  "--base-url needs --model", id="url-without-model"),
 ])
 def test_bad_arguments(tmp_path: Path, args: list[str], code: int, message: str) -> None:
@@ -147,3 +148,41 @@ def test_report_errors(tmp_path: Path) -> None:
     assert unwritable.returncode == 1 and "check the folder exists" in unwritable.stderr
     written = run_cli(tmp_path, "report", "good.jsonl", "-o", "ok.html")
     assert written.returncode == 0 and (tmp_path / "ok.html").stat().st_size > 1000
+
+
+def test_doctor_passes_a_clean_configuration(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "doctor", OBSERVABILITY_LANGCHAIN="yes", OBSERVABILITY_ENABLE_LOGPROBS="on",
+                     OBSERVABILITY_PROMETHEUS_PORT=str(free_port()), OBSERVABILITY_METADATA_LABELS="route, tenant")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "activation: on (OBSERVABILITY_LANGCHAIN)" in result.stdout
+    assert "logprobs patch on (top 5)" in result.stdout and "metadata labels ['route', 'tenant']" in result.stdout
+    assert result.stdout.endswith("no problems found\n") and result.stderr == ""
+
+
+def test_doctor_reports_every_problem_and_exits_1(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = run_cli(tmp_path, "doctor", OBSERVABILITY_TOP_LOGPROBS="50", OBSERVABILITY_TRACE_RUN_TREE="maybe",
+                         OBSERVABILITY_PROMETHEUS_PORT=str(port))
+    assert result.returncode == 1, result.stdout + result.stderr
+    problems = [line for line in result.stdout.splitlines() if line.startswith(("error:", "warning:"))]
+    assert problems == [
+        "error: OBSERVABILITY_TRACE_RUN_TREE='maybe' is not usable: use 1/true/yes/on or 0/false/no/off; attached "
+        "with model spans only",
+        "error: OBSERVABILITY_TOP_LOGPROBS='50' is not usable: use a whole number from 0 to 20; attached; requests are "
+        "sent as the app builds them (logprobs not turned on)",
+        f"error: cannot serve /metrics on 127.0.0.1:{port} (the port is in use or the address is not one of this "
+        "host's): choose a free port in OBSERVABILITY_PROMETHEUS_PORT (or stop what uses it) and an address of this "
+        "host in OBSERVABILITY_PROMETHEUS_HOST; attached without the /metrics server",
+    ]
+    assert "activation: auto (OBSERVABILITY_LANGCHAIN): attaches only under opentelemetry-instrument" in result.stdout
+    assert result.stdout.endswith("3 problem(s) found\n")
+
+
+def test_doctor_names_a_bad_activation_value(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "doctor", OBSERVABILITY_LANGCHAIN="please")
+    assert result.returncode == 1
+    assert "error: OBSERVABILITY_LANGCHAIN='please' is not usable: use 1/true/yes/on or 0/false/no/off" in result.stdout
+    assert result.stderr == ""  # `python -m observability` never activates itself
