@@ -31,10 +31,18 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def port_in_use(port: int) -> bool:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+def port_in_use(port: int, host: str = "127.0.0.1") -> bool:
+    """True when a server could not listen on ``host:port`` now.
+
+    Binds with ``SO_REUSEADDR``, as the servers we start do (Python's ``http.server``,
+    prometheus_client, Prometheus, llama.cpp): a port whose only sockets are connections of a
+    finished run in TIME-WAIT is free for them, a port something listens on is not.
+    """
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            sock.bind(("127.0.0.1", port))
+            sock.bind((host, port))
         except OSError:
             return True
     return False

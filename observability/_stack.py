@@ -34,6 +34,7 @@ DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
 DEFAULT_PROMETHEUS_PORT = 9090
 DEFAULT_METRICS_PORT = 9464
 CONSOLE_PATH = "/consoles/llm-confidence.html"
+ALERTS_PATH = "/classic/alerts"  # Prometheus 2.42 (Debian) answers 404 at /alerts; the classic UI has it
 
 
 class StackError(RuntimeError):
@@ -108,6 +109,10 @@ class Stack:
     def console_url(self) -> str:
         return f"{self.prometheus.url}{CONSOLE_PATH}"
 
+    @property
+    def alerts_url(self) -> str:
+        return f"{self.prometheus.url}{ALERTS_PATH}"
+
     def start(self) -> Stack:
         try:
             self.demo.start()
@@ -154,7 +159,7 @@ def run(options: StackOptions, out: TextIO = sys.stdout) -> int:
         with Stack(options) as stack:
             out.write(
                 f"console dashboard: {stack.console_url}\n"
-                f"prometheus:        {stack.prometheus_url}  (alerts: {stack.prometheus_url}/alerts)\n"
+                f"prometheus:        {stack.prometheus_url}  (alerts: {stack.alerts_url})\n"
                 f"demo /metrics:     http://127.0.0.1:{stack.metrics_port}/metrics\n"
                 f"pids:              demo {stack.demo.pid}, prometheus {stack.prometheus.pid}\n"
                 f"logs:              {stack.work_dir}\n"
