@@ -97,3 +97,44 @@ def test_a_bad_line_is_named(tmp_path: Path, line: str, message: str) -> None:
         file.write("\n" + line + "\n")
     with pytest.raises(RecordFileError, match=rf"bad.jsonl:3: .*{message}"):
         read_records(path)
+
+
+def test_lone_surrogates_in_token_text_are_kept_and_read_back(tmp_path: Path) -> None:
+    # Issue 15: `ensure_ascii=False` on a UTF-8 file raised UnicodeEncodeError and the response was lost.
+    # A byte-level token decoded with surrogateescape holds a lone surrogate, as text and alternatives do.
+    broken = b"\xeb\xaf".decode("utf-8", "surrogateescape")
+    tokens = TokenLogprobs(korean_tokens())
+    tokens.append(TokenLogprob(token=broken, bytes=b"\xeb\xaf", logprob=-0.5,
+                               top_logprobs=((broken, -0.5), ("\udfff", -2.0))))
+    record = replace(record_for(tokens), text="ok " + broken)
+    path = tmp_path / "records.jsonl"
+    recorder = JsonlRecorder(path)
+    recorder.export([record])
+    recorder.close()
+    line = path.read_bytes()
+    line.decode("utf-8")  # strict UTF-8: the file stays readable by any JSON-lines tool
+    assert b"\\udceb\\udcaf" in line and b"\\udfff" in line
+    back = read_records(path)
+    assert back == [record]
+    assert back[0].tokens[-1].token == broken and back[0].text == "ok " + broken
+
+
+def test_the_handler_records_a_response_with_a_lone_surrogate(tmp_path: Path) -> None:
+    import uuid
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    path = tmp_path / "r.jsonl"
+    seen: list[ResponseRecord] = []
+    handler = ConfidenceCallbackHandler(exporters=(), on_report=seen.append, record_to=path)
+    texts = ["fine", "\ud800", "!"]
+    entries = [{"token": t, "logprob": -0.5, "bytes": None, "top_logprobs": [{"token": t, "logprob": -0.5}]}
+               for t in texts]
+    generation = ChatGeneration(message=AIMessage("".join(texts)), generation_info={"logprobs": {"content": entries}})
+    run = uuid.uuid4()
+    handler.on_chat_model_start({}, [[]], run_id=run, invocation_params={"logprobs": True})
+    handler.on_llm_end(LLMResult(generations=[[generation]]), run_id=run)
+    assert dict(handler.errors) == {}  # before: {"JsonlRecorder.export": 1}, the response lost
+    [back] = read_records(path)
+    assert [t.token for t in back.tokens] == texts and back == seen[0]

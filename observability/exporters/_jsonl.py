@@ -24,7 +24,10 @@ Format (one JSON object per line, one line per choice of each model run; ``FORMA
      "tokens": [{"token": str | null, "bytes": [int] | null, "logprob": float | null,
                  "top_logprobs": [[str | null, float | null], ...]}]}
 
-A logprob of -infinity (probability 0) is written as null, so every line is strict JSON.
+A logprob of -infinity (probability 0) is written as null, so every line is strict JSON. Text is
+written as UTF-8 as it is, except lone surrogates (a token cut inside a character, decoded with
+``surrogateescape``/``surrogatepass``), which UTF-8 cannot hold: they are written as JSON ``\\uXXXX``
+escapes and read back as the same code points (two that form a pair read back as the character).
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict
@@ -43,6 +47,8 @@ from observability._types import ConfidenceReport, LowConfidenceSpan, ResponseRe
 
 FORMAT = "langchain-confidence.record"
 FORMAT_VERSION = 1
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class RecordFileError(ValueError):
@@ -66,7 +72,7 @@ class JsonlRecorder:
         self._lock = threading.Lock()
 
     def export(self, records: Sequence[ResponseRecord]) -> None:
-        lines = "".join(json.dumps(record_to_json(r), ensure_ascii=False, allow_nan=False) + "\n" for r in records)
+        lines = "".join(record_line(r) for r in records)
         with self._lock:
             if self._file is None:
                 self._file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
@@ -78,6 +84,13 @@ class JsonlRecorder:
             if self._file is not None:
                 self._file.close()
                 self._file = None
+
+
+def record_line(record: ResponseRecord) -> str:
+    """One record as a line of the file: strict JSON, valid UTF-8 (lone surrogates escaped), newline."""
+    text = json.dumps(record_to_json(record), ensure_ascii=False, allow_nan=False)
+    # A surrogate can only stand inside a JSON string here, where its \\uXXXX escape means the same.
+    return _SURROGATE.sub(lambda m: f"\\u{ord(m.group()):04x}", text) + "\n"
 
 
 def record_to_json(record: ResponseRecord) -> dict[str, Any]:
