@@ -151,7 +151,7 @@ def test_exemplars_link_to_the_provisioned_trace_store(datasources: dict[str, di
     # the confidence panels ask for exemplars
     board = dashboard()
     for title in ("Sequence probability (p10 / p50 / p90)", "Min token probability (p10 / p50 / p90)",
-                  "Low-confidence ratio", "Perplexity"):
+                  "Low-confidence ratio", "Sequence probability distribution"):
         panel = next(p for p in board["panels"] if p["title"] == title)
         assert any(target["exemplar"] for target in panel["targets"]), title
 
@@ -192,8 +192,9 @@ def test_the_panels_the_issue_asks_for_are_there() -> None:
     for metric in ("llm_response_sequence_probability", "llm_response_min_token_probability"):
         for quantile in ("0.1", "0.5", "0.9"):
             assert f"histogram_quantile({quantile}, sum by (le) (rate({metric}_bucket" in exprs
-    assert by_title["Perplexity"]["type"] == "heatmap"
-    assert by_title["Perplexity"]["targets"][0]["format"] == "heatmap"
+    heatmap = by_title["Sequence probability distribution"]
+    assert heatmap["type"] == "heatmap" and heatmap["targets"][0]["format"] == "heatmap"
+    assert "llm_response_sequence_probability_bucket" in heatmap["targets"][0]["expr"]
     assert "llm_response_low_confidence_ratio" in exprs and "llm_time_to_first_token_seconds_bucket" in exprs
     assert by_title["Per-model comparison"]["type"] == "table"
     assert all("by (model" in t["expr"] for t in by_title["Per-model comparison"]["targets"])

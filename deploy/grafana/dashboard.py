@@ -141,15 +141,17 @@ def stat(title: str, description: str, expr: str, *, unit: str, steps: Json, dec
     }
 
 
-def perplexity_heatmap() -> Json:
+def sequence_probability_heatmap() -> Json:
     return {
         "type": "heatmap",
-        "title": "Perplexity",
-        "description": "How many responses fell in each perplexity bucket (exp(−mean token logprob); 1 = the "
-                       "model was sure of every token). A band moving up means answers got less certain. "
-                       "Exemplars link a cell to the trace of a response in it.",
+        "title": "Sequence probability distribution",
+        "description": "How many responses fell in each sequence-probability bucket (exp(mean token logprob), the "
+                       "geometric-mean token probability; 1 = the model was sure of every token). A band moving "
+                       "down means answers got less certain. Perplexity is 1 / sequence probability: the bucket "
+                       "le=0.5 holds the answers of perplexity 2 and more. Exemplars link a cell to the trace of "
+                       "a response in it.",
         "datasource": PROMETHEUS,
-        "targets": [target("A", f"sum by (le) (increase(llm_response_perplexity_bucket{{{SELECT}}}"
+        "targets": [target("A", f"sum by (le) (increase(llm_response_sequence_probability_bucket{{{SELECT}}}"
                                 f"[$__rate_interval]))", "{{le}}", exemplar=True, fmt="heatmap")],
         "fieldConfig": {"defaults": {"custom": {"hideFrom": {"legend": False, "tooltip": False, "viz": False},
                                                 "scaleDistribution": {"type": "linear"}}},
@@ -165,7 +167,7 @@ def perplexity_heatmap() -> Json:
             "rowsFrame": {"layout": "le"},
             "showValue": "never",
             "tooltip": {"mode": "single", "yHistogram": True, "showColorScale": False},
-            "yAxis": {"axisPlacement": "left", "reverse": False, "unit": "none", "decimals": 2},
+            "yAxis": {"axisPlacement": "left", "reverse": False, "unit": "percentunit", "decimals": 1},
         },
     }
 
@@ -181,7 +183,8 @@ def per_model_table() -> Json:
          f"histogram_quantile(0.1, sum by (model, le) (rate(llm_response_min_token_probability_bucket{{{SELECT}}}"
          f"[{window}])))", "percentunit"),
         ("D", "Mean low-confidence ratio", mean("llm_response_low_confidence_ratio", window, "model"), "percentunit"),
-        ("E", "Mean perplexity", mean("llm_response_perplexity", window, "model"), "none"),
+        ("E", "Mean sequence probability", mean("llm_response_sequence_probability", window, "model"),
+         "percentunit"),
         ("F", "Without logprobs", share('logprobs!="present"', window, "model", among='status="ok"'), "percentunit"),
         ("G", "Errors", share('status="error"', window, "model"), "percentunit"),
     ]
@@ -198,7 +201,8 @@ def per_model_table() -> Json:
         "type": "table",
         "title": "Per-model comparison",
         "description": "One row per model over the whole time range: traffic, typical and worst-case confidence, "
-                       "the share of answers without logprobs and of errors (red when not zero).",
+                       "the mean sequence probability (what the LLMConfidenceDrop alert compares), the share of "
+                       "answers without logprobs and of errors (red when not zero).",
         "datasource": PROMETHEUS,
         "targets": [target(ref, expr, name, instant=True, fmt="table") for ref, name, expr, _ in columns],
         "transformations": [
@@ -233,7 +237,8 @@ def panels() -> list[Json]:
               share('status="cancelled"'), unit="percentunit",
               steps=thresholds((None, "green"), (0.25, "orange"))), 14, 0, 5, 4),
         (stat("Median sequence probability",
-              "Median over responses of the geometric-mean token probability (exp(mean logprob)).",
+              "Median over responses of the geometric-mean token probability (exp(mean logprob)); "
+              "1 / this is the median perplexity.",
               f"histogram_quantile(0.5, sum by (le) (rate(llm_response_sequence_probability_bucket{{{SELECT}}}"
               f"[$__rate_interval])))", unit="percentunit",
               steps=thresholds((None, "red"), (0.5, "orange"), (0.8, "green"))), 19, 0, 5, 4),
@@ -269,7 +274,7 @@ def panels() -> list[Json]:
                      target("B", "histogram_quantile(0.9, sum by (le) (rate(llm_response_low_confidence_ratio_bucket"
                                  f"{{{SELECT}}}[$__rate_interval])))", "p90", exemplar=True)],
                     unit="percentunit", minimum=0, maximum=1), 0, 21, 12, 9),
-        (perplexity_heatmap(), 12, 21, 12, 9),
+        (sequence_probability_heatmap(), 12, 21, 12, 9),
         # -- per model ------------------------------------------------------------------------------
         (per_model_table(), 0, 30, 12, 9),
         (timeseries("Median sequence probability by model",
@@ -279,7 +284,8 @@ def panels() -> list[Json]:
                     unit="percentunit", minimum=0, maximum=1, legend_calcs=["mean", "min"]), 12, 30, 12, 9),
         # -- latency and answer shape ---------------------------------------------------------------
         (timeseries("Time to first token (p50 / p90 / p99)",
-                    "Streamed responses: seconds from the start of the model run to its first token.",
+                    "Streamed responses: seconds from the start of the model run to its first chunk "
+                    "(OpenTelemetry: gen_ai.client.operation.time_to_first_chunk).",
                     [target(ref, f"histogram_quantile({q}, sum by (le) (rate(llm_time_to_first_token_seconds_bucket"
                                  f"{{{SELECT}}}[$__rate_interval])))", f"p{round(q * 100)}", exemplar=True)
                      for ref, q in (("A", 0.5), ("B", 0.9), ("C", 0.99))], unit="s", minimum=0), 0, 39, 12, 8),
