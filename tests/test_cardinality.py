@@ -70,7 +70,7 @@ def test_10000_route_names_make_at_most_cap_label_values_and_counts_stay_exact()
     assert sum(routes.values()) == total
     histogram = label_values(sinks, "llm_response_sequence_probability_count", "route")
     assert len(histogram) == CAP + 2 and sum(histogram.values()) == total
-    otel = otel_attribute_values(sinks, "llm.responses", "route")
+    otel = otel_attribute_values(sinks, "llm.responses", "llm.confidence.metadata.route")
     assert len(otel) == CAP + 2 and sum(otel.values()) == total
     # No other metadata key became a label: request ids are free text.
     label_names = {name for family in sinks.registry.collect() for s in family.samples for name in s.labels}

@@ -187,9 +187,11 @@ def test_streamed_text_completion_span_and_metrics(otel: OtelSinks, local_model:
     [span] = model_spans(otel)
     assert span.name == f"text_completion {MODEL_NAME}"
     assert span.attributes["gen_ai.operation.name"] == "text_completion"
-    [ttft] = otel.metric_points("llm.time_to_first_token")
+    [ttft] = otel.metric_points("gen_ai.client.operation.time_to_first_chunk")
     assert ttft.count == 1 and ttft.sum == pytest.approx(record.time_to_first_token_seconds)
     assert 0 < ttft.sum <= record.duration_seconds
+    assert ttft.attributes == {"gen_ai.operation.name": "text_completion", "gen_ai.provider.name": "openai",
+                               "gen_ai.request.model": MODEL_NAME}
 
 
 @pytest.mark.real_model
@@ -202,20 +204,21 @@ def test_otel_metrics_match_the_records_and_link_to_spans(otel: OtelSinks, chat_
     assert len(records) == 4
     scored = [r for r in records if r.report is not None]
     collected = otel.all_metric_points()  # one collection: the SDK resets exemplars on each
-    for definition in HISTOGRAMS[:-1]:  # all but time to first token (no streams here)
+    assert "gen_ai.client.operation.time_to_first_chunk" not in collected  # no streams here
+    for definition in (d for d in HISTOGRAMS if not d.semconv):
         [point] = collected[f"llm.{definition.otel_name}"]
-        sign = -1.0 if definition.otel_negated else 1.0
-        values = [sign * definition.value(r) for r in scored]  # type: ignore[operator]
-        bounds = definition.otel_buckets
-        assert point.attributes == {"provider": "openai", "model": MODEL_NAME}
-        assert point.count == 3 and point.sum == pytest.approx(sum(values))
+        values = [value for value in (definition.value(r) for r in scored) if value is not None]
+        bounds = definition.buckets
+        assert point.attributes == {"gen_ai.provider.name": "openai", "gen_ai.request.model": MODEL_NAME}
+        assert point.count == len(values) == 3 and point.sum == pytest.approx(sum(values))
         assert tuple(point.explicit_bounds) == bounds and min(values) >= 0
         expected_counts = [sum(1 for v in values if (i == 0 or v > bounds[i - 1])
                                and (i == len(bounds) or v <= bounds[i])) for i in range(len(bounds) + 1)]
         assert list(point.bucket_counts) == expected_counts, definition.name
         span_ids = {r.trace["span_id"] for r in scored}
         assert point.exemplars and {format(e.span_id, "016x") for e in point.exemplars} <= span_ids
-    counts = {(p.attributes["status"], p.attributes["logprobs"]): p.value for p in collected["llm.responses"]}
+    counts = {(p.attributes["llm.confidence.status"], p.attributes["llm.confidence.logprobs"]): p.value
+              for p in collected["llm.responses"]}
     assert counts == {("ok", "present"): 3, ("ok", "not_requested"): 1}
 
 
@@ -239,10 +242,10 @@ def test_bad_values_never_reach_attributes_or_histograms(otel: OtelSinks) -> Non
     assert "llm.confidence.mean_logprob" not in span.attributes
     assert "llm.confidence.mean_top_margin" not in span.attributes
     assert span.attributes["llm.confidence.sequence_probability"] == record.report.sequence_probability  # type: ignore[union-attr]
-    assert otel.metric_points("llm.response.perplexity") == []
-    assert otel.metric_points("llm.response.mean_negative_logprob") == []
-    [point] = otel.metric_points("llm.response.sequence_probability")
-    assert point.attributes == {"provider": "unknown", "model": "unknown"}
+    collected = otel.all_metric_points()
+    assert "llm.response.mean_top_margin" not in collected  # its one value was None
+    [point] = collected["llm.response.sequence_probability"]
+    assert point.attributes == {"gen_ai.provider.name": "unknown", "gen_ai.request.model": "unknown"}
 
 
 def test_per_run_state_is_bounded_and_popped() -> None:

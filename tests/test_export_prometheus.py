@@ -35,8 +35,7 @@ _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 def exemplars(registry: CollectorRegistry) -> dict[tuple[str, str], dict[str, str]]:
     """(sample name, le) → exemplar labels, read from the OpenMetrics text with a small parser of
-    our own (prometheus_client's strict parser rejects a histogram with negative buckets, which
-    has no ``_sum``; Prometheus itself scrapes it fine)."""
+    our own (one line per sample with its exemplar; ``strict_families`` checks the whole text)."""
     found: dict[tuple[str, str], dict[str, str]] = {}
     for line in generate_latest(registry).decode().splitlines():
         match = _EXEMPLAR_LINE.match(line)
@@ -71,10 +70,8 @@ def test_histograms_and_counter_match_the_records(chat_model: Any) -> None:
         else:
             assert len(values) == 5
         assert registry.get_sample_value(f"{name}_count", LABELS) == len(values)
-        if definition.buckets[0] < 0:  # OpenMetrics: no _sum for a histogram with negative buckets
-            assert registry.get_sample_value(f"{name}_sum", LABELS) is None
-        else:
-            assert registry.get_sample_value(f"{name}_sum", LABELS) == pytest.approx(sum(values))
+        # every histogram has a _sum: prometheus_client drops it only for negative buckets
+        assert registry.get_sample_value(f"{name}_sum", LABELS) == pytest.approx(sum(values))
         for bound in definition.buckets:
             expected = sum(1 for v in values if v <= bound)
             assert registry.get_sample_value(f"{name}_bucket", {**LABELS, "le": _le(bound)}) == expected
@@ -98,7 +95,18 @@ def test_histograms_and_counter_match_the_records(chat_model: Any) -> None:
         assert {k: v for k, v in found.items() if k[0] == f"llm_{definition.name}_bucket"} == expected
     span_ids = {format(s.context.span_id, "016x") for s in otel.spans()}
     assert {r.trace["span_id"] for r in records} == span_ids and len(span_ids) == 6
+    # prometheus_client's strict OpenMetrics parser (what strict consumers do) accepts the whole text
+    families = strict_families(registry)
+    assert {f"llm_{d.name}" for d in HISTOGRAMS} <= {name for name, kind in families.items() if kind == "histogram"}
     otel.shutdown()
+
+
+def strict_families(registry: CollectorRegistry) -> dict[str, str]:
+    """Metric family name → type, parsed by prometheus_client's strict OpenMetrics parser."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    return {family.name: family.type
+            for family in text_string_to_metric_families(generate_latest(registry).decode())}
 
 
 def _le(bound: float) -> str:
@@ -124,15 +132,15 @@ def test_two_handlers_on_one_registry_share_the_metrics() -> None:
 
 def test_a_foreign_metric_with_our_name_is_dropped_and_logged_once(caplog: pytest.LogCaptureFixture) -> None:
     registry = CollectorRegistry()
-    Gauge("llm_response_perplexity", "someone else's", registry=registry).set(7)
+    Gauge("llm_response_mean_top_margin", "someone else's", registry=registry).set(7)
     with caplog.at_level(logging.WARNING, logger="observability"):
         exporter = PrometheusExporter(registry=registry)
         PrometheusExporter(registry=registry)
-    assert exporter.dropped_metrics == ("llm_response_perplexity",)
-    assert len([r for r in caplog.records if "llm_response_perplexity" in r.getMessage()]) == 1
+    assert exporter.dropped_metrics == ("llm_response_mean_top_margin",)
+    assert len([r for r in caplog.records if "llm_response_mean_top_margin" in r.getMessage()]) == 1
     exporter.export([make_record(report=make_report())])
     labels = {"provider": "openai", "model": "m-1"}
-    assert registry.get_sample_value("llm_response_perplexity") == 7
+    assert registry.get_sample_value("llm_response_mean_top_margin") == 7
     assert registry.get_sample_value("llm_response_sequence_probability_count", labels) == 1
 
 
@@ -171,11 +179,12 @@ def test_bad_values_are_skipped_and_failed_runs_only_counted() -> None:
     registry = CollectorRegistry()
     exporter = PrometheusExporter(registry=registry)
     exporter.export([
-        make_record(report=make_report(perplexity=math.nan, mean_top_margin=math.inf, mean_token_entropy=None)),
+        make_record(report=make_report(min_token_probability=math.nan, mean_top_margin=math.inf,
+                                       mean_token_entropy=None)),
         make_record(status="error", report=make_report(), first_token_after=0.25),
     ])
     labels = {"provider": "openai", "model": "m-1"}
-    assert registry.get_sample_value("llm_response_perplexity_count", labels) is None  # never observed
+    assert registry.get_sample_value("llm_response_min_token_probability_count", labels) is None  # never observed
     assert registry.get_sample_value("llm_response_mean_top_margin_count", labels) is None  # never observed
     assert registry.get_sample_value("llm_response_mean_token_entropy_count", labels) is None  # never observed
     assert registry.get_sample_value("llm_response_sequence_probability_count", labels) == 1

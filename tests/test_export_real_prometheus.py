@@ -126,11 +126,19 @@ def test_promql_and_exemplars_on_a_real_prometheus(served_registry: tuple[Collec
     # histogram_quantile, against our own interpolation over the records' values
     ok_scored = [r for r in records if r.status == "ok" and r.report is not None]
     for name, q in (("response_sequence_probability", 0.5), ("response_min_token_probability", 0.9),
-                    ("response_mean_logprob", 0.5), ("response_tokens", 0.99)):
+                    ("response_min_token_probability", 0.1), ("response_mean_top_margin", 0.5),
+                    ("response_tokens", 0.99)):
         definition = DEFINITIONS[name]
         values = [float(definition.value(r)) for r in ok_scored]  # type: ignore[arg-type]
         got = prom.query_value(f"histogram_quantile({q}, sum by (le) (llm_{name}_bucket))")
         assert got == pytest.approx(bucket_quantile(q, definition.buckets, values), rel=1e-9), name
+    # every histogram has a _sum (none has a negative bucket) and no bucket bound Prometheus stored is negative
+    for name, definition in DEFINITIONS.items():
+        values = [float(v) for v in (definition.value(r) for r in records if r.status == "ok" or not definition.ok_only)
+                  if v is not None]
+        assert prom.query_value(f"sum(llm_{name}_sum)") == pytest.approx(sum(values), rel=1e-9), name
+    bounds = {float(s["metric"]["le"]) for s in prom.query('{__name__=~"llm_.+_bucket"}')}
+    assert bounds and min(bounds) >= 0 and 1e-6 in bounds  # the min-token-probability floor
     [ttft] = [r.time_to_first_token_seconds for r in records if r.first_token_at_ns is not None]
     assert prom.query_value("sum(llm_time_to_first_token_seconds_sum)") == pytest.approx(ttft, rel=1e-9)
 

@@ -210,7 +210,7 @@ def test_otlp_endpoint_fault_costs_the_call_nothing_and_memory_stays_bounded(fau
 def test_registry_already_holding_our_metric_names_drops_only_those_and_logs_once() -> None:
     registry = CollectorRegistry()
     foreign_counter = Counter("llm_responses", "someone else's", ["team"], registry=registry)
-    foreign_histogram = Histogram("llm_response_perplexity", "someone else's", registry=registry)
+    foreign_histogram = Histogram("llm_response_mean_top_margin", "someone else's", registry=registry)
     model = FakeLogprobChatModel()
     with counting_logs() as logs:
         handlers = [ConfidenceCallbackHandler(exporters=default_exporters(registry=registry)) for _ in range(2)]
@@ -218,7 +218,7 @@ def test_registry_already_holding_our_metric_names_drops_only_those_and_logs_onc
             model.invoke("hi", config={"callbacks": [handlers[i % 2]]})
     assert all(dict(h.errors) == {} for h in handlers)
     prometheus = handlers[0].exporters[-1]
-    assert set(prometheus.dropped_metrics) == {"llm_responses_total", "llm_response_perplexity"}  # type: ignore[attr-defined]
+    assert set(prometheus.dropped_metrics) == {"llm_responses_total", "llm_response_mean_top_margin"}  # type: ignore[attr-defined]
     # One warning per taken name, for both handlers and all 100 calls together.
     assert logs.count("observability") == 2, logs.messages("observability")
     # Everything else is recorded; the foreign metrics are untouched.
@@ -226,7 +226,7 @@ def test_registry_already_holding_our_metric_names_drops_only_those_and_logs_onc
     assert registry.get_sample_value("llm_response_sequence_probability_count", labels) == 100
     assert registry.get_sample_value("llm_response_tokens_count", labels) == 100
     assert foreign_counter.labels("x")._value.get() == 0
-    assert registry.get_sample_value("llm_response_perplexity_count") == 0
+    assert registry.get_sample_value("llm_response_mean_top_margin_count") == 0
     assert foreign_histogram is not None
 
 

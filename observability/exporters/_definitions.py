@@ -2,8 +2,17 @@
 
 Prometheus names are ``{prefix}_{name}`` (``llm_response_sequence_probability``); OpenTelemetry
 names are ``{prefix}.{dotted name}`` (``llm.response.sequence_probability``) with the unit in
-the instrument's unit field, not in the name. Buckets are chosen for each quantity, not the
-latency defaults: finer where the values crowd (probabilities near 1, logprobs near 0).
+the instrument's unit field, not in the name, except where the GenAI semantic conventions define
+the metric: time to first chunk is ``gen_ai.client.operation.time_to_first_chunk`` (no prefix).
+
+One histogram per independent signal, with the same buckets in both systems and no negative
+bound anywhere (OpenTelemetry histograms reject negative values; prometheus_client drops the
+``_sum`` of a histogram with negative buckets and strict OpenMetrics parsers reject it). The
+mean token logprob, perplexity and sequence probability are monotone transforms of one number
+(``sequence_probability = exp(mean_logprob) = 1 / perplexity``), so only the sequence
+probability is a histogram: a quantile of it gives the others' (the q-quantile of perplexity is
+1 / the (1 − q)-quantile of sequence probability; of the mean logprob, its log). Means do not
+carry over (the mean of 1/x is not 1/mean x): spans keep all three figures per response.
 
 A value is observed only when it is a finite number; ``None`` (a figure that could not be
 computed), NaN and ±inf are skipped so one bad value never reaches a histogram.
@@ -24,30 +33,39 @@ INSTRUMENTATION_SCOPE = "langchain-confidence"
 DEFAULT_PREFIX = "llm"
 _PREFIX_PATTERN = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 
-PROBABILITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.975, 0.99, 1.0)
-"""For probabilities that usually sit near 1 (sequence probability): fine steps above 0.8."""
-LOW_PROBABILITY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
-"""For the least likely token of a response, which is often far below 0.1."""
+OPERATION_NAMES = {"chat": "chat", "llm": "text_completion"}
+"""``gen_ai.operation.name`` per LangChain run kind (chat models, completion models)."""
+
+SEQUENCE_PROBABILITY_BUCKETS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95,
+                                0.975, 0.99, 0.995, 0.999, 1.0)
+"""Fine near 1, where a capable model's answers crowd: 0.99 → 0.95 is mean logprob −0.01 → −0.05
+(perplexity 1.01 → 1.05), the drift that matters. Down to 0.01 (perplexity 100, mean logprob
+≈ −4.6) so the ranges of the former perplexity and mean-logprob histograms stay covered."""
+MIN_TOKEN_PROBABILITY_BUCKETS = (1e-6, 1e-5, 1e-4, 0.001, 0.01, 0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8,
+                                 0.9, 1.0)
+"""The least likely token of a long answer often sits far below 0.01: log-spaced down to 1e-6."""
 RATIO_BUCKETS = (0.0, 0.01, 0.02, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0)
 """For shares in [0, 1]; ``le="0"`` counts responses with no doubtful token at all."""
 MARGIN_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 1.0)
-LOGPROB_BUCKETS = (-5.0, -3.0, -2.0, -1.5, -1.0, -0.75, -0.5, -0.3, -0.2, -0.1, -0.05, -0.01, 0.0)
-"""Mean logprob is ≤ 0; -0.01 ≈ probability 0.99 per token, -1 ≈ 0.37, -5 ≈ 0.007."""
-PERPLEXITY_BUCKETS = (1.0, 1.01, 1.05, 1.1, 1.25, 1.5, 2.0, 3.0, 5.0, 10.0, 20.0, 50.0, 100.0)
-"""Perplexity is ≥ 1 (= 1 / sequence probability)."""
 ENTROPY_BUCKETS = (0.0, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0)
 """Nats over the returned alternatives: at most ln k (ln 20 ≈ 3.0)."""
 TOKEN_BUCKETS = (1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0)
-TIME_TO_FIRST_TOKEN_BUCKETS = (0.05, 0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 7.5, 10.0, 15.0, 20.0, 30.0, 60.0)
+TIME_TO_FIRST_CHUNK_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96,
+                               81.92)
+"""The explicit bucket boundaries the GenAI semantic conventions advise for
+``gen_ai.client.operation.time_to_first_chunk`` (seconds)."""
 
 
 @dataclass(frozen=True, slots=True)
 class HistogramDefinition:
     """One histogram: ``name`` is the Prometheus name without prefix, ``otel_name`` the dotted one.
 
-    ``unit`` is the OpenTelemetry (UCUM) unit; ``value`` reads the observation from a record
-    (None: nothing to observe); ``ok_only``: observe only responses that ended ``ok``, so partial
-    answers of failed or cancelled runs do not skew the confidence distributions.
+    ``unit`` is the OpenTelemetry (UCUM) unit; ``buckets`` are the bounds of both systems (none
+    negative); ``value`` reads the observation from a record (None: nothing to observe);
+    ``ok_only``: observe only responses that ended ``ok``, so partial answers of failed or
+    cancelled runs do not skew the confidence distributions. ``semconv``: ``otel_name`` is a
+    metric of the GenAI semantic conventions, used as is (no prefix), whose data points also
+    carry the required ``gen_ai.operation.name``.
     """
 
     name: str
@@ -57,14 +75,11 @@ class HistogramDefinition:
     buckets: tuple[float, ...]
     value: Callable[[ResponseRecord], float | None]
     ok_only: bool = True
-    otel_negated: bool = False
-    """OpenTelemetry histograms take no negative values (the SDK drops them), so a quantity ≤ 0 is
-    recorded there negated, under its own name (``mean_logprob`` → ``mean_negative_logprob``)."""
+    semconv: bool = False
 
-    @property
-    def otel_buckets(self) -> tuple[float, ...]:
-        """Bucket bounds for the OpenTelemetry instrument (negated and re-sorted when ``otel_negated``)."""
-        return tuple(sorted(-b + 0.0 for b in self.buckets)) if self.otel_negated else self.buckets
+    def otel_instrument_name(self, prefix: str) -> str:
+        """The OpenTelemetry instrument name under ``prefix`` (a conventions metric keeps its own)."""
+        return self.otel_name if self.semconv else f"{prefix}.{self.otel_name}"
 
 
 def _report_field(field_name: str) -> Callable[[ResponseRecord], float | None]:
@@ -82,18 +97,12 @@ def _tokens(record: ResponseRecord) -> float | None:
 
 HISTOGRAMS: tuple[HistogramDefinition, ...] = (
     HistogramDefinition("response_sequence_probability", "response.sequence_probability", "1",
-                        "Per response: exp(mean token logprob), the geometric-mean token probability.",
-                        PROBABILITY_BUCKETS, _report_field("sequence_probability")),
-    HistogramDefinition("response_mean_logprob", "response.mean_negative_logprob", "{nat}",
-                        "Per response: mean natural-log probability of the generated tokens (≤ 0). "
-                        "OpenTelemetry: its negation, -mean logprob = ln(perplexity) (≥ 0).",
-                        LOGPROB_BUCKETS, _report_field("mean_logprob"), otel_negated=True),
-    HistogramDefinition("response_perplexity", "response.perplexity", "1",
-                        "Per response: exp(-mean token logprob) (≥ 1).",
-                        PERPLEXITY_BUCKETS, _report_field("perplexity")),
+                        "Per response: exp(mean token logprob), the geometric-mean token probability "
+                        "(= 1 / perplexity).",
+                        SEQUENCE_PROBABILITY_BUCKETS, _report_field("sequence_probability")),
     HistogramDefinition("response_min_token_probability", "response.min_token_probability", "1",
                         "Per response: probability of the least likely generated token.",
-                        LOW_PROBABILITY_BUCKETS, _report_field("min_token_probability")),
+                        MIN_TOKEN_PROBABILITY_BUCKETS, _report_field("min_token_probability")),
     HistogramDefinition("response_low_confidence_ratio", "response.low_confidence_ratio", "1",
                         "Per response: share of tokens whose probability is below the low-confidence threshold.",
                         RATIO_BUCKETS, _report_field("low_confidence_ratio")),
@@ -106,10 +115,10 @@ HISTOGRAMS: tuple[HistogramDefinition, ...] = (
     HistogramDefinition("response_tokens", "response.tokens", "{token}",
                         "Per response: number of tokens scored.",
                         TOKEN_BUCKETS, _tokens),
-    HistogramDefinition("time_to_first_token_seconds", "time_to_first_token", "s",
-                        "Streamed responses: seconds from the start of the run to the first token.",
-                        TIME_TO_FIRST_TOKEN_BUCKETS, lambda record: record.time_to_first_token_seconds,
-                        ok_only=False),
+    HistogramDefinition("time_to_first_token_seconds", "gen_ai.client.operation.time_to_first_chunk", "s",
+                        "Streamed responses: seconds from the start of the model run to its first chunk.",
+                        TIME_TO_FIRST_CHUNK_BUCKETS, lambda record: record.time_to_first_token_seconds,
+                        ok_only=False, semconv=True),
 )
 
 RESPONSES_COUNTER_NAME = "responses"

@@ -1,12 +1,17 @@
-"""OpenTelemetry metrics: the same histograms and counter as the Prometheus exporter, dotted names.
+"""OpenTelemetry metrics: the same histograms (same buckets) and counter as the Prometheus exporter.
 
 Instruments come from the global meter provider unless one is injected (no SDK configured →
 the API's no-op instruments). Each histogram carries explicit bucket advice from
-``_definitions``. Attribute keys are the Prometheus label names (``provider``, ``model``,
-``status``, ``logprobs`` and the allowlisted metadata keys), so one dashboard reads both paths:
-an OTLP → Prometheus pipeline turns ``llm.response.sequence_probability`` into
-``llm_response_sequence_probability``, ``llm.time_to_first_token`` (unit ``s``) into
-``llm_time_to_first_token_seconds`` and ``llm.responses`` into ``llm_responses_total``.
+``_definitions``. Names: ``{prefix}.response.*`` and ``{prefix}.responses`` are ours; time to
+first chunk is the GenAI conventions' ``gen_ai.client.operation.time_to_first_chunk`` (unit ``s``).
+
+Attribute keys follow the GenAI registry where it has a name and stay under ``llm.confidence.``
+where it has none (``ATTRIBUTE_KEYS``): ``gen_ai.provider.name`` and ``gen_ai.request.model``
+(Prometheus: ``provider``, ``model``), ``llm.confidence.status`` and ``llm.confidence.logprobs``
+(the span attributes of the same name; Prometheus: ``status``, ``logprobs``), and
+``llm.confidence.metadata.<key>`` for each allowlisted metadata key (Prometheus: ``<key>``). The
+time-to-first-chunk points also carry ``gen_ai.operation.name`` (``chat`` / ``text_completion``),
+which the conventions require there. Values are the Prometheus label values (one ``MetricLabels``).
 
 When the response has a span (``record.trace``), each measurement is recorded in that span's
 context, so the SDK's trace-based exemplar filter links it to our span.
@@ -24,6 +29,7 @@ from observability.exporters._definitions import (
     DEFAULT_PREFIX,
     HISTOGRAMS,
     INSTRUMENTATION_SCOPE,
+    OPERATION_NAMES,
     RESPONSES_COUNTER_DESCRIPTION,
     RESPONSES_COUNTER_NAME,
     check_prefix,
@@ -32,13 +38,29 @@ from observability.exporters._definitions import (
 )
 from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, MetricLabels
 
+ATTRIBUTE_KEYS = {
+    "provider": "gen_ai.provider.name",
+    "model": "gen_ai.request.model",
+    "status": "llm.confidence.status",
+    "logprobs": "llm.confidence.logprobs",
+}
+"""Prometheus label name → OpenTelemetry attribute key."""
+METADATA_ATTRIBUTE_PREFIX = "llm.confidence.metadata."
+"""An allowlisted metadata key ``k`` (Prometheus label ``k``) is the attribute ``llm.confidence.metadata.k``."""
+OPERATION_NAME = "gen_ai.operation.name"
+
+
+def attribute_key(label_name: str) -> str:
+    """The OpenTelemetry attribute key of a Prometheus label name of ours."""
+    return ATTRIBUTE_KEYS.get(label_name) or METADATA_ATTRIBUTE_PREFIX + label_name
+
 
 class OpenTelemetryMetricsExporter:
     """Records each response in OpenTelemetry histograms and the ``{prefix}.responses`` counter.
 
     Args:
         meter_provider: where instruments come from (default: the global one).
-        prefix: instrument name prefix (default ``llm``).
+        prefix: name prefix of our instruments (default ``llm``); the conventions' metric keeps its name.
         metadata_labels / max_label_values / labels: as for ``PrometheusExporter``.
     """
 
@@ -50,24 +72,27 @@ class OpenTelemetryMetricsExporter:
                                                                      max_label_values=max_label_values)
         meter = metrics.get_meter(INSTRUMENTATION_SCOPE, package_version() or "", meter_provider)
         self._histograms = [
-            meter.create_histogram(f"{self.prefix}.{d.otel_name}", unit=d.unit, description=d.description,
-                                   explicit_bucket_boundaries_advisory=list(d.otel_buckets))
+            meter.create_histogram(d.otel_instrument_name(self.prefix), unit=d.unit, description=d.description,
+                                   explicit_bucket_boundaries_advisory=list(d.buckets))
             for d in HISTOGRAMS
         ]
-        self._negated = [d.otel_negated for d in HISTOGRAMS]
+        self._with_operation = [d.semconv for d in HISTOGRAMS]
         self._responses = meter.create_counter(f"{self.prefix}.{RESPONSES_COUNTER_NAME}", unit="{response}",
                                                description=RESPONSES_COUNTER_DESCRIPTION)
+        self._keys = tuple(attribute_key(name) for name in self.labels.label_names)
+        self._status_key, self._logprobs_key = ATTRIBUTE_KEYS["status"], ATTRIBUTE_KEYS["logprobs"]
 
     def export(self, records: Sequence[ResponseRecord]) -> None:
-        names = self.labels.label_names
         for record in records:
-            attributes = dict(zip(names, self.labels.values(record), strict=True))
+            attributes = dict(zip(self._keys, self.labels.values(record), strict=True))
             context = _span_context(record)
             for index, value in observations(record):
-                self._histograms[index].record(-value if self._negated[index] else value, attributes,
-                                               context=context)
-            self._responses.add(1, {**attributes, "status": record.status, "logprobs": record.logprobs},
-                                context=context)
+                point = attributes
+                if self._with_operation[index]:
+                    point = {**attributes, OPERATION_NAME: OPERATION_NAMES.get(record.start.kind, "chat")}
+                self._histograms[index].record(value, point, context=context)
+            self._responses.add(1, {**attributes, self._status_key: record.status,
+                                    self._logprobs_key: record.logprobs}, context=context)
 
 
 def _span_context(record: ResponseRecord) -> Context | None:
