@@ -19,6 +19,10 @@ For a leaf whose characters are ``[start, end)`` of the response text (a string 
 Logprobs are read as ``score_confidence`` reads them: NaN and clearly positive values are skipped
 (not counted), float noise above 0 reads as 0.
 
+Offsets are in the text the tokens spell (``token_offsets(tokens)[0]``), which can differ from a
+message's content (seen with llama.cpp: blank lines at the end, and a Markdown fence around the
+JSON, are in the tokens but not in the content).
+
 Which text is JSON: the answer itself when its first non-blank character is ``{`` or ``[``, else
 the first Markdown code fence (```` ``` ```` or ```` ```json ````) whose content starts so. Leaves are
 reported up to where the text stops being JSON (the end of a truncated answer, a syntax error);
@@ -47,8 +51,8 @@ class FieldConfidence:
 
     ``path`` is the value's RFC 6901 JSON Pointer (``/name``, ``/tags/0``, ``/a~1b`` for the key
     ``a/b``, ``/a~0b`` for ``a~b``). ``start`` and ``end`` are character offsets of the value in
-    the response text, a string value with its quotes: ``text[start:end]`` is the value as the
-    model wrote it. ``token_count`` counts the scored tokens overlapping it; a figure that cannot
+    the text the tokens spell, a string value with its quotes: ``text[start:end]`` is the value
+    as the model wrote it. ``token_count`` counts the scored tokens overlapping it; a figure that cannot
     be computed (no scored token) is None, never NaN. ``alternatives`` are ``(text, probability)``
     pairs, best first: for an enum or a yes/no field, the label distribution the model saw.
     """
