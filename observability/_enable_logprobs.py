@@ -194,8 +194,9 @@ def base_class() -> Any:
     try:
         from langchain_openai.chat_models.base import BaseChatOpenAI
     except ImportError as exc:
-        raise MissingDependency(f"langchain-openai cannot be imported ({type(exc).__name__}); install it (pip "
-                                "install 'langchain-confidence[openai]') or stop asking for the logprobs patch") from None
+        missing = MissingDependency(f"langchain-openai cannot be imported ({type(exc).__name__}); install it (pip "
+                                    "install 'langchain-confidence[openai]') or stop asking for the logprobs patch")
+        raise missing from None
     problem = incompatibility(BaseChatOpenAI)
     if problem is not None:
         raise Incompatible(f"{problem}; this langchain-openai release is not one the logprobs patch knows, so "

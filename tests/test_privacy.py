@@ -177,3 +177,59 @@ def test_capture_enabled_exports_response_and_token_text_but_never_secrets(
     assert all(found(token, data) for token in low)
     assert [s for s in SECRETS if found(s, data)] == []
     assert not found(PROMPT_MARKER, data)  # prompts are never captured, in any mode
+
+
+PROVIDER_MARKER = f"provider-secret-{uuid4().hex}"
+
+
+class FailingWhenAnswered:
+    def export(self, records: Any) -> None:
+        if any(record.status == "ok" for record in records):
+            raise RuntimeError("sink unavailable")
+
+
+def test_the_refusal_path_and_every_debug_log_hold_no_credential_or_provider_text() -> None:
+    # Issue 15: the refusal warning quoted openai_api_base (with user:password@) and the provider's error text.
+    import asyncio
+
+    import httpx
+    import openai
+    from langchain_openai import ChatOpenAI
+
+    from observability import _enable_logprobs as patch
+    from tests.provider_support import ANSWER, APP_ERROR_MODEL, canned_provider
+
+    sinks = InMemoryTelemetry()
+    # Fails on answered runs only, so the handler logs its own failure (with a DEBUG traceback) here too.
+    # (On an errored run the DEBUG traceback would chain the provider's exception: see the issue 15 report.)
+    handler = ConfidenceCallbackHandler(exporters=[FailingWhenAnswered(), *sinks.exporters(capture_content=False)])
+    config = {"callbacks": [handler]}
+    with canned_provider(marker=PROVIDER_MARKER, refuse_logprobs=True) as provider, our_log_output() as logs:
+        base_url = provider["base_url"].replace("http://", f"http://alice:{URL_PASSWORD}@")
+
+        def model(name: str) -> ChatOpenAI:
+            return ChatOpenAI(model=name, base_url=base_url, api_key=API_KEY, max_retries=0, timeout=60,
+                              default_headers={"X-Proxy-Authorization": HEADER_SECRET},
+                              http_async_client=httpx.AsyncClient(timeout=60))
+
+        before = patch.stats()["refusals"]
+        with patch.logprobs_enabled(top_logprobs=2):
+            answers = [model("refuser-invoke").invoke("q", config=config).text,
+                       "".join(chunk.text for chunk in model("refuser-stream").stream("q", config=config)),
+                       asyncio.run(model("refuser-async").ainvoke("q", config=config)).text]
+            with pytest.raises(openai.BadRequestError, match=PROVIDER_MARKER):  # the app's own error, untouched
+                model(APP_ERROR_MODEL).invoke("q", config=config)
+        sinks.tracer_provider.force_flush()
+        data = exported_bytes(sinks, logs, None)
+        port = provider["base_url"].split(":")[2].split("/")[0]
+    sinks.shutdown()
+    assert answers == [ANSWER] * 3
+    assert patch.stats()["refusals"] - before == 3
+    refusals = [line for line in logs.lines if "refused the logprobs we added" in line]
+    assert refusals == [f"observability WARNING observability: model {name!r} at http://127.0.0.1:{port}/v1 refused "
+                        "the logprobs we added (OpenAIInvalidRequestError); the call was retried without them and "
+                        "this model will not be asked again."
+                        for name in ("refuser-invoke", "refuser-stream", "refuser-async")]
+    assert any(line.startswith("observability DEBUG") for line in logs.lines)  # DEBUG is really searched
+    assert b"llm_responses_total{" in data and data.count(b"error.type") >= 1  # the error run was exported
+    assert [s for s in (*SECRETS, PROVIDER_MARKER) if found(s, data)] == []
