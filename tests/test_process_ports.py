@@ -5,7 +5,6 @@ previous run). Real sockets on 127.0.0.1 and a real prometheus_client server."""
 from __future__ import annotations
 
 import socket
-import urllib.request
 
 from prometheus_client import CollectorRegistry, start_http_server
 
@@ -27,8 +26,10 @@ def previous_run() -> int:
     first (HTTP/1.0), stays in TIME-WAIT for a minute, as after a demo run."""
     port = free_port()
     server, thread = serve(port)
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as response:
-        response.read()
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as client:
+        client.sendall(b"GET /metrics HTTP/1.0\r\n\r\n")
+        while client.recv(65536):  # until the server's FIN: it closed first, so its side waits in TIME-WAIT
+            pass
     stop(server, thread)
     return port
 
