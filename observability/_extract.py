@@ -7,7 +7,7 @@ Standard library only. Never raises: a malformed entry is left out and counted i
 from __future__ import annotations
 
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from observability._types import TokenLogprob, TokenLogprobs
@@ -39,6 +39,62 @@ def extract_token_logprobs(payload: object) -> TokenLogprobs:
     except Exception:  # a payload we cannot even walk: count it, never raise
         out.skipped += 1
     return out
+
+
+def extract_response(end_payload: object, streamed: Sequence[object]) -> TokenLogprobs | None:
+    """The tokens of one streamed or non-streamed response: ``end_payload`` is the logprobs the run's
+    end (or error) event holds, ``streamed`` the logprobs each streamed chunk carried, in order.
+    None when neither holds any.
+
+    Reconciling rule: the longer list wins when it is consistent with the shorter, i.e. the shorter
+    is its beginning or its end (entry for entry); otherwise the end event wins. So a plain stream
+    (end event = every chunk's entries merged) reads the end event; a stream whose end event keeps
+    only the last chunk's entries (langchain-core 1.8's v3 events) or a partial result that misses
+    the last chunk reads the chunks; a non-streamed call reads the end event.
+    """
+    if not streamed:
+        return None if end_payload is None else extract_token_logprobs(end_payload)
+    end_entries = [] if end_payload is None else _entry_list(end_payload)
+    chunk_entries = _concatenated(streamed)
+    if end_entries is not None and chunk_entries is not None:  # plain shapes: compare the raw entries
+        if len(chunk_entries) > len(end_entries) and _consistent(end_entries, chunk_entries):
+            return extract_token_logprobs(chunk_entries)
+        return extract_token_logprobs(end_entries) if end_payload is not None else None
+    from_chunks = TokenLogprobs()
+    for payload in streamed:
+        tokens = extract_token_logprobs(payload)
+        from_chunks += tokens
+        from_chunks.skipped += tokens.skipped
+    from_end = extract_token_logprobs(end_payload) if end_payload is not None else TokenLogprobs()
+    if len(from_chunks) > len(from_end) and _consistent(from_end, from_chunks):
+        return from_chunks
+    return from_end if end_payload is not None else None
+
+
+def _entry_list(payload: object) -> list[Any] | None:
+    """The entry list of a chat-shaped payload (``{"content": [...], ...}`` or the bare list)."""
+    if type(payload) is list:
+        return payload
+    if type(payload) is dict:
+        content = payload.get("content")
+        if type(content) is list and not isinstance(payload.get("token_logprobs"), (list, tuple)):
+            return content
+    return None
+
+
+def _concatenated(payloads: Sequence[object]) -> list[Any] | None:
+    entries: list[Any] = []
+    for payload in payloads:
+        listed = _entry_list(payload)
+        if listed is None:
+            return None
+        entries += listed
+    return entries
+
+
+def _consistent(shorter: Sequence[Any], longer: Sequence[Any]) -> bool:
+    n = len(shorter)
+    return not n or list(shorter) == list(longer[:n]) or list(shorter) == list(longer[-n:])
 
 
 def _get(obj: Any, key: str) -> Any:

@@ -13,11 +13,24 @@ from observability._extract import PAYLOAD_KEYS
 from observability._text import utf8_safe
 
 
-def all_generations(response: Any) -> list[Any]:
+def choices(response: Any) -> list[Any]:
+    """The run's choices: ``generations[0]``. A model run answers one prompt; when a stream fails
+    with an HTTP error, langchain-core appends a second list holding the error's body and headers
+    (``chat_models._generate_response_from_error``), which is not a choice."""
     generations = getattr(response, "generations", None)
-    if not isinstance(generations, list):
+    if not isinstance(generations, list) or not generations or not isinstance(generations[0], list):
         return []
-    return [g for per_prompt in generations if isinstance(per_prompt, list) for g in per_prompt]
+    return list(generations[0])
+
+
+def response_id(meta: Mapping[str, Any], llm_output: Mapping[str, Any], message: Any) -> str | None:
+    """The provider's id of the response (``chatcmpl-…``); LangChain's own ``lc_run--…`` message ids
+    name the run, not the response, and are not used."""
+    for value in (meta.get("id"), llm_output.get("id"), getattr(message, "id", None)):
+        text = as_text(value)
+        if text is not None and not text.startswith("lc_"):
+            return text
+    return None
 
 
 def logprobs_payload(generation: Any) -> Any:

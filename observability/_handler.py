@@ -1,10 +1,12 @@
 """The LangChain glue: callbacks in, ``ResponseRecord``s out to ``on_report`` and exporters.
 
 Per-run state lives in one dict keyed by run id, bounded, popped on end and on error. The
-per-chunk path notes the first token's time and nothing else: LangChain hands the end event (and
-the error event of a broken-off stream) the merge of every chunk, whose logprobs list is the
-streamed entries in order, so the logprobs are read once, there. Nothing here raises into the
-app: every callback is guarded, and our own failures are logged once per place and counted in
+per-chunk path keeps a reference to the chunk's logprobs payload (nothing is read there); at the
+end, ``_extract.extract_response`` reconciles the chunks' entries with the end event's (the longer,
+consistent list wins; see there): some streaming paths (langchain-core 1.8's v3 events) end with
+only the last chunk's logprobs, and a stream that fails may hand over a partial result or none.
+Durations use a monotonic clock; the wall clock only gives timestamps. Nothing here raises into
+the app: every callback is guarded, and our own failures are logged once per place and counted in
 ``errors``.
 """
 
@@ -24,15 +26,16 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from observability._dedupe import NOTHING, ExportGroups, Exporting
-from observability._extract import extract_token_logprobs
+from observability._extract import extract_response
 from observability._fields import (
-    all_generations,
     as_int,
     as_mapping,
     as_number,
     as_text,
+    choices,
     error_type_name,
     logprobs_payload,
+    response_id,
     run_name,
 )
 from observability._score import (
@@ -46,6 +49,7 @@ from observability._types import (
     Exporter,
     LogprobsStatus,
     ResponseRecord,
+    RunEvicted,
     RunStart,
     Status,
     TokenLogprob,
@@ -77,12 +81,15 @@ def _guarded(method: F) -> F:
 
 
 class _Run:
-    __slots__ = ("exporting", "first_token_at_ns", "start")
+    __slots__ = ("exporting", "first_token_ns", "response_id", "start", "started_ns", "streamed")
 
     def __init__(self, start: RunStart, exporting: Exporting) -> None:
         self.start = start
         self.exporting = exporting  # the exporters this run goes to (see observability._dedupe)
-        self.first_token_at_ns: int | None = None
+        self.started_ns = time.monotonic_ns()
+        self.first_token_ns: int | None = None  # monotonic
+        self.streamed: list[Any] = []  # each streamed chunk's logprobs payload, as received
+        self.response_id: str | None = None  # the provider's, from the first chunks of a stream
 
 
 class ConfidenceCallbackHandler(BaseCallbackHandler):
@@ -147,8 +154,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self.duplicate_runs = 0  # runs left (in part) to another handler sharing an exporter
         self._export_groups = ExportGroups(self.exporters, default_count)
         self._runs: dict[UUID, _Run] = {}
-        # Model runs that have not streamed a token yet (a subset of _runs), see on_llm_new_token.
-        self._awaiting_first_token: dict[UUID, _Run] = {}
+        self._last: tuple[UUID | None, _Run | None] = (None, None)  # the previous chunk's run
         self._lock = threading.Lock()
         self._logged: set[str] = set()
         # Chain/tool/retriever events cost a dispatch each; take them only for an exporter that
@@ -187,17 +193,33 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self._model_start("llm", serialized, run_id, parent_run_id, metadata, kwargs)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, parent_run_id: UUID | None = None,
-                         tags: list[str] | None = None, **kwargs: Any) -> None:
-        # The hot path, once per chunk: only a run's first token is noted. Once every open run has
-        # streamed one, this is a single truth test (benchmarks/RESULTS.md, per-chunk cost). The
-        # keywords LangChain always passes are named so that no **kwargs dict is built for them.
-        if self._awaiting_first_token and token:
-            try:
-                run = self._awaiting_first_token.pop(run_id, None)
-                if run is not None:
-                    run.first_token_at_ns = time.time_ns()
-            except Exception as exc:
-                self._failed("on_llm_new_token", exc)
+                         tags: list[str] | None = None, logprobs: Any = None, **kwargs: Any) -> None:
+        # The hot path, once per chunk: a reference to the chunk's logprobs is kept, nothing is read
+        # (benchmarks/RESULTS.md, per-chunk cost). The keywords LangChain passes are named so that
+        # no **kwargs dict is built for them; a UUID's hash is Python code, so the previous chunk's
+        # run is reused when LangChain passes the very same UUID object, as it does for each chunk.
+        try:
+            last = self._last  # one read: another thread may replace it meanwhile
+            run = last[1] if last[0] is run_id else self._runs.get(run_id)
+            if run is None:
+                return
+            self._last = (run_id, run)
+            if run.first_token_ns is None:  # until the first token: its time, the provider's id
+                if token:
+                    run.first_token_ns = time.monotonic_ns()
+                if run.response_id is None and chunk is not None:
+                    run.response_id = response_id({}, {}, getattr(chunk, "message", None))
+            if logprobs is None and chunk is not None:
+                info = chunk.generation_info
+                logprobs = info.get("logprobs") if info else None
+                if logprobs is None:
+                    message = getattr(chunk, "message", None)
+                    meta = getattr(message, "response_metadata", None) if message is not None else None
+                    logprobs = meta.get("logprobs") if meta else None
+            if logprobs is not None:
+                run.streamed.append(logprobs)
+        except Exception as exc:
+            self._failed("on_llm_new_token", exc)
 
     @_guarded
     def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
@@ -301,18 +323,16 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             while len(self._runs) >= self.max_open_runs:
                 oldest = next(iter(self._runs))
                 evicted.append((oldest, self._runs.pop(oldest)))
-            run = self._runs[start.run_id] = _Run(start, exporting)
-            if reports:
-                self._awaiting_first_token[start.run_id] = run
-            for run_id, _ in evicted:
-                self._awaiting_first_token.pop(run_id, None)
+            self._runs[start.run_id] = _Run(start, exporting)
+            self._forget_last([run_id for run_id, _ in evicted])
         for run_id, run in evicted:
             self._export_groups.release(run_id, self)
             self.evicted_runs += 1
             self._log_once("evicted", "more than %d runs open at once; dropping the oldest (counted in "
                            "evicted_runs). Raise max_open_runs if your app really runs that many.",
                            self.max_open_runs)
-            self._run_end(run_id, None, run.exporting)
+            self._run_end(run_id, RunEvicted(f"more than max_open_runs={self.max_open_runs} runs were open at "
+                                             "once; this run was dropped before it ended"), run.exporting)
         for hook in exporting.start_hooks:
             try:
                 hook(start)
@@ -322,10 +342,15 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     def _pop(self, run_id: UUID) -> _Run | None:
         with self._lock:
             run = self._runs.pop(run_id, None)
-            self._awaiting_first_token.pop(run_id, None)
+            self._forget_last([run_id])
         if run is not None:
             self._export_groups.release(run_id, self)
         return run
+
+    def _forget_last(self, run_ids: list[UUID]) -> None:
+        """Under the lock: the per-chunk shortcut must not outlive its run."""
+        if self._last[0] in run_ids:
+            self._last = (None, None)
 
     def _run_end(self, run_id: UUID, error: BaseException | None, exporting: Exporting) -> None:
         ended = time.time_ns()
@@ -337,24 +362,24 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     def _finish(self, run: _Run, response: Any, status: Status, error: BaseException | None) -> None:
         ended = time.time_ns()
-        generations = all_generations(response)
+        duration = time.monotonic_ns() - run.started_ns
+        generations = choices(response)
         llm_output = getattr(response, "llm_output", None) or {}
         records: list[ResponseRecord] = []
         for index, generation in enumerate(generations or [None]):
-            tokens, report = self._score(logprobs_payload(generation))
-            records.append(self._record(run, generation, llm_output, tokens, report, status, error, index, ended))
+            payload = logprobs_payload(generation)
+            # Streamed chunks belong to the one choice a stream has.
+            streamed = run.streamed if len(generations) <= 1 else ()
+            tokens = extract_response(payload, streamed)
+            report = (None if tokens is None else
+                      score_confidence(tokens, low_confidence_threshold=self.low_confidence_threshold))
+            records.append(self._record(run, generation, llm_output, None if tokens is None else tuple(tokens),
+                                        report, status, error, index, ended, duration))
         self._deliver(records, run.exporting.exporters)
 
-    def _score(self, payload: Any) -> tuple[tuple[TokenLogprob, ...] | None, ConfidenceReport | None]:
-        """One generation's tokens and report (None, None without logprobs)."""
-        if payload is None:
-            return None, None
-        tokens = extract_token_logprobs(payload)
-        return tuple(tokens), score_confidence(tokens, low_confidence_threshold=self.low_confidence_threshold)
-
     def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
-                tokens: Sequence[TokenLogprob] | None, report: ConfidenceReport | None, status: Status,
-                error: BaseException | None, index: int, ended: int) -> ResponseRecord:
+                tokens: tuple[TokenLogprob, ...] | None, report: ConfidenceReport | None, status: Status,
+                error: BaseException | None, index: int, ended: int, duration: int) -> ResponseRecord:
         start = run.start
         info = as_mapping(getattr(generation, "generation_info", None))
         message = getattr(generation, "message", None)
@@ -363,6 +388,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         token_usage = as_mapping(llm_output.get("token_usage") or meta.get("token_usage"))
         logprobs: LogprobsStatus = ("present" if tokens is not None
                                     else "not_returned" if start.logprobs_requested else "not_requested")
+        first = None if run.first_token_ns is None else max(0, run.first_token_ns - run.started_ns)
         text = getattr(generation, "text", None)
         if not isinstance(text, str) or (tokens and not text):
             text = token_offsets(tokens)[0] if tokens else None
@@ -373,15 +399,17 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             report=report,
             choice_index=index,
             ended_at_ns=ended,
-            first_token_at_ns=run.first_token_at_ns,
+            first_token_at_ns=None if first is None else start.started_at_ns + first,
             response_model=as_text(meta.get("model_name") or meta.get("model") or llm_output.get("model_name")),
-            response_id=as_text(meta.get("id") or llm_output.get("id") or getattr(message, "id", None)),
+            response_id=response_id(meta, llm_output, message) or run.response_id,
             finish_reason=as_text(next((src[k] for src in (info, meta) for k in _FINISH_KEYS if src.get(k)), None)),
             input_tokens=as_int(usage.get("input_tokens", token_usage.get("prompt_tokens"))),
             output_tokens=as_int(usage.get("output_tokens", token_usage.get("completion_tokens"))),
             error_type=error_type_name(error) if status == "error" else None,
             text=text,
             tokens=tokens or (),
+            duration_ns=duration,
+            time_to_first_token_ns=first,
         )
 
     def _deliver(self, records: list[ResponseRecord], exporters: Sequence[Exporter]) -> None:

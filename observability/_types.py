@@ -123,6 +123,10 @@ class ResponseRecord:
     text: str | None = None
     tokens: Sequence[TokenLogprob] = ()
     trace: dict[str, str] = field(default_factory=dict)
+    duration_ns: int | None = None
+    """The run's duration on a monotonic clock (the wall-clock fields are for timestamps)."""
+    time_to_first_token_ns: int | None = None
+    """From the run's start to its first streamed token, on a monotonic clock."""
 
     @property
     def run_id(self) -> UUID:
@@ -143,13 +147,22 @@ class ResponseRecord:
 
     @property
     def duration_seconds(self) -> float:
+        if self.duration_ns is not None:
+            return self.duration_ns / 1e9
         return max(0, self.ended_at_ns - self.start.started_at_ns) / 1e9
 
     @property
     def time_to_first_token_seconds(self) -> float | None:
+        if self.time_to_first_token_ns is not None:
+            return self.time_to_first_token_ns / 1e9
         if self.first_token_at_ns is None:
             return None
         return max(0, self.first_token_at_ns - self.start.started_at_ns) / 1e9
+
+
+class RunEvicted(Exception):
+    """The ``error`` given to ``on_run_end`` for a run dropped by the handler's ``max_open_runs``
+    bound before it ended; its message says so (no content)."""
 
 
 @runtime_checkable

@@ -243,20 +243,28 @@ def test_asked_but_nothing_came_is_not_returned() -> None:
 def test_time_to_first_token_is_the_first_non_empty_token_of_each_streamed_run() -> None:
     handler, records = make_handler()
     streamed, invoked = uuid.uuid4(), uuid.uuid4()
+    started_before = time.monotonic_ns()
     for run_id in (streamed, invoked):
         handler.on_chat_model_start({}, [[]], run_id=run_id, invocation_params={})
+    started_after = time.monotonic_ns()
     handler.on_llm_new_token("", run_id=streamed)  # the role chunk carries no text
-    before = time.time_ns()
+    time.sleep(0.01)
+    before = time.monotonic_ns()
     handler.on_llm_new_token("Hel", run_id=streamed)
-    after = time.time_ns()
+    after = time.monotonic_ns()
     handler.on_llm_new_token("lo", run_id=streamed)
     handler.on_llm_new_token("x", run_id=uuid.uuid4())  # a run we never saw: ignored
     for run_id in (streamed, invoked):
         handler.on_llm_end(LLMResult(generations=[[ChatGeneration(message=AIMessage(content="Hello"))]]),
                            run_id=run_id)
-    first = {r.start.run_id: r.first_token_at_ns for r in records}
-    assert first[invoked] is None
-    assert first[streamed] is not None and before <= first[streamed] <= after
+    by_run = {r.start.run_id: r for r in records}
+    assert by_run[invoked].first_token_at_ns is None and by_run[invoked].time_to_first_token_ns is None
+    record = by_run[streamed]
+    ttft = record.time_to_first_token_ns
+    assert ttft is not None and before - started_after <= ttft <= after - started_before  # monotonic
+    assert record.first_token_at_ns == record.start.started_at_ns + ttft  # a wall-clock timestamp
+    assert record.time_to_first_token_seconds == ttft / 1e9
+    assert record.duration_ns is not None and record.duration_ns >= ttft
     assert handler.open_runs == 0 and not handler.errors
 
 

@@ -236,7 +236,7 @@ def callback_script(draw: st.DrawFn) -> dict[str, Any]:
         "chunks": chunks,
         "end": draw(st.sampled_from(["ok", "error", "cancelled"])),
         "response": draw(st.sampled_from([response, None])),
-        "choices": sum(len(g) for g in generations),
+        "choices": len(generations[0]) if generations else 0,  # only generations[0] are choices
     }
 
 

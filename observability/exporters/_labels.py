@@ -5,7 +5,9 @@ Only keys the user lists become labels, never run ids or free text by default. E
 (provider and model included) keeps at most ``max_label_values`` distinct values; later new values
 become ``other``, so a key that turns out to hold free text cannot blow up the number of series. A missing provider or
 model reads ``unknown``; a missing metadata value reads ``""`` (what Prometheus shows for an
-absent label). Values longer than ``MAX_LABEL_VALUE_LENGTH`` and non-scalar values count as ``other``.
+absent label). ``model`` is the requested model (the response's only when none was requested:
+one deployment, one label value, ok and failed calls alike). Values longer than
+``MAX_LABEL_VALUE_LENGTH`` and non-scalar values count as ``other``.
 """
 
 from __future__ import annotations
@@ -59,7 +61,9 @@ class MetricLabels:
         values: a proxy that stamps every answer with its own deployment id must not make a
         series per answer."""
         provider = self._value("provider", record.provider or UNKNOWN)
-        model = self._value("model", record.model or UNKNOWN)
+        # The requested model names the deployment: providers answer under dated names
+        # (gpt-4o-mini -> gpt-4o-mini-2024-07-18), and a failed call has no answer at all.
+        model = self._value("model", record.start.request_model or record.response_model or UNKNOWN)
         if not self.metadata_keys:
             return (provider, model)
         metadata = record.start.metadata

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 from uuid import UUID
@@ -25,7 +26,7 @@ from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
 from observability._text import utf8_safe
-from observability._types import ResponseRecord, RunStart
+from observability._types import ResponseRecord, RunEvicted, RunStart
 from observability.exporters._content import resolve_capture_content
 from observability.exporters._definitions import INSTRUMENTATION_SCOPE, finite, package_version
 
@@ -102,10 +103,7 @@ class OpenTelemetryTracingExporter:
             self._parents.pop(run_id, None)
             span = self._run_spans.pop(run_id, None)
         if span is not None:
-            if error is not None and isinstance(error, Exception):  # GeneratorExit/cancel: not errors
-                span.set_status(StatusCode.ERROR, type(error).__qualname__)
-                span.set_attribute("error.type", type(error).__qualname__)
-            span.end(end_time=ended_at_ns)
+            _end_run_span(span, ended_at_ns, error)
 
     def export(self, records: Sequence[ResponseRecord]) -> None:
         if not records:
@@ -140,8 +138,12 @@ class OpenTelemetryTracingExporter:
 
     def _bound(self, runs: dict[UUID, Any]) -> None:
         while len(runs) >= self.max_open_runs:  # a run that never ends must not leak
-            del runs[next(iter(runs))]
+            dropped = runs.pop(next(iter(runs)))
             self.dropped_runs += 1
+            if isinstance(dropped, Span):  # a started run-tree span: ended, saying why
+                _end_run_span(dropped, time.time_ns(), RunEvicted(
+                    f"more than max_open_runs={self.max_open_runs} runs were open at once in this exporter; "
+                    "this run's span was ended before the run ended"))
 
     def _describe(self, span: Span, records: Sequence[ResponseRecord]) -> None:
         first = records[0]
@@ -206,6 +208,16 @@ class OpenTelemetryTracingExporter:
                     "llm.confidence.token.alternative_probabilities": [_probability(lp) for _, lp in alternatives],
                     **choice,
                 }, timestamp=record.ended_at_ns)
+
+
+def _end_run_span(span: Span, ended_at_ns: int, error: BaseException | None) -> None:
+    """End a chain/tool/retriever span; an error sets its status (a broken-off stream or a
+    cancelled task is not an error). An eviction says why in the status description."""
+    if error is not None and isinstance(error, Exception):
+        name = type(error).__qualname__
+        span.set_status(StatusCode.ERROR, f"{name}: {error}" if isinstance(error, RunEvicted) else name)
+        span.set_attribute("error.type", name)
+    span.end(end_time=ended_at_ns)
 
 
 def _probability(logprob: float) -> float:
