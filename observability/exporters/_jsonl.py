@@ -15,6 +15,7 @@ Format (one JSON object per line, one line per choice of each model run; ``FORMA
      "status": "ok" | "error" | "cancelled", "logprobs": "present" | "not_requested" | "not_returned",
      "error_type": str | null, "finish_reason": str | null, "response_id": str | null,
      "started_at_ns": int, "first_token_at_ns": int | null, "ended_at_ns": int,
+     "duration_ns": int | null, "time_to_first_token_ns": int | null   (monotonic clock; absent in older lines),
      "input_tokens": int | null, "output_tokens": int | null,
      "trace": {"trace_id": hex, "span_id": hex} (empty when no tracing exporter ran first),
      "metadata": {str: JSON value}   (the LangChain run metadata; values JSON cannot hold are left out),
@@ -118,6 +119,8 @@ def record_to_json(record: ResponseRecord) -> dict[str, Any]:
         "started_at_ns": start.started_at_ns,
         "first_token_at_ns": record.first_token_at_ns,
         "ended_at_ns": record.ended_at_ns,
+        "duration_ns": record.duration_ns,
+        "time_to_first_token_ns": record.time_to_first_token_ns,
         "input_tokens": record.input_tokens,
         "output_tokens": record.output_tokens,
         "trace": {str(k): str(v) for k, v in record.trace.items()},
@@ -160,6 +163,8 @@ def record_from_json(data: Mapping[str, Any]) -> ResponseRecord:
         report=_report_from(data.get("report")),
         choice_index=int(data.get("choice_index", 0)),
         ended_at_ns=int(data["ended_at_ns"]),
+        duration_ns=_optional_int(data.get("duration_ns")),
+        time_to_first_token_ns=_optional_int(data.get("time_to_first_token_ns")),
         first_token_at_ns=data.get("first_token_at_ns"),
         response_model=data.get("response_model"),
         response_id=data.get("response_id"),
@@ -190,6 +195,10 @@ def read_records(path: str | os.PathLike[str]) -> list[ResponseRecord]:
                 detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise RecordFileError(f"{path}:{number}: not a response record: {detail}") from exc
     return records
+
+
+def _optional_int(value: Any) -> int | None:
+    return None if value is None else int(value)
 
 
 def _is_json(value: object) -> bool:
