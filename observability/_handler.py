@@ -18,6 +18,7 @@ import logging
 import os
 import threading
 import time
+import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar, cast
@@ -427,12 +428,14 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     def _failed(self, where: str, exc: BaseException) -> None:
         self.errors[where] += 1
-        # The warning names the exception's type only: its message may quote content (a token,
-        # a prompt in the user's on_report). The message and traceback go to DEBUG.
+        # Type and code location only, never the message: it may quote content (a token, a prompt
+        # in the user's on_report, a provider's error text chained as the cause).
         self._log_once(where, "observability: %s failed (%s); the app's call goes on. Further "
                        "failures here are counted in handler.errors, not logged. Enable DEBUG on "
-                       "the 'observability' logger for the traceback.", where, type(exc).__name__)
-        logger.debug("observability: %s failed", where, exc_info=exc)
+                       "the 'observability' logger for where it failed.", where, type(exc).__name__)
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("observability: %s failed (%s) at\n%s", where, type(exc).__name__,
+                         "".join(traceback.format_tb(exc.__traceback__)))
 
     def _log_once(self, key: str, message: str, *args: Any) -> None:
         if key not in self._logged:

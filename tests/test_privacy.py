@@ -182,12 +182,6 @@ def test_capture_enabled_exports_response_and_token_text_but_never_secrets(
 PROVIDER_MARKER = f"provider-secret-{uuid4().hex}"
 
 
-class FailingWhenAnswered:
-    def export(self, records: Any) -> None:
-        if any(record.status == "ok" for record in records):
-            raise RuntimeError("sink unavailable")
-
-
 def test_the_refusal_path_and_every_debug_log_hold_no_credential_or_provider_text() -> None:
     # Issue 15: the refusal warning quoted openai_api_base (with user:password@) and the provider's error text.
     import asyncio
@@ -200,9 +194,9 @@ def test_the_refusal_path_and_every_debug_log_hold_no_credential_or_provider_tex
     from tests.provider_support import ANSWER, APP_ERROR_MODEL, canned_provider
 
     sinks = InMemoryTelemetry()
-    # Fails on answered runs only, so the handler logs its own failure (with a DEBUG traceback) here too.
-    # (On an errored run the DEBUG traceback would chain the provider's exception: see the issue 15 report.)
-    handler = ConfidenceCallbackHandler(exporters=[FailingWhenAnswered(), *sinks.exporters(capture_content=False)])
+    # A failing exporter, so the handler logs its own failure at DEBUG on every run, the provider's
+    # failed runs included (where a traceback would chain the provider's exception and its text).
+    handler = ConfidenceCallbackHandler(exporters=[Failing(), *sinks.exporters(capture_content=False)])
     config = {"callbacks": [handler]}
     with canned_provider(marker=PROVIDER_MARKER, refuse_logprobs=True) as provider, our_log_output() as logs:
         base_url = provider["base_url"].replace("http://", f"http://alice:{URL_PASSWORD}@")
