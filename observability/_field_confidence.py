@@ -42,29 +42,7 @@ from dataclasses import dataclass
 from observability._extract import POSITIVE_NOISE
 from observability._score import LOGPROB_FLOOR
 from observability._text import token_offsets
-from observability._types import TokenLogprob
-
-
-@dataclass(frozen=True, slots=True)
-class FieldConfidence:
-    """Confidence figures for one leaf value of a JSON answer. See the module docstring.
-
-    ``path`` is the value's RFC 6901 JSON Pointer (``/name``, ``/tags/0``, ``/a~1b`` for the key
-    ``a/b``, ``/a~0b`` for ``a~b``). ``start`` and ``end`` are character offsets of the value in
-    the text the tokens spell, a string value with its quotes: ``text[start:end]`` is the value
-    as the model wrote it. ``token_count`` counts the scored tokens overlapping it; a figure that cannot
-    be computed (no scored token) is None, never NaN. ``alternatives`` are ``(text, probability)``
-    pairs, best first: for an enum or a yes/no field, the label distribution the model saw.
-    """
-
-    path: str
-    start: int
-    end: int
-    token_count: int
-    sequence_logprob: float | None
-    mean_logprob: float | None
-    min_token_probability: float | None
-    alternatives: tuple[tuple[str | None, float], ...] = ()
+from observability._types import FieldConfidence, TokenLogprob
 
 
 def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, ...]:

@@ -56,6 +56,28 @@ class LowConfidenceSpan:
 
 
 @dataclass(frozen=True, slots=True)
+class FieldConfidence:
+    """Confidence figures for one leaf value of a JSON answer. See observability._field_confidence.
+
+    ``path`` is the value's RFC 6901 JSON Pointer (``/name``, ``/tags/0``, ``/a~1b`` for the key
+    ``a/b``, ``/a~0b`` for ``a~b``). ``start`` and ``end`` are character offsets of the value in
+    the text the tokens spell, a string value with its quotes: ``text[start:end]`` is the value
+    as the model wrote it. ``token_count`` counts the scored tokens overlapping it; a figure that cannot
+    be computed (no scored token) is None, never NaN. ``alternatives`` are ``(text, probability)``
+    pairs, best first: for an enum or a yes/no field, the label distribution the model saw.
+    """
+
+    path: str
+    start: int
+    end: int
+    token_count: int
+    sequence_logprob: float | None
+    mean_logprob: float | None
+    min_token_probability: float | None
+    alternatives: tuple[tuple[str | None, float], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class ConfidenceReport:
     """Confidence figures for one response. See the README for every formula.
 
@@ -76,6 +98,8 @@ class ConfidenceReport:
     mean_top_margin: float | None
     top_k_mass: float | None
     low_confidence_spans: tuple[LowConfidenceSpan, ...] = ()
+    fields: tuple[FieldConfidence, ...] = ()
+    """Per leaf value of a JSON answer (``field_confidence``); ``()`` for any other answer."""
 
 
 @dataclass(frozen=True, slots=True)
