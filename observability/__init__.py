@@ -4,6 +4,8 @@ from observability._attach import activate_from_env as _activate_from_env
 from observability._attach import observe_confidence
 from observability._config import AttachConfig, ConfigError
 from observability._extract import extract_token_logprobs
+from observability._field_confidence import field_confidence
+from observability._gate import ConfidenceGate, ConfidenceMissing, confidence_fallback
 from observability._handler import ConfidenceCallbackHandler
 from observability._heatmap import render_heatmap, summary_line
 from observability._html_report import render_html_report, write_html_report
@@ -12,6 +14,7 @@ from observability._text import token_offsets
 from observability._types import (
     ConfidenceReport,
     Exporter,
+    FieldConfidence,
     LogprobsStatus,
     LowConfidenceSpan,
     ResponseRecord,
@@ -33,9 +36,12 @@ __all__ = [
     "DEFAULT_LOW_CONFIDENCE_THRESHOLD",
     "AttachConfig",
     "ConfidenceCallbackHandler",
+    "ConfidenceGate",
+    "ConfidenceMissing",
     "ConfidenceReport",
     "ConfigError",
     "Exporter",
+    "FieldConfidence",
     "JsonlRecorder",
     "LogprobsStatus",
     "LowConfidenceSpan",
@@ -49,8 +55,10 @@ __all__ = [
     "Status",
     "TokenLogprob",
     "TokenLogprobs",
+    "confidence_fallback",
     "default_exporters",
     "extract_token_logprobs",
+    "field_confidence",
     "observe_confidence",
     "read_records",
     "render_heatmap",
