@@ -3,7 +3,8 @@
 ``make test`` runs every property at its full example count, freshly random each run.
 ``make check`` (the fast tier) sets ``FUZZ_SCALE=0.1``: a tenth of the examples, derandomised, so a
 contributor's quick loop is short and gives the same answer twice. ``FUZZ_SCALE=10`` explores ten
-times as far, for a long local run.
+times as far, for a long local run. Soak tests read ``SCALE`` too (tests/test_faults.py soaks one
+endpoint fault of three in the fast tier).
 """
 
 from __future__ import annotations
