@@ -24,7 +24,7 @@ BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup wheelhouse system-deps phoenix grafana-schema check check-highest test demo lint lock bench stack clean
+.PHONY: setup wheelhouse system-deps phoenix grafana-schema check check-highest test demo evaluate lint lock bench stack clean
 
 setup: $(VENV)/.installed
 
@@ -94,6 +94,10 @@ lock:
 
 demo: setup
 	$(PY) -m observability demo
+
+# Which confidence figure predicts a wrong answer of the bundled model (docs/evaluation.md).
+evaluate: setup
+	$(PY) -m benchmarks.evaluate
 
 # The stack without Docker: Prometheus (rules + console dashboard) and the demo on 127.0.0.1.
 # Ctrl-C stops both. Console dashboard: http://127.0.0.1:9090/consoles/llm-confidence.html

@@ -61,9 +61,11 @@ def build_parser() -> argparse.ArgumentParser:
         prog="python -m observability",
         description="Model confidence from token logprobs: a live demo, and HTML reports of recorded responses.",
     )
-    commands = parser.add_subparsers(dest="command", metavar="{demo,report,serve-model,doctor}")
+    commands = parser.add_subparsers(dest="command", metavar="{demo,report,evaluate,serve-model,doctor}")
     commands.required = True
-    # Parsed by observability._local_model.main (see main below); listed here for --help.
+    # Parsed by their own modules (see main below); listed here for --help.
+    commands.add_parser("evaluate", add_help=False,
+                        help="which confidence figure separates right answers from wrong ones (labelled records)")
     commands.add_parser("serve-model", add_help=False,
                         help="serve the bundled SmolLM2 model on 127.0.0.1 (OpenAI-compatible) until Ctrl-C")
 
@@ -166,6 +168,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         from observability._local_model import main as serve_model
 
         return serve_model(argv[1:], prog="python -m observability serve-model")
+    if argv[:1] == ["evaluate"]:
+        from observability._evaluate import main as evaluate
+
+        return evaluate(argv[1:], prog="python -m observability evaluate")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "doctor":

@@ -1,0 +1,63 @@
+"""`make evaluate`: which confidence figure predicts a wrong answer of the bundled model.
+
+Asks SmolLM2-135M (llama.cpp on 127.0.0.1, started and stopped here) the 60 capital questions of
+benchmarks/capitals.jsonl, records every response (``record_to=``), labels each answer right when
+it names an accepted city, and runs ``python -m observability evaluate`` on them. Writes
+benchmarks/evaluation/{records,labels}.jsonl, result.json and docs/evaluation.html (the plots).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import unicodedata
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+QUESTIONS = ROOT / "benchmarks" / "capitals.jsonl"
+OUT = ROOT / "benchmarks" / "evaluation"
+
+
+def plain(text: str) -> str:
+    """Lower case without accents, for matching city names."""
+    return "".join(c for c in unicodedata.normalize("NFKD", text) if not unicodedata.combining(c)).casefold()
+
+
+def is_right(answer: str, accepted: list[str]) -> bool:
+    return any(plain(city) in plain(answer) for city in accepted)
+
+
+def main() -> int:
+    from langchain_openai import ChatOpenAI
+
+    from observability import ConfidenceCallbackHandler
+    from observability._evaluate import main as evaluate
+    from observability._local_model import MODEL_NAME, LocalModelServer
+
+    items = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
+    OUT.mkdir(exist_ok=True)
+    records_path, labels_path = OUT / "records.jsonl", OUT / "labels.jsonl"
+    records_path.unlink(missing_ok=True)
+    handler = ConfidenceCallbackHandler(exporters=(), record_to=records_path)
+    answers: dict[str, tuple[str, list[str]]] = {}
+
+    def keep(record: Any) -> None:
+        answers[str(record.start.run_id)] = (record.text or "", record.start.metadata["accepted"])
+
+    handler.on_report = keep
+    with LocalModelServer(parallel=4) as server:
+        print(f"asking {len(items)} questions of {MODEL_NAME} …", flush=True)
+        model = ChatOpenAI(model=MODEL_NAME, base_url=server.base_url, api_key="unused", temperature=0,
+                           max_tokens=16, logprobs=True, top_logprobs=5, max_retries=0, timeout=300)
+        model.batch([item["question"] for item in items],
+                    [{"callbacks": [handler], "metadata": {"accepted": item["answers"]}} for item in items])
+    with labels_path.open("w", encoding="utf-8") as labels:
+        for run_id, (answer, accepted) in answers.items():
+            labels.write(json.dumps({"run_id": run_id, "correct": is_right(answer, accepted)}) + "\n")
+    return evaluate([str(records_path), "--labels", str(labels_path), "--json", str(OUT / "result.json"),
+                     "--html", str(ROOT / "docs" / "evaluation.html")])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,128 @@
+"""`python -m observability evaluate`: AUROC, Brier and ECE against independent reference
+computations written here (pairwise AUROC, loops over bins), on random data and on real model
+records; label files with errors name the line."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from observability import ConfidenceCallbackHandler
+from observability._evaluate import SIGNS, auroc, brier, ece, evaluate, join, read_labels
+from observability.exporters._jsonl import read_records
+from tests.fuzzing import fuzz
+
+
+def reference_auroc(scores: list[float], correct: list[bool]) -> float | None:
+    right = [s for s, y in zip(scores, correct, strict=True) if y]
+    wrong = [s for s, y in zip(scores, correct, strict=True) if not y]
+    if not right or not wrong:
+        return None
+    wins = sum(1.0 if r > w else 0.5 if r == w else 0.0 for r in right for w in wrong)
+    return wins / (len(right) * len(wrong))
+
+
+def reference_ece(p: list[float], y: list[bool]) -> float:
+    total = 0.0
+    for b in range(10):
+        low, high = b / 10, (b + 1) / 10
+        members = [(pi, yi) for pi, yi in zip(p, y, strict=True) if low <= pi < high or (b == 9 and pi == 1.0)]
+        if members:
+            confidence = sum(pi for pi, _ in members) / len(members)
+            accuracy = sum(yi for _, yi in members) / len(members)
+            total += abs(confidence - accuracy) * len(members)
+    return total / len(p)
+
+
+scores = st.lists(st.tuples(st.sampled_from([0.0, 0.25, 0.5, 0.9, 1.0]) | st.floats(0.0, 1.0), st.booleans()),
+                  min_size=1, max_size=60)
+
+
+@fuzz(300)
+@given(scores)
+def test_auroc_brier_and_ece_equal_the_reference(pairs: list[tuple[float, bool]]) -> None:
+    p = [s for s, _ in pairs]
+    y = [c for _, c in pairs]
+    expected = reference_auroc(p, y)
+    got = auroc(p, y)
+    assert (got is None) == (expected is None)
+    if expected is not None and got is not None:
+        assert math.isclose(got, expected, abs_tol=1e-9)
+    assert math.isclose(brier(p, y), sum((pi - yi) ** 2 for pi, yi in pairs) / len(pairs), abs_tol=1e-9)
+    assert math.isclose(ece(p, y), reference_ece(p, y), abs_tol=1e-9)
+
+
+def test_hand_computed_cases() -> None:
+    assert auroc([0.9, 0.8, 0.1], [True, True, False]) == 1.0
+    assert auroc([0.1, 0.8, 0.9], [True, True, False]) == 0.0
+    assert auroc([0.5, 0.5], [True, False]) == 0.5  # a tie counts half
+    assert brier([1.0, 0.0], [True, True]) == 0.5
+    assert ece([1.0, 1.0], [True, False]) == 0.5  # 1.0 falls in the last bin
+
+
+@pytest.mark.parametrize(("line", "message"), [
+    pytest.param("not json", "not JSON", id="not-json"),
+    pytest.param('{"correct": true}', "expected", id="no-run-id"),
+    pytest.param('{"run_id": "a", "correct": "yes"}', "must be true or false", id="not-bool"),
+    pytest.param('{"run_id": "a", "correct": true, "choice_index": -1}', "non-negative", id="bad-choice"),
+])
+def test_a_bad_label_line_is_named(tmp_path: Path, line: str, message: str) -> None:
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text('{"run_id": "x", "correct": true}\n\n' + line + "\n", encoding="utf-8")
+    records = tmp_path / "records.jsonl"
+    records.write_text("", encoding="utf-8")
+    result = subprocess.run([sys.executable, "-m", "observability", "evaluate", str(records), "--labels", str(labels)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert f"{labels}:3: " in result.stderr and message in result.stderr
+
+
+QUESTIONS = [("France", "Paris"), ("Japan", "Tokyo"), ("Australia", "Canberra"), ("Canada", "Ottawa"),
+             ("Kenya", "Nairobi"), ("Mongolia", "Ulaanbaatar"), ("Nepal", "Kathmandu"), ("Peru", "Lima"),
+             ("Nigeria", "Abuja"), ("Turkey", "Ankara"), ("Iceland", "Reykjavik"), ("Chile", "Santiago")]
+
+
+@pytest.mark.real_model
+def test_evaluate_on_real_records_matches_independent_computations(tmp_path: Path, chat_model: Any) -> None:
+    records_path, labels_path, out = tmp_path / "records.jsonl", tmp_path / "labels.jsonl", tmp_path / "result.json"
+    handler = ConfidenceCallbackHandler(exporters=(), record_to=records_path)
+    model = chat_model(logprobs=True, top_logprobs=5, max_tokens=12)
+    model.batch([f"What is the capital of {country}? Answer with the city name only." for country, _ in QUESTIONS],
+                [{"callbacks": [handler], "metadata": {"city": city}} for _, city in QUESTIONS])
+    records = read_records(records_path)
+    assert len(records) == len(QUESTIONS)
+    with labels_path.open("w", encoding="utf-8") as labels:
+        for record in records:
+            correct = record.start.metadata["city"].lower() in (record.text or "").lower()
+            labels.write(json.dumps({"run_id": str(record.start.run_id), "correct": correct}) + "\n")
+    html = tmp_path / "evaluation.html"
+    result = subprocess.run([sys.executable, "-m", "observability", "evaluate", str(records_path), "--labels",
+                             str(labels_path), "--json", str(out), "--html", str(html)],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "AUROC" in result.stdout and "<svg" in html.read_text(encoding="utf-8")
+    got = json.loads(out.read_text(encoding="utf-8"))
+    labelled = read_labels(labels_path)
+    y = [labelled[(str(r.start.run_id), 0)] for r in records]
+    assert got["labelled"] == len(records) and math.isclose(got["accuracy"], sum(y) / len(y))
+    for name, sign in SIGNS.items():
+        raw = [getattr(r.report, name) for r in records]
+        expected = reference_auroc([sign * v for v in raw], y)
+        if expected is None:
+            assert got["metrics"][name]["auroc"] is None
+        else:
+            assert math.isclose(got["metrics"][name]["auroc"], expected, abs_tol=1e-9), name
+    for name in ("sequence_probability", "min_token_probability"):
+        raw = [getattr(r.report, name) for r in records]
+        assert math.isclose(got["metrics"][name]["brier"], sum((p - t) ** 2 for p, t in zip(raw, y, strict=True))
+                            / len(y), abs_tol=1e-9)
+        assert math.isclose(got["metrics"][name]["ece"], reference_ece(raw, y), abs_tol=1e-9)
+    assert evaluate(join(records, labelled))["metrics"].keys() == got["metrics"].keys()
