@@ -185,13 +185,13 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     def on_chat_model_start(self, serialized: dict[str, Any], messages: list[list[Any]], *,
                             run_id: UUID, parent_run_id: UUID | None = None,
                             metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._model_start("chat", serialized, run_id, parent_run_id, metadata, kwargs)
+        self._model_start("chat", serialized, run_id, parent_run_id, metadata, kwargs, messages)
 
     @_guarded
     def on_llm_start(self, serialized: dict[str, Any], prompts: list[str], *,
                      run_id: UUID, parent_run_id: UUID | None = None,
                      metadata: dict[str, Any] | None = None, **kwargs: Any) -> None:
-        self._model_start("llm", serialized, run_id, parent_run_id, metadata, kwargs)
+        self._model_start("llm", serialized, run_id, parent_run_id, metadata, kwargs, prompts)
 
     def on_llm_new_token(self, token: Any, *, chunk: Any = None, run_id: UUID, parent_run_id: UUID | None = None,
                          tags: list[str] | None = None, logprobs: Any = None, **kwargs: Any) -> None:
@@ -281,9 +281,18 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     # ---- internals ---------------------------------------------------------------------------
     def _model_start(self, kind: str, serialized: Mapping[str, Any] | None, run_id: UUID,
                      parent_run_id: UUID | None, metadata: Mapping[str, Any] | None,
-                     kwargs: Mapping[str, Any]) -> None:
+                     kwargs: Mapping[str, Any], inputs: Sequence[Any] = ()) -> None:
         metadata = metadata or {}
         params = kwargs.get("invocation_params") or {}
+        # The question (content; only the record file writes it): the first input's, as the run's
+        # choices are the first input's. A reference to the string, nothing copied.
+        question = first = inputs[0] if inputs else None
+        if isinstance(first, list):
+            human = next((m for m in reversed(first) if getattr(m, "type", None) == "human"), None)
+            question = content = getattr(human, "content", None)
+            if isinstance(content, list):  # content blocks: the text parts
+                question = "\n".join(b if isinstance(b, str) else str(b.get("text", "")) for b in content
+                                     if isinstance(b, str) or (isinstance(b, dict) and b.get("type") == "text"))
         start = RunStart(
             run_id=run_id,
             parent_run_id=parent_run_id,
@@ -296,6 +305,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             max_tokens=as_int(metadata.get("ls_max_tokens", params.get("max_tokens"))),
             logprobs_requested=any(params.get(k) not in (None, False) for k in _REQUEST_KEYS),
             metadata=metadata,
+            question=question if isinstance(question, str) else None,
         )
         self._track(start, reports=True)
 

@@ -107,7 +107,9 @@ class RunStart:
     """What the handler knows when a LangChain run starts; given to exporters' ``on_run_start``.
 
     ``kind`` is ``chat`` or ``llm`` for model runs, else the LangChain run type
-    (``chain``, ``tool``, ``retriever``). Times are ``time.time_ns()``.
+    (``chain``, ``tool``, ``retriever``). Times are ``time.time_ns()``. ``question`` is content: the
+    last human message of a chat model run (its text parts) or the prompt of a completion run;
+    only the record file writes it.
     """
 
     run_id: UUID
@@ -121,6 +123,7 @@ class RunStart:
     max_tokens: int | None = None
     logprobs_requested: bool = False
     metadata: Mapping[str, object] = field(default_factory=dict)
+    question: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

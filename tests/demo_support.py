@@ -49,13 +49,13 @@ def expected_pieces(tokens: TokenLogprobs) -> list[tuple[str, list[int]]]:
 
 
 def record_for(tokens: TokenLogprobs, *, text: str | None = None, status: str = "ok",
-               model: str = "gpt-3.5-turbo") -> ResponseRecord:
-    """A ResponseRecord as the handler would build it for these tokens."""
+               model: str = "gpt-3.5-turbo", question: str | None = None) -> ResponseRecord:
+    """A ResponseRecord as the handler would build it for these tokens (asked ``question``)."""
     from observability import score_confidence, token_offsets
 
     start = RunStart(run_id=uuid.uuid4(), parent_run_id=None, kind="chat", name="ChatOpenAI",
                      started_at_ns=1_700_000_000_000_000_000, provider="openai", request_model=model,
-                     logprobs_requested=True)
+                     logprobs_requested=True, question=question)
     return ResponseRecord(start=start, status=status, logprobs="present",  # type: ignore[arg-type]
                           report=score_confidence(tokens), choice_index=0,
                           ended_at_ns=start.started_at_ns + 1_250_000_000, response_model=model,

@@ -22,7 +22,8 @@ QUESTION = "Name three colours."
 def test_a_record_survives_the_round_trip(tmp_path: Path) -> None:
     tokens = TokenLogprobs(korean_tokens())
     tokens.append(TokenLogprob(token="!", bytes=b"!", logprob=-math.inf, top_logprobs=(("?", -0.1), ("!", -math.inf))))
-    record = replace(record_for(tokens), trace={"trace_id": "ab" * 16, "span_id": "cd" * 8})
+    record = replace(record_for(tokens, question="대한민국의 수도는?"),
+                     trace={"trace_id": "ab" * 16, "span_id": "cd" * 8})
     path = tmp_path / "records.jsonl"
     recorder = JsonlRecorder(path)
     recorder.export([record, replace(record, choice_index=1, status="cancelled")])
@@ -36,6 +37,7 @@ def test_a_record_survives_the_round_trip(tmp_path: Path) -> None:
     assert first["tokens"][2] == {"token": "\\xeb\\xaf", "bytes": [235, 175], "logprob": -1.8624639e-06,
                                   "top_logprobs": []}
     assert first["tokens"][-1]["logprob"] is None  # probability 0 is written as null
+    assert first["question"] == "대한민국의 수도는?"
     back = read_records(path)
     assert back[0] == record
     assert back[1].status == "cancelled" and back[1].choice_index == 1
@@ -138,3 +140,103 @@ def test_the_handler_records_a_response_with_a_lone_surrogate(tmp_path: Path) ->
     assert dict(handler.errors) == {}  # before: {"JsonlRecorder.export": 1}, the response lost
     [back] = read_records(path)
     assert [t.token for t in back.tokens] == texts and back == seen[0]
+
+
+def test_field_confidence_survives_the_round_trip(tmp_path: Path) -> None:
+    from observability import score_confidence
+    from observability._field_confidence import field_confidence
+
+    pieces = ['{"', "city", '":', ' "', "Se", "oul", '",', ' "', "sure", '":', " true", "}"]
+    tokens = TokenLogprobs(TokenLogprob(p, p.encode(), -0.05 * (i + 1), ((p, -0.05 * (i + 1)), ("x", -3.0)))
+                           for i, p in enumerate(pieces))
+    report = replace(score_confidence(tokens), fields=field_confidence(tokens))
+    assert [f.path for f in report.fields] == ["/city", "/sure"]
+    record = replace(record_for(tokens, question="Where?"), report=report)
+    path = tmp_path / "records.jsonl"
+    JsonlRecorder(path).export([record])
+    assert read_records(path) == [record]
+
+
+# ---- the question: captured at the start of a run, written to the record file only -------------
+def _recorded(path: Path) -> list[str | None]:
+    return [json.loads(line)["question"] for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+def test_the_question_is_the_last_human_message_or_the_prompt(tmp_path: Path) -> None:
+    from langchain_core.language_models.fake import FakeListLLM
+    from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
+
+    from observability.testing import FakeLogprobChatModel
+
+    path = tmp_path / "r.jsonl"
+    handler = ConfidenceCallbackHandler(exporters=(), record_to=path)
+    config: Any = {"callbacks": [handler]}
+    chat = FakeLogprobChatModel()
+    chat.invoke([SystemMessage("Be brief."), HumanMessage("First question?"), AIMessage("An answer."),
+                 HumanMessage("Second question?"), AIMessage("(prefilled)")], config=config)
+    chat.invoke([HumanMessage(content=[{"type": "text", "text": "What is in"},
+                                       {"type": "image_url", "image_url": {"url": "data:,"}},
+                                       {"type": "text", "text": "this picture?"}])], config=config)
+    for _ in chat.stream("A streamed question?", config=config):
+        pass
+    chat.invoke([SystemMessage("No human message here.")], config=config)
+    FakeListLLM(responses=["Paris."]).invoke("The prompt of a completion run", config=config)
+    assert _recorded(path) == ["Second question?", "What is in\nthis picture?", "A streamed question?", None,
+                               "The prompt of a completion run"]
+    assert [r.start.question for r in read_records(path)] == _recorded(path)
+
+
+def test_the_question_goes_to_the_record_file_and_nowhere_else_by_default(tmp_path: Path) -> None:
+    """Content: spans, both metric systems and every log line (DEBUG included) must not hold it;
+    the record file (opt-in) must. The check can fail: the marker is searched as UTF-8 bytes."""
+    import logging
+
+    from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
+    from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
+
+    from observability.testing import FakeLogprobChatModel, InMemoryTelemetry
+
+    marker = "quokka-lantern-5521 대답"
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    class Failing:  # our failure path logs too: it must not quote the question either
+        def export(self, records: Any) -> None:
+            raise RuntimeError(records[0].start.question)
+
+    sinks = InMemoryTelemetry()
+    path = tmp_path / "r.jsonl"
+    collect = Collect(logging.DEBUG)
+    loggers = [logging.getLogger(name) for name in ("observability", "opentelemetry")]
+    saved = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.addHandler(collect)
+        logger.setLevel(logging.DEBUG)
+    try:
+        handler = ConfidenceCallbackHandler(exporters=[*sinks.exporters(), Failing()], record_to=path)
+        config: Any = {"callbacks": [handler], "metadata": {"route": "faq"}}
+        FakeLogprobChatModel().invoke(f"Tell me about {marker}.", config=config)
+        for _ in FakeLogprobChatModel().stream(f"Stream about {marker}.", config=config):
+            pass
+        with pytest.raises(Exception, match="fake"):
+            FakeLogprobChatModel(error_after=2).invoke(f"Fail on {marker}.", config=config)
+    finally:
+        for logger, level in zip(loggers, saved, strict=True):
+            logger.removeHandler(collect)
+            logger.setLevel(level)
+    metrics = sinks.metrics()
+    assert metrics is not None and sinks.spans()
+    elsewhere = {
+        "spans": encode_spans(sinks.spans()).SerializeToString(),
+        "otel metrics": encode_metrics(metrics).SerializeToString(),
+        "prometheus": sinks.prometheus_text().encode(),
+        "logs": "\n".join(lines).encode(),
+    }
+    assert lines, "the failing exporter was logged"
+    needle = marker.encode()
+    assert {where for where, data in elsewhere.items() if needle in data} == set()
+    assert [marker in (q or "") for q in _recorded(path)] == [True, True, True]
+    sinks.shutdown()

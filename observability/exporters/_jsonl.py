@@ -1,6 +1,6 @@
 """The record file: every finished response as one line of JSON, to replay or render later.
 
-The file holds content (response text and tokens), so it is only written when the user asks for
+The file holds content (the question, the response text and tokens), so it is only written when the user asks for
 it: ``JsonlRecorder(path)`` or ``ConfidenceCallbackHandler(record_to=path)``. Lines are appended;
 ``python -m observability report FILE -o report.html`` renders them.
 
@@ -19,9 +19,11 @@ Format (one JSON object per line, one line per choice of each model run; ``FORMA
      "input_tokens": int | null, "output_tokens": int | null,
      "trace": {"trace_id": hex, "span_id": hex} (empty when no tracing exporter ran first),
      "metadata": {str: JSON value}   (the LangChain run metadata; values JSON cannot hold are left out),
+     "question": str | null   (the last human message, or the prompt; absent in older lines),
      "text": str | null,
      "report": {ConfidenceReport fields, "low_confidence_spans": [{start, end, min_probability,
-                token_count}]} | null,
+                token_count}], "fields": [{path, start, end, token_count, sequence_logprob,
+                mean_logprob, min_token_probability, alternatives: [[str | null, float]]}]} | null,
      "tokens": [{"token": str | null, "bytes": [int] | null, "logprob": float | null,
                  "top_logprobs": [[str | null, float | null], ...]}]}
 
@@ -44,7 +46,14 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
-from observability._types import ConfidenceReport, LowConfidenceSpan, ResponseRecord, RunStart, TokenLogprob
+from observability._types import (
+    ConfidenceReport,
+    FieldConfidence,
+    LowConfidenceSpan,
+    ResponseRecord,
+    RunStart,
+    TokenLogprob,
+)
 
 FORMAT = "langchain-confidence.record"
 FORMAT_VERSION = 1
@@ -125,6 +134,7 @@ def record_to_json(record: ResponseRecord) -> dict[str, Any]:
         "output_tokens": record.output_tokens,
         "trace": {str(k): str(v) for k, v in record.trace.items()},
         "metadata": {str(k): v for k, v in start.metadata.items() if _is_json(v)},
+        "question": start.question,
         "text": record.text,
         "report": _report_json(record.report),
         "tokens": [_token_json(t) for t in record.tokens],
@@ -149,6 +159,7 @@ def record_from_json(data: Mapping[str, Any]) -> ResponseRecord:
         max_tokens=data.get("max_tokens"),
         logprobs_requested=bool(data.get("logprobs_requested", False)),
         metadata=dict(data.get("metadata") or {}),
+        question=_optional_str(data.get("question")),
     )
     status = data["status"]
     if status not in ("ok", "error", "cancelled"):
@@ -195,6 +206,12 @@ def read_records(path: str | os.PathLike[str]) -> list[ResponseRecord]:
                 detail = f"missing field {exc}" if isinstance(exc, KeyError) else str(exc)
                 raise RecordFileError(f"{path}:{number}: not a response record: {detail}") from exc
     return records
+
+
+def _optional_str(value: Any) -> str | None:
+    if value is not None and not isinstance(value, str):
+        raise TypeError(f"question must be a string or null, got {value!r}")
+    return value
 
 
 def _optional_int(value: Any) -> int | None:
@@ -249,6 +266,8 @@ def _report_json(report: ConfidenceReport | None) -> dict[str, Any] | None:
         return None
     data = asdict(report)
     data["low_confidence_spans"] = [asdict(span) for span in report.low_confidence_spans]
+    data["fields"] = [{**asdict(f), "alternatives": [[text, _finite(p)] for text, p in f.alternatives]}
+                      for f in report.fields]
     return {k: (_finite(v) if isinstance(v, float) else v) for k, v in data.items()}
 
 
@@ -257,4 +276,7 @@ def _report_from(data: Mapping[str, Any] | None) -> ConfidenceReport | None:
         return None
     fields = dict(data)
     spans = tuple(LowConfidenceSpan(**span) for span in fields.pop("low_confidence_spans", ()) or ())
-    return ConfidenceReport(**fields, low_confidence_spans=spans)
+    leaves = tuple(FieldConfidence(**{**leaf, "alternatives": tuple(
+        (text, 0.0 if p is None else float(p)) for text, p in leaf.get("alternatives") or ())})
+        for leaf in fields.pop("fields", ()) or ())
+    return ConfidenceReport(**fields, low_confidence_spans=spans, fields=leaves)
