@@ -43,15 +43,19 @@ class OtelSinks(InMemoryTelemetry):
 def make_record(*, status: str = "ok", report: ConfidenceReport | None = None, provider: str | None = "openai",
                 model: str | None = "m-1", metadata: dict[str, object] | None = None,
                 tokens: tuple[TokenLogprob, ...] = (), first_token_after: float | None = None,
-                kind: str = "chat") -> ResponseRecord:
-    """A record as the handler would build it, with chosen values (for edge cases a model won't give)."""
+                kind: str = "chat", **record_fields: Any) -> ResponseRecord:
+    """A record as the handler would build it, with chosen values (for edge cases a model won't give).
+    ``first_token_after`` (seconds) sets both the wall-clock and the monotonic first-token times;
+    ``record_fields`` are any other ``ResponseRecord`` fields (``response_id``, ``text`` …)."""
     started = time.time_ns() - 2_000_000_000
     start = RunStart(run_id=uuid.uuid4(), parent_run_id=None, kind=kind, name="ChatOpenAI", started_at_ns=started,
                      provider=provider, request_model=model, metadata=metadata or {})
     return ResponseRecord(start=start, status=status, logprobs="present" if report else "not_requested",  # type: ignore[arg-type]
                           report=report, choice_index=0, ended_at_ns=started + 1_500_000_000,
                           first_token_at_ns=None if first_token_after is None
-                          else started + int(first_token_after * 1e9), tokens=tokens)
+                          else started + int(first_token_after * 1e9),
+                          time_to_first_token_ns=None if first_token_after is None else int(first_token_after * 1e9),
+                          duration_ns=1_500_000_000, tokens=tokens, **record_fields)
 
 
 def make_report(**values: Any) -> ConfidenceReport:
@@ -61,3 +65,20 @@ def make_report(**values: Any) -> ConfidenceReport:
                                 mean_token_negentropy=0.7, mean_top_margin=0.8, top_k_mass=0.95)
     base.update(values)
     return ConfidenceReport(**base)
+
+
+def json_tokens(pieces: list[str], logprobs: list[float] | None = None) -> tuple[TokenLogprob, ...]:
+    """Tokens spelling a JSON answer piece by piece, each with two alternatives (best first)."""
+    lps = logprobs or [-0.05 * (i + 1) for i in range(len(pieces))]
+    return tuple(TokenLogprob(piece, piece.encode(), lp, ((piece, lp), (f"zqx{i}", lp - 2.0)))
+                 for i, (piece, lp) in enumerate(zip(pieces, lps, strict=True)))
+
+
+def json_record(pieces: list[str], logprobs: list[float] | None = None, **options: Any) -> ResponseRecord:
+    """A record of a JSON answer whose report carries ``field_confidence`` of its tokens."""
+    from observability import field_confidence
+
+    tokens = json_tokens(pieces, logprobs)
+    fields = field_confidence(tokens)
+    assert fields, "the pieces do not spell a JSON object or array"
+    return make_record(report=make_report(fields=fields), tokens=tokens, text="".join(pieces), **options)

@@ -147,3 +147,172 @@ def test_one_histogram_per_signal_with_buckets_for_its_range() -> None:
     for definition in HISTOGRAMS:
         assert min(definition.buckets) >= 0, definition.name
         assert list(definition.buckets) == sorted(set(definition.buckets)), definition.name
+
+
+# ---- spans (issue 16, span half) -------------------------------------------------------------
+
+SPEC_SOURCE = ("open-telemetry/semantic-conventions-genai model/gen-ai/spans.yaml (span gen_ai.inference.client), "
+               "events.yaml (gen_ai.evaluation.result), registry.yaml (types)")
+"""The installed semconv package carries names only; types and requirement levels are the spec's."""
+SPAN_SPEC: dict[str, tuple[type, str]] = {
+    "gen_ai.operation.name": (str, "required"),
+    "gen_ai.provider.name": (str, "required"),
+    "gen_ai.request.model": (str, "conditionally_required"),  # if available
+    "gen_ai.response.model": (str, "recommended"),
+    "gen_ai.request.temperature": (float, "recommended"),
+    "gen_ai.request.max_tokens": (int, "recommended"),
+    "gen_ai.request.choice.count": (int, "conditionally_required"),  # if in the request and != 1
+    "gen_ai.request.stream": (bool, "conditionally_required"),  # if and only if the request streams
+    "gen_ai.response.id": (str, "recommended"),
+    "gen_ai.response.finish_reasons": (tuple, "recommended"),  # string[]
+    "gen_ai.response.time_to_first_chunk": (float, "recommended"),  # seconds, if streaming
+    "gen_ai.usage.input_tokens": (int, "recommended"),
+    "gen_ai.usage.output_tokens": (int, "recommended"),
+    "gen_ai.tool.name": (str, "recommended"),  # execute_tool spans
+}
+EVALUATION_SPEC: dict[str, tuple[type, str]] = {
+    "gen_ai.evaluation.name": (str, "required"),
+    "gen_ai.evaluation.score.value": (float, "conditionally_required"),
+    "gen_ai.evaluation.score.label": (str, "conditionally_required"),
+    "gen_ai.response.id": (str, "recommended"),  # when available
+}
+SPEC_EVENTS = frozenset({"gen_ai.evaluation.result"})
+OTHER_REGISTRY_KEYS = frozenset({"error.type"})
+KNOWN_OUTSIDE_OUR_NAMESPACE = frozenset({"llm.run.kind"})
+"""Run-tree spans' kind attribute predates the rule; renaming it is left to the lead (see the report)."""
+
+
+def replaced_names() -> frozenset[str]:
+    """Names the installed registry marks as replaced or removed (not merely moved to the GenAI repo),
+    read from the constants' docstrings in the package source."""
+    import ast
+    import inspect
+    from itertools import pairwise
+
+    tree = ast.parse(inspect.getsource(gen_ai_attributes))
+    replaced = set()
+    for node, following in pairwise(tree.body):
+        if (isinstance(node, ast.AnnAssign) and isinstance(node.value, ast.Constant)
+                and isinstance(following, ast.Expr) and isinstance(following.value, ast.Constant)):
+            doc = str(following.value.value)
+            if "Replaced by" in doc or "Removed" in doc:
+                replaced.add(str(node.value.value))
+    return frozenset(replaced)
+
+
+def span_records() -> list[list[Any]]:
+    """Runs of every shape: plain, streamed with a response id, two choices, failed, anonymous,
+    a JSON answer with fields, a text completion."""
+    from tests.export_support import json_record
+
+    return [
+        [make_record(report=make_report(), response_id="chatcmpl-1", finish_reason="stop")],
+        [make_record(report=make_report(), first_token_after=0.25, response_id="chatcmpl-2")],
+        [make_record(report=make_report(), response_id="r-3"),
+         make_record(report=make_report(sequence_probability=0.2), response_id="r-3")],
+        [make_record(status="error", report=None, error_type="TimeoutError")],
+        [make_record(report=make_report(), provider=None, model=None)],
+        [json_record(['{"name', '": "', 'Ada', '", "age": ', '36', '}'], response_id="r-json")],
+        [make_record(report=make_report(), first_token_after=0.1, kind="llm")],
+    ]
+
+
+def exported_spans(capture_content: bool = True) -> list[Any]:
+    from observability import RunStart
+    from observability.exporters import OpenTelemetryTracingExporter
+    from tests.export_support import OtelSinks
+
+    sinks = OtelSinks()
+    exporter = OpenTelemetryTracingExporter(tracer_provider=sinks.tracer_provider, capture_content=capture_content,
+                                            trace_run_tree=True)
+    import time
+    import uuid
+
+    tool = RunStart(run_id=uuid.uuid4(), parent_run_id=None, kind="tool", name="search", started_at_ns=time.time_ns())
+    exporter.on_run_start(tool)
+    exporter.on_run_end(tool.run_id, time.time_ns(), None)
+    for run in span_records():
+        exporter.export(run)
+    spans = sinks.spans()
+    sinks.shutdown()
+    return spans
+
+
+def check(attributes: Any, spec: dict[str, tuple[type, str]], where: str) -> list[str]:
+    problems = []
+    for key, value in attributes.items():
+        if key.startswith("gen_ai."):
+            if key not in GEN_AI_ATTRIBUTES:
+                problems.append(f"{where}: {key} is not in the installed GenAI registry")
+            elif key not in spec:
+                problems.append(f"{where}: {key} is a registry name the spec does not put here")
+            elif not isinstance(value, spec[key][0]) or (spec[key][0] is int and isinstance(value, bool)):
+                problems.append(f"{where}: {key}={value!r} is not {spec[key][0].__name__}")
+            elif spec[key][0] is tuple and not all(isinstance(v, str) for v in value):
+                problems.append(f"{where}: {key} is not a string array")
+        elif not (key.startswith(OUR_ATTRIBUTES) or key in OTHER_REGISTRY_KEYS or key in KNOWN_OUTSIDE_OUR_NAMESPACE):
+            problems.append(f"{where}: {key} is neither a registry name nor under {OUR_ATTRIBUTES}")
+    return problems
+
+
+@pytest.mark.parametrize("capture_content", [False, True], ids=["default", "capture"])
+def test_every_span_attribute_and_event_is_the_registrys_with_its_type_or_ours(capture_content: bool) -> None:
+    spans = exported_spans(capture_content)
+    problems: list[str] = []
+    events = set()
+    for span in spans:
+        problems += check(span.attributes or {}, SPAN_SPEC, span.name)
+        for event in span.events:
+            events.add(event.name)
+            if event.name in SPEC_EVENTS:
+                problems += check(event.attributes or {}, EVALUATION_SPEC, f"{span.name}/{event.name}")
+            else:
+                assert event.name.startswith(OUR_ATTRIBUTES), event.name
+                problems += check(event.attributes or {}, {}, f"{span.name}/{event.name}")
+    assert problems == []
+    assert {"gen_ai.evaluation.result", "llm.confidence.field"} <= events
+    emitted = {key for span in spans for key in (span.attributes or {})}
+    emitted |= {key for span in spans for event in span.events for key in (event.attributes or {})}
+    replaced = replaced_names()
+    assert {"gen_ai.system", "gen_ai.usage.prompt_tokens"} <= replaced  # the docstring read finds them
+    assert not emitted & replaced, emitted & replaced
+    # the names this issue added are really emitted, so the checks above covered them
+    assert {"gen_ai.request.stream", "gen_ai.response.time_to_first_chunk", "gen_ai.evaluation.score.label",
+            "gen_ai.request.choice.count", "gen_ai.tool.name"} <= emitted
+
+
+def test_required_and_conditionally_required_span_attributes() -> None:
+    spans = exported_spans()
+    model_spans = [s for s in spans if s.kind.name == "CLIENT"]
+    assert len(model_spans) == len(span_records())
+    for span in model_spans:
+        attributes = span.attributes or {}
+        for key, (_, level) in SPAN_SPEC.items():
+            if level == "required":
+                assert key in attributes, (span.name, key)
+        streamed = attributes.get("gen_ai.response.time_to_first_chunk") is not None
+        # set if and only if the request streamed, and then true
+        assert attributes.get("gen_ai.request.stream") is (True if streamed else None), span.name
+        assert attributes.get("gen_ai.request.choice.count", 2) >= 2  # never 1
+        for event in span.events:
+            if event.name == "gen_ai.evaluation.result":
+                event_attributes = event.attributes or {}
+                assert {"gen_ai.evaluation.name", "gen_ai.evaluation.score.value",
+                        "gen_ai.evaluation.score.label"} <= set(event_attributes)
+                assert event_attributes["gen_ai.evaluation.score.label"] in ("low", "high")
+                if "gen_ai.response.id" in attributes:
+                    assert event_attributes["gen_ai.response.id"] == attributes["gen_ai.response.id"]
+    streamed = [s for s in model_spans if "gen_ai.request.stream" in (s.attributes or {})]
+    assert sorted(s.attributes["gen_ai.response.time_to_first_chunk"] for s in streamed) == [0.1, 0.25]
+    [anonymous] = [s for s in model_spans if s.name == "chat"]
+    assert anonymous.attributes["gen_ai.provider.name"] == "unknown"
+
+
+def test_the_operation_names_are_the_registrys_and_one_table() -> None:
+    from observability.exporters import _otel_spans
+    from observability.exporters._definitions import OPERATION_NAMES
+
+    values = {member.value for member in gen_ai_attributes.GenAiOperationNameValues}
+    assert set(OPERATION_NAMES.values()) <= values
+    assert _otel_spans.OPERATION_NAMES is OPERATION_NAMES  # imported, not a copy
+    assert not [name for name in vars(_otel_spans) if name in ("_OPERATIONS", "OPERATIONS")]

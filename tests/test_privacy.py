@@ -227,3 +227,37 @@ def test_the_refusal_path_and_every_debug_log_hold_no_credential_or_provider_tex
     assert any(line.startswith("observability DEBUG") for line in logs.lines)  # DEBUG is really searched
     assert b"llm_responses_total{" in data and data.count(b"error.type") >= 1  # the error run was exported
     assert [s for s in (*SECRETS, PROVIDER_MARKER) if found(s, data)] == []
+
+
+JSON_VALUES = (f"Zebedee-{uuid4().hex[:8]}", "86753091", f"lapis-{uuid4().hex[:6]}")
+
+
+def json_answer_bytes(capture: bool) -> bytes:
+    """Every exported byte for a JSON answer whose fields are allowlisted for the metrics."""
+    from tests.export_support import json_record
+
+    name, age, tag = JSON_VALUES
+    record = json_record(['{"name": "', name, '", "age": ', age, ', "tags": ["', tag, '"]}'],
+                         response_id="chatcmpl-json", metadata={"route": "/privacy"})
+    sinks = InMemoryTelemetry()
+    with our_log_output() as logs:
+        for exporter in sinks.exporters(capture_content=capture, metadata_labels=["route"],
+                                        field_paths=("/name", "/age", "/tags/*")):
+            exporter.export([record])
+        sinks.tracer_provider.force_flush()
+        data = exported_bytes(sinks, logs, None)
+    sinks.shutdown()
+    # the exports are real: one event and one series per field
+    assert data.count(b"llm.confidence.field.path") >= 3 and b'path="/tags/0"' in data
+    return data
+
+
+def test_json_field_values_never_leave_by_default() -> None:
+    data = json_answer_bytes(capture=False)
+    assert [value for value in JSON_VALUES if found(value, data)] == []
+    assert not found("zqx", data)  # the alternatives' text neither
+
+
+def test_json_field_values_only_on_span_events_with_capture() -> None:
+    data = json_answer_bytes(capture=True)
+    assert all(found(value, data) for value in JSON_VALUES)

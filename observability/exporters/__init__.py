@@ -41,14 +41,18 @@ def default_exporters(*, tracer_provider: TracerProvider | None = None,
                       registry: CollectorRegistry | None = None, prefix: str = DEFAULT_PREFIX,
                       capture_content: bool | None = None, trace_run_tree: bool = False,
                       metadata_labels: Iterable[str] = (),
-                      max_label_values: int = DEFAULT_MAX_LABEL_VALUES) -> list[Exporter]:
+                      max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
+                      field_paths: Iterable[str] = ()) -> list[Exporter]:
     """The exporters a handler gets when none are given: spans, OTel metrics, Prometheus metrics.
 
     Every sink defaults to the process-wide one (global tracer and meter providers,
     prometheus_client's ``REGISTRY``). ``metadata_labels`` / ``max_label_values`` are shared by
     both metric systems (one ``MetricLabels``), so they agree on which values became ``other``.
+    ``field_paths`` (JSON Pointers such as ``("/name", "/age")``, ``*`` for any one segment) are the
+    fields of JSON answers whose least likely token is observed per path in both metric systems;
+    every field still gets its span event.
     """
-    labels = MetricLabels(metadata_labels, max_label_values=max_label_values)
+    labels = MetricLabels(metadata_labels, max_label_values=max_label_values, field_paths=field_paths)
     return [
         OpenTelemetryTracingExporter(tracer_provider=tracer_provider, capture_content=capture_content,
                                      trace_run_tree=trace_run_tree),

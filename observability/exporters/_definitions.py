@@ -121,6 +121,15 @@ HISTOGRAMS: tuple[HistogramDefinition, ...] = (
                         ok_only=False, semconv=True),
 )
 
+FIELD_MIN_TOKEN_PROBABILITY = HistogramDefinition(
+    "field_min_token_probability", "field.min_token_probability", "1",
+    "Per leaf value of a JSON answer, at an allowlisted path: probability of the least likely token "
+    "overlapping the value.",
+    MIN_TOKEN_PROBABILITY_BUCKETS, lambda record: None)
+"""The per-field histogram: the response min-token histogram's buckets, one extra label (``path``),
+observed once per allowlisted field of a response that ended ``ok`` (``field_observations``). Not in
+``HISTOGRAMS``: it exists only when the user allowlists field paths."""
+
 RESPONSES_COUNTER_NAME = "responses"
 """Prometheus ``{prefix}_responses_total`` (the client adds ``_total``); OpenTelemetry ``{prefix}.responses``."""
 RESPONSES_COUNTER_DESCRIPTION = "Model responses seen, by how the run ended and whether logprobs came back."
@@ -143,6 +152,24 @@ def observations(record: ResponseRecord) -> list[tuple[int, float]]:
         value = finite(definition.value(record))
         if value is not None:
             found.append((index, value))
+    return found
+
+
+def field_observations(record: ResponseRecord,
+                       path_label: Callable[[str], str | None]) -> list[tuple[str, float]]:
+    """``(path label, min token probability)`` for every field of this record whose path
+    ``path_label`` allowlists (it returns None for the others). Only responses that ended ``ok``."""
+    report = record.report
+    if report is None or record.status != "ok" or not report.fields:
+        return []
+    found: list[tuple[str, float]] = []
+    for field in report.fields:
+        value = finite(field.min_token_probability)
+        if value is None:
+            continue
+        label = path_label(field.path)
+        if label is not None:
+            found.append((label, value))
     return found
 
 

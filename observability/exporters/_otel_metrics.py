@@ -13,6 +13,10 @@ where it has none (``ATTRIBUTE_KEYS``): ``gen_ai.provider.name`` and ``gen_ai.re
 time-to-first-chunk points also carry ``gen_ai.operation.name`` (``chat`` / ``text_completion``),
 which the conventions require there. Values are the Prometheus label values (one ``MetricLabels``).
 
+With allowlisted field paths (``field_paths``), ``{prefix}.field.min_token_probability`` records
+each allowlisted field's least likely token, with the same attributes plus
+``llm.confidence.field.path``.
+
 When the response has a span (``record.trace``), each measurement is recorded in that span's
 context, so the SDK's trace-based exemplar filter links it to our span.
 """
@@ -27,22 +31,25 @@ from opentelemetry.context import Context
 from observability._types import ResponseRecord
 from observability.exporters._definitions import (
     DEFAULT_PREFIX,
+    FIELD_MIN_TOKEN_PROBABILITY,
     HISTOGRAMS,
     INSTRUMENTATION_SCOPE,
     OPERATION_NAMES,
     RESPONSES_COUNTER_DESCRIPTION,
     RESPONSES_COUNTER_NAME,
     check_prefix,
+    field_observations,
     observations,
     package_version,
 )
-from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, MetricLabels
+from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, FIELD_PATH_LABEL, MetricLabels
 
 ATTRIBUTE_KEYS = {
     "provider": "gen_ai.provider.name",
     "model": "gen_ai.request.model",
     "status": "llm.confidence.status",
     "logprobs": "llm.confidence.logprobs",
+    FIELD_PATH_LABEL: "llm.confidence.field.path",
 }
 """Prometheus label name → OpenTelemetry attribute key."""
 METADATA_ATTRIBUTE_PREFIX = "llm.confidence.metadata."
@@ -61,15 +68,15 @@ class OpenTelemetryMetricsExporter:
     Args:
         meter_provider: where instruments come from (default: the global one).
         prefix: name prefix of our instruments (default ``llm``); the conventions' metric keeps its name.
-        metadata_labels / max_label_values / labels: as for ``PrometheusExporter``.
+        metadata_labels / max_label_values / field_paths / labels: as for ``PrometheusExporter``.
     """
 
     def __init__(self, *, meter_provider: metrics.MeterProvider | None = None, prefix: str = DEFAULT_PREFIX,
                  metadata_labels: Iterable[str] = (), max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
-                 labels: MetricLabels | None = None) -> None:
+                 field_paths: Iterable[str] = (), labels: MetricLabels | None = None) -> None:
         self.prefix = check_prefix(prefix)
-        self.labels = labels if labels is not None else MetricLabels(metadata_labels,
-                                                                     max_label_values=max_label_values)
+        self.labels = labels if labels is not None else MetricLabels(
+            metadata_labels, max_label_values=max_label_values, field_paths=field_paths)
         meter = metrics.get_meter(INSTRUMENTATION_SCOPE, package_version() or "", meter_provider)
         self._histograms = [
             meter.create_histogram(d.otel_instrument_name(self.prefix), unit=d.unit, description=d.description,
@@ -79,6 +86,13 @@ class OpenTelemetryMetricsExporter:
         self._with_operation = [d.semconv for d in HISTOGRAMS]
         self._responses = meter.create_counter(f"{self.prefix}.{RESPONSES_COUNTER_NAME}", unit="{response}",
                                                description=RESPONSES_COUNTER_DESCRIPTION)
+        self._fields = None
+        if self.labels.field_paths:
+            definition = FIELD_MIN_TOKEN_PROBABILITY
+            self._fields = meter.create_histogram(
+                definition.otel_instrument_name(self.prefix), unit=definition.unit,
+                description=definition.description, explicit_bucket_boundaries_advisory=list(definition.buckets))
+        self._path_key = ATTRIBUTE_KEYS[FIELD_PATH_LABEL]
         self._keys = tuple(attribute_key(name) for name in self.labels.label_names)
         self._status_key, self._logprobs_key = ATTRIBUTE_KEYS["status"], ATTRIBUTE_KEYS["logprobs"]
 
@@ -93,6 +107,9 @@ class OpenTelemetryMetricsExporter:
                 self._histograms[index].record(value, point, context=context)
             self._responses.add(1, {**attributes, self._status_key: record.status,
                                     self._logprobs_key: record.logprobs}, context=context)
+            if self._fields is not None:
+                for path, value in field_observations(record, self.labels.field_path):
+                    self._fields.record(value, {**attributes, self._path_key: path}, context=context)
 
 
 def _span_context(record: ResponseRecord) -> Context | None:

@@ -6,6 +6,11 @@ we never attach or detach context inside a callback, which may run on another th
 ``trace_run_tree=True`` chain/tool/retriever runs get spans too (started in ``on_run_start``,
 ended in ``on_run_end``) and a model span's parent is its parent run's span.
 
+Names: every ``gen_ai.*`` attribute and event is the GenAI semantic conventions' (checked against
+the installed ``opentelemetry-semantic-conventions`` registry by tests/test_export_conventions.py);
+ours are ``llm.confidence.*``. ``gen_ai.provider.name`` is the registry's value for the run's
+``ls_provider`` (``_providers.provider_name``, the table the metric labels use too).
+
 Per-run state is two dicts, bounded by ``max_open_runs`` (oldest dropped first) and popped when
 the run's records arrive or the run ends. Attributes are set only on a recording span, so with
 no tracer provider configured the cost is one no-op span per run.
@@ -25,10 +30,11 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-from observability._text import utf8_safe
-from observability._types import ResponseRecord, RunEvicted, RunStart
+from observability._text import token_offsets, utf8_safe
+from observability._types import FieldConfidence, ResponseRecord, RunEvicted, RunStart
 from observability.exporters._content import resolve_capture_content
-from observability.exporters._definitions import INSTRUMENTATION_SCOPE, finite, package_version
+from observability.exporters._definitions import INSTRUMENTATION_SCOPE, OPERATION_NAMES, finite, package_version
+from observability.exporters._providers import provider_name
 
 DEFAULT_MAX_OPEN_RUNS = 10_000
 MAX_CONTENT_EVENTS = 100
@@ -42,8 +48,18 @@ HEADLINE_SCORES = ("sequence_probability", "min_token_probability", "low_confide
 """Scores also sent as ``gen_ai.evaluation.result`` span events."""
 EVALUATION_EVENT = "gen_ai.evaluation.result"
 LOW_CONFIDENCE_TOKEN_EVENT = "llm.confidence.low_confidence_token"
-_OPERATIONS = {"chat": "chat", "llm": "text_completion"}
-_MODEL_KINDS = frozenset(_OPERATIONS)
+FIELD_EVENT = "llm.confidence.field"
+MAX_FIELD_EVENTS = 100
+"""At most this many ``llm.confidence.field`` events per choice (the least confident fields, in
+document order); ``llm.confidence.field_count`` says how many leaves the answer had."""
+LOW, HIGH = "low", "high"
+"""``gen_ai.evaluation.score.label`` values. The label reads the figure as a confidence and compares
+it with the report's low-confidence threshold t (the one that marks a token as doubtful): a
+probability (``sequence_probability``, ``min_token_probability``) is ``low`` below t; for
+``low_confidence_ratio`` the confidence is the share of confident tokens, 1 - ratio, so the label
+is ``low`` when ratio > 1 - t (with the default t = 0.5: more than half the tokens doubtful).
+A figure exactly at the bound is ``high``, as a token exactly at t is not doubtful."""
+_MODEL_KINDS = frozenset(OPERATION_NAMES)
 
 
 class OpenTelemetryTracingExporter:
@@ -114,7 +130,7 @@ class OpenTelemetryTracingExporter:
             parent = self._parents.pop(start.run_id, None)
         if parent is None:  # on_run_start was not called (exporter used on its own)
             parent = self._parent_context(start.parent_run_id)
-        operation = _OPERATIONS.get(start.kind, "chat")
+        operation = OPERATION_NAMES.get(start.kind, "chat")
         model = start.request_model or first.model
         span = self._tracer.start_span(f"{operation} {model}" if model else operation, context=parent,
                                        kind=SpanKind.CLIENT, start_time=start.started_at_ns,
@@ -149,7 +165,7 @@ class OpenTelemetryTracingExporter:
         first = records[0]
         start = first.start
         attributes: dict[str, Any] = {
-            "gen_ai.provider.name": start.provider,
+            "gen_ai.provider.name": provider_name(start.provider),
             "gen_ai.request.model": start.request_model,
             "gen_ai.response.model": first.response_model,
             "gen_ai.request.max_tokens": start.max_tokens,
@@ -167,6 +183,12 @@ class OpenTelemetryTracingExporter:
             attributes["gen_ai.response.finish_reasons"] = finish_reasons
         if len(records) > 1:
             attributes["gen_ai.request.choice.count"] = len(records)
+        # A streamed run is one whose first chunk was seen (the handler times it); the
+        # conventions' attribute is set if and only if the request streamed.
+        first_chunk = finite(first.time_to_first_token_seconds)
+        if first_chunk is not None:
+            attributes["gen_ai.request.stream"] = True
+            attributes["gen_ai.response.time_to_first_chunk"] = first_chunk
         report = first.report
         if report is not None:
             for name in REPORT_FIELDS:
@@ -174,6 +196,8 @@ class OpenTelemetryTracingExporter:
                 if value is not None:
                     attributes[CONFIDENCE_PREFIX + name] = int(value) if name in ("token_count", "skipped") else value
             attributes["llm.confidence.low_confidence_span_count"] = len(report.low_confidence_spans)
+            if report.fields:
+                attributes["llm.confidence.field_count"] = len(report.fields)
         if first.status == "error":
             attributes["error.type"] = first.error_type or "_OTHER"
             span.set_status(StatusCode.ERROR, first.error_type)
@@ -185,13 +209,18 @@ class OpenTelemetryTracingExporter:
         report = record.report
         if report is None:
             return
-        choice = {"llm.confidence.choice_index": record.choice_index} if several else {}
+        choice: dict[str, Any] = {"llm.confidence.choice_index": record.choice_index} if several else {}
+        response_id = {"gen_ai.response.id": record.response_id} if record.response_id else {}
         for name in HEADLINE_SCORES:
             value = finite(getattr(report, name))
             if value is not None:
-                span.add_event(EVALUATION_EVENT, {"gen_ai.evaluation.name": name,
-                                                  "gen_ai.evaluation.score.value": value, **choice},
-                               timestamp=record.ended_at_ns)
+                span.add_event(EVALUATION_EVENT, {
+                    "gen_ai.evaluation.name": name,
+                    "gen_ai.evaluation.score.value": value,
+                    "gen_ai.evaluation.score.label": score_label(name, value, report.low_confidence_threshold),
+                    **response_id, **choice,
+                }, timestamp=record.ended_at_ns)
+        self._field_events(span, record, choice)
         if self.capture_content and record.tokens:
             threshold = report.low_confidence_threshold
             low = [(index, token) for index, token in enumerate(record.tokens)
@@ -208,6 +237,50 @@ class OpenTelemetryTracingExporter:
                     "llm.confidence.token.alternative_probabilities": [_probability(lp) for _, lp in alternatives],
                     **choice,
                 }, timestamp=record.ended_at_ns)
+
+    def _field_events(self, span: Span, record: ResponseRecord, choice: dict[str, Any]) -> None:
+        """One ``llm.confidence.field`` event per leaf of a JSON answer: its path and figures.
+        The value's text and the alternatives' texts are content: only with capture on."""
+        report = record.report
+        if report is None or not report.fields:
+            return
+        fields = list(report.fields)
+        if len(fields) > MAX_FIELD_EVENTS:
+            order = sorted(range(len(fields)), key=lambda i: _least_first(fields[i]))
+            fields = [fields[i] for i in sorted(order[:MAX_FIELD_EVENTS])]
+        text = token_offsets(record.tokens)[0] if self.capture_content and record.tokens else None
+        for field in fields:
+            attributes: dict[str, Any] = {
+                "llm.confidence.field.path": utf8_safe(field.path),
+                "llm.confidence.field.start": field.start,
+                "llm.confidence.field.end": field.end,
+                "llm.confidence.field.token_count": field.token_count,
+            }
+            for name in ("sequence_logprob", "mean_logprob", "min_token_probability"):
+                value = finite(getattr(field, name))
+                if value is not None:
+                    attributes[f"llm.confidence.field.{name}"] = value
+            alternatives = [(text_, p) for text_, p in field.alternatives if finite(p) is not None]
+            if alternatives:
+                attributes["llm.confidence.field.alternative_probabilities"] = [float(p) for _, p in alternatives]
+            if self.capture_content:
+                if alternatives:
+                    attributes["llm.confidence.field.alternatives"] = [utf8_safe(t or "") for t, _ in alternatives]
+                if text is not None and 0 <= field.start <= field.end <= len(text):
+                    attributes["llm.confidence.field.value"] = utf8_safe(text[field.start:field.end])
+            span.add_event(FIELD_EVENT, {**attributes, **choice}, timestamp=record.ended_at_ns)
+
+
+def _least_first(field: FieldConfidence) -> float:
+    value = finite(field.min_token_probability)
+    return 2.0 if value is None else value
+
+
+def score_label(name: str, value: float, threshold: float) -> str:
+    """``low`` / ``high`` for a headline score (the rule is in ``LOW``'s docstring)."""
+    if name == "low_confidence_ratio":
+        return LOW if value > 1.0 - threshold else HIGH
+    return LOW if value < threshold else HIGH
 
 
 def _end_run_span(span: Span, ended_at_ns: int, error: BaseException | None) -> None:

@@ -1,5 +1,6 @@
 """Prometheus metrics through ``prometheus_client``: the histograms of ``_definitions.HISTOGRAMS``
-and ``{prefix}_responses_total``, with exemplars pointing at our spans.
+and ``{prefix}_responses_total``, with exemplars pointing at our spans; with allowlisted field
+paths, also ``{prefix}_field_min_token_probability`` (the same labels plus ``path``).
 
 Collectors are created once per (registry, prefix, label names) and shared: two handlers on one
 registry update the same metric objects instead of colliding. If a registry already holds a
@@ -25,13 +26,15 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, v
 from observability._types import ResponseRecord
 from observability.exporters._definitions import (
     DEFAULT_PREFIX,
+    FIELD_MIN_TOKEN_PROBABILITY,
     HISTOGRAMS,
     RESPONSES_COUNTER_DESCRIPTION,
     RESPONSES_COUNTER_NAME,
     check_prefix,
+    field_observations,
     observations,
 )
-from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, MetricLabels
+from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, FIELD_PATH_LABEL, MetricLabels
 
 logger = logging.getLogger("observability")
 
@@ -41,6 +44,8 @@ class _Collectors:
     histograms: list[Histogram | None]
     responses: Counter | None
     dropped: list[str] = field(default_factory=list)
+    fields: Histogram | None = None
+    fields_tried: bool = False
 
 
 _cache: weakref.WeakKeyDictionary[CollectorRegistry, dict[tuple[str, tuple[str, ...]], _Collectors]] = (
@@ -49,12 +54,23 @@ _cache: weakref.WeakKeyDictionary[CollectorRegistry, dict[tuple[str, tuple[str, 
 _cache_lock = threading.Lock()
 
 
-def _collectors(registry: CollectorRegistry, prefix: str, label_names: tuple[str, ...]) -> _Collectors:
+def _collectors(registry: CollectorRegistry, prefix: str, label_names: tuple[str, ...],
+                with_fields: bool = False) -> _Collectors:
     with _cache_lock:
         per_registry = _cache.setdefault(registry, {})
         found = per_registry.get((prefix, label_names))
         if found is None:
             found = per_registry[(prefix, label_names)] = _create(registry, prefix, label_names)
+        if with_fields and not found.fields_tried:  # made once, by the first exporter with field paths
+            found.fields_tried = True
+            name = f"{prefix}_{FIELD_MIN_TOKEN_PROBABILITY.name}"
+            try:
+                found.fields = Histogram(name, FIELD_MIN_TOKEN_PROBABILITY.description,
+                                         (*label_names, FIELD_PATH_LABEL), registry=registry,
+                                         buckets=FIELD_MIN_TOKEN_PROBABILITY.buckets)
+            except ValueError as exc:
+                found.dropped.append(name)
+                _log_dropped(name, exc)
         return found
 
 
@@ -100,17 +116,20 @@ class PrometheusExporter:
         prefix: metric name prefix (default ``llm``).
         metadata_labels: run metadata keys to add as labels (opt-in; see ``MetricLabels``).
         max_label_values: cap on distinct values per metadata label; beyond it values read ``other``.
-        labels: a ``MetricLabels`` to share with other exporters (overrides the two above).
+        field_paths: JSON Pointer paths of JSON answers' fields to observe in
+            ``{prefix}_field_min_token_probability`` under the label ``path`` (see ``MetricLabels``).
+        labels: a ``MetricLabels`` to share with other exporters (overrides the three above).
     """
 
     def __init__(self, *, registry: CollectorRegistry | None = None, prefix: str = DEFAULT_PREFIX,
                  metadata_labels: Iterable[str] = (), max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
-                 labels: MetricLabels | None = None) -> None:
+                 field_paths: Iterable[str] = (), labels: MetricLabels | None = None) -> None:
         self.registry = registry if registry is not None else REGISTRY
         self.prefix = check_prefix(prefix)
-        self.labels = labels if labels is not None else MetricLabels(metadata_labels,
-                                                                     max_label_values=max_label_values)
-        self._metrics = _collectors(self.registry, self.prefix, self.labels.label_names)
+        self.labels = labels if labels is not None else MetricLabels(
+            metadata_labels, max_label_values=max_label_values, field_paths=field_paths)
+        self._metrics = _collectors(self.registry, self.prefix, self.labels.label_names,
+                                    with_fields=bool(self.labels.field_paths))
         self._exemplars = not multiprocess_mode()
 
     @property
@@ -129,6 +148,9 @@ class PrometheusExporter:
                     histogram.labels(*label_values).observe(value, exemplar)
             if metrics.responses is not None:
                 metrics.responses.labels(*label_values, record.status, record.logprobs).inc(1, exemplar)
+            if metrics.fields is not None and self.labels.field_paths:
+                for path, value in field_observations(record, self.labels.field_path):
+                    metrics.fields.labels(*label_values, path).observe(value, exemplar)
 
     def _exemplar(self, record: ResponseRecord) -> dict[str, str] | None:
         if not self._exemplars:
