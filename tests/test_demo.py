@@ -109,6 +109,19 @@ def test_demo_runs_every_status_and_serves_metrics(tmp_path: Path) -> None:
             assert answer in plain
     assert plain.count(" · smollm2-135m · ") == 8  # one summary line per response
     assert "stopped; everything the demo started is shut down." in plain
+    # progress from the first line: what loads, then each request (stderr is merged in here)
+    assert plain.startswith("demo: starting"), plain[:300]
+    assert "progress: loading the model into llama.cpp and waiting for /health: done in" in plain
+    assert "progress: [························] 0/8 requests · a plain call" in plain
+    assert "still running for 600 s: the model server and /metrics at http://127.0.0.1:" in plain
+    # the deliberate failures are marked, on the terminal and in the run metadata (and metric label)
+    assert plain.count("(deliberate): ") == 2
+    marked = {r.status: r.start.metadata.get("demo_case") for r in records if r.status != "ok"}
+    assert marked == {"cancelled": "deliberate_error", "error": "deliberate_error"}
+    assert all("demo_case" not in r.start.metadata for r in records if r.status == "ok")
+    assert 'demo_case="deliberate_error"' in exposition
+    assert [r.start.question for r in records if r.status != "ok"] == [
+        "Tell me a long story about a dragon who learns to cook.", "Explain photosynthesis."]
 
     # every response's span is in the span file, under the trace id the record points at
     span_trace_ids = {json.loads(line)["context"]["trace_id"].removeprefix("0x")
@@ -151,6 +164,10 @@ def test_demo_sends_spans_over_otlp_to_phoenix(tmp_path: Path) -> None:
             env=demo_env(tag, OTEL_EXPORTER_OTLP_ENDPOINT=phoenix.url, OTEL_METRICS_EXPORTER="none"))
         assert result.returncode == 0, result.stdout + result.stderr
         assert f"spans:   OTLP/HTTP to {phoenix.url}" in result.stdout
+        # the closing line, printed after the clean-up, says what is closed and how to keep /metrics up
+        assert re.fullmatch(r"demo finished: the model server and /metrics at http://127\.0\.0\.1:\d+/metrics are "
+                            r"now closed \(run with --linger 600 to keep /metrics up for 10 minutes after the "
+                            r"requests\)\.", result.stdout.splitlines()[-1]), result.stdout[-500:]
         assert not (tmp_path / "demo-spans.jsonl").exists()  # no local span file when OTLP is set
         assert wait_until_gone(tag) == []
         wanted = {r.trace["trace_id"] for r in read_records(records_file)}
