@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
 from observability._text import token_offsets
-from observability._types import ResponseRecord, TokenLogprob
+from observability._types import ConfidenceReport, FieldConfidence, ResponseRecord, TokenLogprob
 
 RESET = "\x1b[0m"
 LOW_MARKS = ("«", "»")
@@ -147,6 +147,13 @@ def legend(*, color: bool = True) -> str:
     return f"token probability {cells}   \x1b[1;4mbold underlined{RESET} = below the low-confidence threshold"
 
 
+def least_confident_field(report: ConfidenceReport) -> FieldConfidence | None:
+    """The field of a JSON answer with the lowest ``min_token_probability`` (first of equals);
+    None when there are no fields, or none has a scored token."""
+    scored = [f for f in report.fields if f.min_token_probability is not None]
+    return min(scored, key=lambda f: f.min_token_probability or 0.0) if scored else None
+
+
 def _percent(value: float | None) -> str:
     return "—" if value is None else f"{value:.0%}"
 
@@ -160,7 +167,8 @@ def summary_line(record: ResponseRecord, *, color: bool = True, label: str = "")
 
     ``sequence p`` is the length-normalised sequence probability (geometric mean of the token
     probabilities), ``min p`` the least likely token's probability, ``low`` the share of tokens
-    below the threshold.
+    below the threshold. For a JSON answer with per-field figures (``report.fields``), the field
+    whose least likely token is least likely is named with that probability.
     """
     error = record.error_type.rsplit(".", 1)[-1] if record.error_type else None  # the class name is enough here
     status = record.status if error is None else f"{record.status} ({error})"
@@ -179,5 +187,9 @@ def summary_line(record: ResponseRecord, *, color: bool = True, label: str = "")
             f"min p {_number(report.min_token_probability)}",
             f"low {_percent(report.low_confidence_ratio)} ({spans} span{'s' if spans != 1 else ''})",
         ]
+        weakest = least_confident_field(report)
+        if weakest is not None:
+            parts.append(f"least sure field {printable(weakest.path) or '(root)'} "
+                         f"(min p {_number(weakest.min_token_probability)})")
     parts.append(f"{record.duration_seconds:.1f} s")
     return " · ".join(parts)

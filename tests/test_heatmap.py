@@ -122,3 +122,22 @@ def test_summary_line_without_logprobs_says_so() -> None:
     line = summary_line(record, color=False)
     assert line.startswith("error (APITimeoutError)") and "logprobs not returned" in line
     assert score_confidence([]).token_count == 0  # the scorer, not the summary, decides what is scored
+
+
+def test_summary_line_names_the_least_confident_field() -> None:
+    from dataclasses import replace
+
+    from observability._field_confidence import field_confidence
+
+    pieces = [("{\"", 0.99), ("city", 0.99), ("\":", 0.99), (" \"", 0.9), ("Seoul", 0.8), ("\",", 0.99),
+              (" \"", 0.99), ("year", 0.99), ("\":", 0.99), (" 19", 0.3), ("48", 0.6), ("}", 0.99)]
+    tokens = [tok(text, p, ((text, math.log(p)),)) for text, p in pieces]
+    report = replace(score_confidence(tokens), fields=())
+    record = replace(record_for(tokens), report=replace(report, fields=field_confidence(tokens)))
+    assert [f.path for f in record.report.fields] == ["/city", "/year"]  # type: ignore[union-attr]
+    line = summary_line(record, color=False)
+    assert line.endswith("least sure field /year (min p 0.30) · 1.2 s"), line
+    assert "least sure field" not in summary_line(replace(record, report=report), color=False)  # no fields
+    unscored = replace(record.report.fields[0], min_token_probability=None)  # type: ignore[union-attr]
+    assert "least sure field" not in summary_line(
+        replace(record, report=replace(report, fields=(unscored,))), color=False)
