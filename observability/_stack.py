@@ -8,6 +8,11 @@
   ``deploy/prometheus/rules`` and serving the console dashboard
   ``/consoles/llm-confidence.html`` from ``deploy/prometheus/consoles``.
 
+The demo's two deliberate failures (a stream broken off, a call with a 1 ms deadline) carry the
+label ``demo_case="deliberate_error"``; this Prometheus drops those series at scrape
+(``metric_relabel_configs``), so a healthy stack shows no error and raises no alert. The demo's
+own terminal output and ``/metrics`` still show them.
+
 It prints the URLs and runs until Ctrl-C or SIGTERM, then stops exactly the two processes it
 started (by PID), also when one of them fails. It runs from a source checkout: the configuration
 lives in ``deploy/`` next to the package.
@@ -27,6 +32,7 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
+from observability._demo import DELIBERATE_ERROR, DEMO_CASE_KEY
 from observability._process import ManagedProcess, ProcessStartError, free_port, port_in_use
 from observability._prometheus_server import PrometheusError, PrometheusServer, scrape_job
 
@@ -35,6 +41,10 @@ DEFAULT_PROMETHEUS_PORT = 9090
 DEFAULT_METRICS_PORT = 9464
 CONSOLE_PATH = "/consoles/llm-confidence.html"
 ALERTS_PATH = "/classic/alerts"  # Prometheus 2.42 (Debian) answers 404 at /alerts; the classic UI has it
+
+
+DROP_DELIBERATE_ERRORS = {"source_labels": [DEMO_CASE_KEY], "regex": DELIBERATE_ERROR, "action": "drop"}
+"""Scrape-time relabelling: the demo's deliberate failures never reach the rules or the dashboard."""
 
 
 class StackError(RuntimeError):
@@ -94,7 +104,8 @@ class Stack:
                                    log_path=self.work_dir / "demo.log", startup_timeout=300)
         self.prometheus = PrometheusServer(
             port=self.prometheus_port, scrape_interval=options.scrape_interval, evaluation_interval="5s",
-            scrape_configs=[scrape_job("llm-app", [f"127.0.0.1:{self.metrics_port}"])],
+            scrape_configs=[{**scrape_job("llm-app", [f"127.0.0.1:{self.metrics_port}"]),
+                             "metric_relabel_configs": [DROP_DELIBERATE_ERRORS]}],
             rule_files=sorted(self.paths["rules"].glob("*.rules.yml")),
             extra_args=[f"--web.console.templates={self.paths['consoles']}",
                         f"--web.console.libraries={self.paths['console_libraries']}"],

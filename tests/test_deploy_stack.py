@@ -91,13 +91,31 @@ def _has(url: str, promql: str) -> bool:
     return bool(result) and all(series["value"][1] not in ("NaN", "0") for series in result)
 
 
+def _demo_metrics(port: int) -> str:
+    with __import__("urllib.request").request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30) as r:
+        return str(r.read().decode())
+
+
 def test_stack_scrapes_the_demo_and_loads_the_rules(stack: RunningStack) -> None:
-    # Until the demo's second round, so answers and errors have been counted after their series' first
-    # scrape (rate() needs two samples) and a streamed answer gave a time to first token.
+    # Until the demo's second round, so answers have been counted after their series' first scrape
+    # (rate() needs two samples) and a streamed answer gave a time to first token.
     for expr in ('sum(increase(llm_responses_total{status="ok"}[5m]))',
-                 'sum(increase(llm_responses_total{status="error"}[5m]))',
                  "histogram_quantile(0.5, sum by (le) (rate(llm_time_to_first_token_seconds_bucket[5m])))"):
         _wait(expr, lambda expr=expr: _has(stack.prometheus_url, expr), timeout=420)
+    # The demo did make its deliberate failures (its own /metrics shows them, labelled), and only those.
+    def failed() -> list[dict[str, str]]:
+        samples = [(dict(re.findall(r'(\w+)="([^"]*)"', m[1])), float(m[2])) for m in re.finditer(
+            r"^llm_responses_total\{([^}]*)\} ([0-9.e+]+)", _demo_metrics(stack.metrics_port), re.M)]
+        return [labels for labels, value in samples if labels["status"] in ("error", "cancelled") and value > 0]
+
+    _wait("the demo's deliberate failures", lambda: {labels["status"] for labels in failed()} == {
+        "error", "cancelled"}, timeout=420)
+    assert all(labels.get("demo_case") == "deliberate_error" for labels in failed()), failed()
+    time.sleep(5)  # a few more scrapes and rule evaluations after them
+    # ... and the stack's Prometheus left them out: no error, no cancelled answer, no alert.
+    assert prometheus_query(stack.prometheus_url, 'llm_responses_total{status=~"error|cancelled"}') == []
+    assert prometheus_query(stack.prometheus_url, 'llm_responses_total{demo_case="deliberate_error"}') == []
+    assert prometheus_query(stack.prometheus_url, 'ALERTS{alertname=~"LLM.+"}') == []
     targets = prometheus_query(stack.prometheus_url, 'up{job="llm-app"}')
     assert [t["metric"]["instance"] for t in targets] == [f"127.0.0.1:{stack.metrics_port}"]
     with __import__("urllib.request").request.urlopen(f"{stack.prometheus_url}/api/v1/rules", timeout=30) as r:
@@ -113,9 +131,11 @@ class _Page(HTMLParser):
         self.stack: list[dict[str, str]] = []
         self.text: dict[str, list[str]] = {"card": [], "per-model": [], "llm-error": [], "alerts": []}
         self.graphs: list[str] = []
+        self.alarms = 0
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         attributes = {key: value or "" for key, value in attrs}
+        self.alarms += "alarm" in attributes.get("class", "").split()
         if "llm-graph" in attributes.get("class", "").split():
             self.graphs.append(attributes.get("data-series", "missing"))
         if tag not in {"br", "img", "input", "meta", "link", "circle", "line", "polyline", "i"}:
@@ -146,8 +166,11 @@ def test_console_dashboard_renders_values_in_chromium(stack: RunningStack) -> No
     assert page.text["llm-error"] == []  # no graph reported an error
     cards = " ".join(page.text["card"])
     assert "no data" not in cards, cards
-    assert re.search(r"Responses / s \d+\.\d\d/s", cards), cards
-    assert re.search(r"Median sequence probability 0\.\d{3}", cards), cards
+    assert re.search(r"Responses / s last 1 min \d+\.\d\d/s", cards), cards
+    assert re.search(r"Median sequence probability last 2 min 0\.\d{3}", cards), cards
+    assert re.search(r"Errors last 1 min (0%|–)", cards), cards  # the deliberate failures are left out
+    assert page.alarms == 0, "a healthy stack shows no red card"
+    assert " ".join(page.text["alerts"]).endswith("No LLM alert is pending or firing."), page.text["alerts"]
     row = " ".join(page.text["per-model"])
     assert "smollm2-135m" in row and "openai" in row, row
     assert "no data" not in row, row  # every column of the model's row has a value
