@@ -6,6 +6,7 @@ Standard library only. Never raises: a malformed entry is left out and counted i
 
 from __future__ import annotations
 
+import math
 import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -15,6 +16,12 @@ from observability._types import TokenLogprob, TokenLogprobs
 POSITIVE_NOISE = 1e-4
 """Logprobs in (0, POSITIVE_NOISE] are float noise around 0 and read as 0; larger positive
 values are malformed."""
+
+LOGPROB_FLOOR = math.log(2.2250738585072014e-308)
+"""About -708.4, the log of the smallest normal float. Sums of logprobs (``_score``,
+``_field_confidence``) use max(lp, floor) so that a token of probability 0 (lp = -inf) keeps every
+figure finite; its probability still reads as 0. Defined here, beside ``POSITIVE_NOISE``, so that
+both readers of logprobs take the two constants from the module every logprob comes through."""
 
 # Where providers put logprobs inside generation_info / response_metadata, most common first.
 PAYLOAD_KEYS = ("logprobs", "logprobs_result")
@@ -138,7 +145,7 @@ def _entries(entries: list[Any] | tuple[Any, ...], out: TokenLogprobs) -> None:
     texts, alternatives best first), what every OpenAI-compatible provider sends, are read inline
     with the same outcome as ``_entry``; any other entry goes through ``_entry``."""
     append = out.append
-    new = _new_token
+    new, pair, token_type = _new_token, _TEXT_AND_LOGPROB, TokenLogprob
     for entry in entries:
         if type(entry) is dict:
             logprob = entry.get("logprob")
@@ -147,36 +154,35 @@ def _entries(entries: list[Any] | tuple[Any, ...], out: TokenLogprobs) -> None:
                 tops = entry.get("top_logprobs")
                 alternatives: tuple[tuple[str | None, float], ...] | None = ()
                 if tops:
-                    alternatives = _plain_alternatives(tops) if type(tops) is list else None
+                    # The alternatives as (text, logprob) pairs, built in C, then checked in one pass:
+                    # float logprobs, best first (so <= 0 and no NaN), string texts. Anything else
+                    # (not a dict, a key missing, not sorted) goes through _entry, which drops and
+                    # sorts as it must.
+                    try:
+                        alternatives = tuple(map(pair, tops)) if type(tops) is list else None
+                    except (KeyError, TypeError):
+                        alternatives = None
+                    if alternatives is not None:
+                        previous = 0.0
+                        for alt_text, alt_lp in alternatives:
+                            if type(alt_lp) is not float or not alt_lp <= previous or type(alt_text) is not str:
+                                alternatives = None
+                                break
+                            previous = alt_lp
                 if alternatives is not None:
                     raw = entry.get("bytes")
-                    append(new(TokenLogprob, (text, None if raw is None else _bytes(raw), logprob, alternatives)))
+                    if raw is not None:
+                        try:  # JSON's list of ints, as _bytes reads it, without the call
+                            raw = bytes(raw) if type(raw) is list else _bytes(raw)
+                        except (TypeError, ValueError):
+                            raw = None
+                    append(new(token_type, (text, raw, logprob, alternatives)))
                     continue
         token = _entry(entry)
         if token is None:
             out.skipped += 1
         else:
             append(token)
-
-
-def _plain_alternatives(tops: list[Any]) -> tuple[tuple[str | None, float], ...] | None:
-    """Alternatives of the plain shape as pairs, in one pass; None when any is not plain (not a
-    dict, a logprob that is not a float <= 0 (NaN included), a text not a string) or when they
-    are not best first: ``_alternatives`` then reads them, dropping and sorting as it must."""
-    pairs: list[tuple[str | None, float]] = []
-    add = pairs.append
-    previous = 0.0
-    try:
-        for alt in tops:
-            logprob = alt["logprob"]
-            text = alt["token"]
-            if type(logprob) is not float or not logprob <= previous or type(text) is not str:
-                return None
-            previous = logprob
-            add((text, logprob))
-    except (KeyError, TypeError):  # not a dict, or a key missing
-        return None
-    return tuple(pairs)
 
 
 def _entry(entry: Any) -> TokenLogprob | None:
@@ -278,6 +284,7 @@ def _alternatives(value: Any) -> tuple[tuple[str | None, float], ...]:
 
 
 _LOGPROB_OF_PAIR = operator.itemgetter(1)
+_TEXT_AND_LOGPROB = operator.itemgetter("token", "logprob")
 
 
 _new_token = tuple.__new__

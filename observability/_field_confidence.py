@@ -38,9 +38,9 @@ import re
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
+from operator import itemgetter
 
-from observability._extract import POSITIVE_NOISE
-from observability._score import LOGPROB_FLOOR
+from observability._extract import LOGPROB_FLOOR, POSITIVE_NOISE
 from observability._text import token_offsets
 from observability._types import FieldConfidence, TokenLogprob
 
@@ -48,9 +48,29 @@ from observability._types import FieldConfidence, TokenLogprob
 def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, ...]:
     """One ``FieldConfidence`` per complete leaf value of the JSON in the response, in document
     order; ``()`` when the response holds no JSON object or array. See the module docstring."""
-    if not tokens:
+    if not tokens or not may_hold_json(tokens):
         return ()
     text, offsets = token_offsets(tokens)
+    return fields_in(tokens, text, offsets)
+
+
+def may_hold_json(tokens: Sequence[TokenLogprob]) -> bool:
+    """False only when the answer surely holds no JSON object or array: the tokens' texts, joined,
+    neither open with one nor hold a Markdown fence. Cheap (no decoding, no offsets): a plain
+    answer skips ``token_offsets``. A token without text (bytes only) answers True."""
+    texts = list(filter(None, map(_TEXT_OF, tokens)))
+    if len(texts) != len(tokens) and any(tok.token is None for tok in tokens):
+        return True
+    text = "".join(texts)
+    return text.lstrip(_BLANK).startswith(("{", "[")) or "```" in text
+
+
+_TEXT_OF = itemgetter(0)
+
+
+def fields_in(tokens: Sequence[TokenLogprob], text: str,
+              offsets: Sequence[tuple[int, int]]) -> tuple[FieldConfidence, ...]:
+    """``field_confidence`` given ``token_offsets(tokens)`` (``score_confidence`` has them already)."""
     leaves = json_leaves(text)
     if not leaves:
         return ()
@@ -127,6 +147,8 @@ def _json_start(text: str) -> int | None:
     index = _skip_blank(text, 0)
     if text.startswith(("{", "["), index):
         return index
+    if "```" not in text:  # no fence: skip the regular expression's line-by-line search
+        return None
     position = 0
     while (fence := _FENCE.search(text, position)) is not None:
         index = _skip_blank(text, fence.end())

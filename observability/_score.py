@@ -20,17 +20,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from observability._extract import POSITIVE_NOISE
+from observability._extract import LOGPROB_FLOOR, POSITIVE_NOISE
+from observability._field_confidence import fields_in, may_hold_json
 from observability._text import token_offsets
-from observability._types import ConfidenceReport, LowConfidenceSpan, TokenLogprob
+from observability._types import ConfidenceReport, FieldConfidence, LowConfidenceSpan, TokenLogprob
+
+__all__ = ["DEFAULT_LOW_CONFIDENCE_THRESHOLD", "LOGPROB_FLOOR", "check_threshold", "score_confidence"]
 
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
 """A token is low-confidence when the model gave it less than even odds: some other token
 was, in total, more likely than the one it produced."""
-
-LOGPROB_FLOOR = math.log(2.2250738585072014e-308)
-"""About -708.4, the log of the smallest normal float. Sums use max(lp, floor) so that a token
-of probability 0 (lp = -inf) keeps every figure finite; its probability still reads as 0."""
 
 _exp = math.exp
 _log = math.log
@@ -43,6 +42,9 @@ def score_confidence(
     low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD,
 ) -> ConfidenceReport:
     """Score one response's tokens. See the module docstring for the formulas.
+
+    ``fields`` holds one ``FieldConfidence`` per leaf value when the answer is JSON (see
+    ``observability._field_confidence``), else ``()``.
 
     ``skipped`` adds the malformed entries ``extract_token_logprobs`` left out (its
     ``skipped`` attribute) to tokens skipped here (NaN or clearly positive logprobs).
@@ -76,7 +78,8 @@ def score_confidence(
         if not alternatives:
             continue
         # The alternatives: k valid ones, z = sum p_i, weighted = sum p_i ln p_i (p_i > 0), the two
-        # largest p. NaN or clearly positive alternatives are ignored.
+        # largest p. NaN or clearly positive alternatives are ignored. (A version doing this in C
+        # with map/sum/max per token measured 1.5x slower on 5 alternatives: call overheads.)
         k = 0
         first = second = z = weighted = 0.0
         for _, alp in alternatives:
@@ -108,15 +111,23 @@ def score_confidence(
             negentropy_n += 1
             margin_sum += first - second
             margin_n += 1
-    spans = _spans(low, token_offsets(tokens)[1]) if low else ()
+    # Character ranges are needed for low-confidence spans and for the fields of a JSON answer;
+    # a plain-text answer with no low-confidence token skips them (``may_hold_json`` is cheap).
+    spans: tuple[LowConfidenceSpan, ...] = ()
+    fields: tuple[FieldConfidence, ...] = ()
+    if low or (n and may_hold_json(tokens)):
+        text, offsets = token_offsets(tokens)
+        if low:
+            spans = _spans(low, offsets)
+        fields = fields_in(tokens, text, offsets)
     return _report(threshold, skipped, n, total, min_lp, len(low), entropy_sum, entropy_n,
-                   negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans)
+                   negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans, fields)
 
 
 def _report(threshold: float, skipped: int, n: int, total: float, min_lp: float, low_count: int,
             entropy_sum: float, entropy_n: int, negentropy_sum: float, negentropy_n: int,
             margin_sum: float, margin_n: int, mass_sum: float,
-            spans: tuple[LowConfidenceSpan, ...]) -> ConfidenceReport:
+            spans: tuple[LowConfidenceSpan, ...], fields: tuple[FieldConfidence, ...]) -> ConfidenceReport:
     """The report from the sums of one pass (see the module docstring)."""
     if n == 0:
         return ConfidenceReport(
@@ -141,6 +152,7 @@ def _report(threshold: float, skipped: int, n: int, total: float, min_lp: float,
         mean_top_margin=margin_sum / margin_n if margin_n else None,
         top_k_mass=mass_sum / entropy_n if entropy_n else None,
         low_confidence_spans=spans,
+        fields=fields,
     )
 
 

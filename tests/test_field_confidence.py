@@ -18,7 +18,7 @@ from observability._field_confidence import FieldConfidence, field_confidence
 from observability._local_model import MODEL_NAME
 from observability._score import LOGPROB_FLOOR
 from observability._types import TokenLogprob
-from tests.conftest import raw_chat_completion
+from tests.conftest import raw_chat_completion, raw_chat_stream
 from tests.fuzzing import fuzz
 from tests.test_core_extract import seed_korean_payload
 
@@ -550,3 +550,50 @@ def test_function_calling_logprobs_cover_the_message_content_only(chat_model: An
     assert text.strip() == raw.content.strip()
     fields = field_confidence(extract_token_logprobs(payload))
     assert all(text[f.start:f.end] for f in fields)
+
+
+# --- the handler puts the fields in every report -------------------------------------------------
+
+@pytest.mark.real_model
+@pytest.mark.parametrize("streamed", [False, True], ids=["invoke", "stream"])
+def test_handler_report_carries_the_fields_of_the_raw_response(chat_model: Any, local_model: Any,
+                                                               streamed: bool) -> None:
+    from observability import ConfidenceCallbackHandler, ResponseRecord
+
+    body = person_body(max_tokens=300)
+    records: list[ResponseRecord] = []
+    handler = ConfidenceCallbackHandler(exporters=(), on_report=records.append)
+    llm = chat_model(max_tokens=300, logprobs=True, top_logprobs=3).bind(response_format=body["response_format"])
+    config: Any = {"callbacks": [handler]}
+    if streamed:
+        for _ in llm.stream(body["messages"][0]["content"], config=config):
+            pass
+        events = raw_chat_stream(local_model.base_url, body)
+        entries = [e for event in events for choice in event.get("choices", [])
+                   for e in ((choice.get("logprobs") or {}).get("content") or [])]
+    else:
+        llm.invoke(body["messages"][0]["content"], config=config)
+        entries = raw_chat_completion(local_model.base_url, body)["choices"][0]["logprobs"]["content"]
+    assert handler.open_runs == 0 and not handler.errors
+    [record] = records
+    assert record.report is not None and record.report.token_count == len(entries)
+    # the same fields as field_confidence on the raw response's tokens ...
+    expected = field_confidence(extract_token_logprobs({"content": entries}))
+    assert [f.path for f in expected][:len(PERSON_PATHS)] == PERSON_PATHS
+    assert [f.path for f in record.report.fields] == [f.path for f in expected]
+    for got, want in zip(record.report.fields, expected, strict=True):
+        assert (got.start, got.end, got.token_count) == (want.start, want.end, want.token_count)
+        assert got.sequence_logprob == pytest.approx(want.sequence_logprob, abs=1e-9)
+        assert got.min_token_probability == pytest.approx(want.min_token_probability, abs=1e-9)
+    # ... and figures computed from the raw entries without our code
+    spelled = b"".join(bytes(e["bytes"]) for e in entries).decode()
+    assert_fields_match_raw(record.report.fields, entries, spelled)
+
+
+def test_plain_answers_and_reports_without_json_get_no_fields() -> None:
+    from observability import score_confidence
+
+    assert score_confidence(tokens_of("The", " capital", " is", " Paris", ".")).fields == ()
+    assert score_confidence([]).fields == ()
+    report = score_confidence(tokens_of('{"', "a", '":', " 1", "}"))
+    assert [(f.path, f.token_count) for f in report.fields] == [("/a", 1)]
