@@ -184,11 +184,10 @@ def test_langgraph_paths(path: str, local_model: LocalModelServer, chat_model: A
     assert_figures(one(records, h), entries(local_model.base_url))
 
 
-# ---- a proxy in front of the model: dated model names, streams cut mid-way -----------------------
+# ---- a proxy in front of the model: dated model names -------------------------------------------
 @contextmanager
-def proxy(upstream: str, *, cut_after_events: int | None = None) -> Iterator[str]:
-    """A loopback proxy to the model: answers name the model ``DATED``; with ``cut_after_events``
-    a stream sends an error event after that many events and drops the connection."""
+def proxy(upstream: str) -> Iterator[str]:
+    """A loopback proxy to the model whose answers name the model ``DATED``."""
 
     class Handler(QuietHandler):
         protocol_version = "HTTP/1.0"  # the body ends when the connection closes
@@ -205,17 +204,11 @@ def proxy(upstream: str, *, cut_after_events: int | None = None) -> Iterator[str
                     data["model"] = DATED
                     self.wfile.write(json.dumps(data).encode())
                     return
-                sent = 0
                 for line in response.iter_lines():
                     if line.startswith("data: {"):
-                        if cut_after_events is not None and sent >= cut_after_events:
-                            # what a provider sends when generation fails mid-way; then the line drops
-                            self.wfile.write(b'data: {"error": {"message": "cut", "type": "server_error"}}\n\n')
-                            return
                         event = json.loads(line[6:])
                         event["model"] = DATED
                         line = "data: " + json.dumps(event)
-                        sent += 1
                     self.wfile.write(line.encode() + b"\n")
                     self.wfile.flush()
 
@@ -233,3 +226,159 @@ def test_a_dated_answer_keeps_the_requested_model_as_the_label(local_model: Loca
     labels = MetricLabels()
     assert {labels.values(r) for r in records} == {("openai", MODEL_NAME)}
     assert records[0].start.request_model == MODEL_NAME
+
+
+# ---- a create_agent agent that calls a tool --------------------------------------------------------
+# The bundled model's chat template knows no tools, and llama.cpp then ignores `tools` and
+# `tool_choice`. So a loopback proxy plays the part of a provider that parses tool calls: a request
+# offering tools (before any tool result) goes to the model with a JSON schema that makes it write the
+# call, `{"name": "get_weather", "arguments": {"city": ...}}`, and the answer comes back as that tool
+# call, its logprobs untouched; a request after the tool result goes to the model as plain text turns.
+# The proxy keeps each request it sent upstream; each is then sent again, raw, for the expected figures.
+CALL_SCHEMA = {"type": "object", "required": ["name", "arguments"], "properties": {
+    "name": {"type": "string", "enum": ["get_weather"]},
+    "arguments": {"type": "object", "required": ["city"],
+                  "properties": {"city": {"type": "string", "maxLength": 12}}}}}
+AGENT_QUESTION = "What is the weather in Paris?"
+
+
+def upstream_request(request: dict[str, Any]) -> dict[str, Any]:
+    """What the tool-calling proxy sends the model for ``request`` (see above)."""
+    messages = request["messages"]
+    sent = {k: v for k, v in request.items() if k not in ("tools", "tool_choice", "parallel_tool_calls")}
+    if not any(m["role"] == "tool" for m in messages):
+        sent["response_format"] = {"type": "json_schema", "json_schema": {"name": "call", "schema": CALL_SCHEMA}}
+        return sent
+    plain = []
+    for m in messages:
+        if m["role"] == "tool":
+            plain.append({"role": "user", "content": f"The tool answered: {m['content']}"})
+        elif m.get("tool_calls"):
+            plain.append({"role": "assistant", "content": json.dumps(m["tool_calls"][0]["function"])})
+        else:
+            plain.append({"role": m["role"], "content": m["content"]})
+    sent["messages"] = plain
+    return sent
+
+
+@contextmanager
+def tool_calling_proxy(upstream: str, sent: list[dict[str, Any]]) -> Iterator[str]:
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            forward = upstream_request(request)
+            sent.append(forward)
+            data = httpx.post(f"{upstream}/chat/completions", json=forward, timeout=300).json()
+            if "response_format" in forward and "response_format" not in request:
+                choice = data["choices"][0]
+                call = json.loads(choice["message"]["content"])
+                choice["message"] = {"role": "assistant", "content": None, "tool_calls": [
+                    {"id": "call_0", "type": "function",
+                     "function": {"name": call["name"], "arguments": json.dumps(call["arguments"])}}]}
+                choice["finish_reason"] = "tool_calls"
+            out = json.dumps(data).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(out)))
+            self.end_headers()
+            self.wfile.write(out)
+
+    with serving(Handler) as url:
+        yield f"{url}/v1"
+
+
+def test_create_agent_that_calls_a_tool(local_model: LocalModelServer, chat_model: Any) -> None:
+    from langchain.agents import create_agent
+    from langchain_core.messages import AIMessage, ToolMessage
+    from langchain_core.tools import tool
+
+    calls: list[str] = []
+
+    @tool
+    def get_weather(city: str) -> str:
+        """Get the current weather in a city."""
+        calls.append(city)
+        return f"It is sunny and 21 degrees in {city}."
+
+    sent: list[dict[str, Any]] = []
+    h, records = handler()
+    with tool_calling_proxy(local_model.base_url, sent) as url:
+        llm = chat_model(max_tokens=80, logprobs=True, top_logprobs=TOP, base_url=url)
+        agent = create_agent(llm, tools=[get_weather])
+        out = agent.invoke({"messages": [HumanMessage(AGENT_QUESTION)]},
+                           config={"callbacks": [h], "recursion_limit": 6})
+    messages = out["messages"]
+    assert calls and isinstance(messages[1], AIMessage) and messages[1].tool_calls, messages
+    assert isinstance(messages[2], ToolMessage) and isinstance(messages[-1], AIMessage)
+    # one record per model run, in order: the tool call, then the answer after the tool's result
+    assert len(records) == len(sent) == 2 and h.open_runs == 0 and not h.errors
+    for record, request in zip(records, sent, strict=True):
+        raw = raw_chat_completion(local_model.base_url, request)["choices"][0]["logprobs"]["content"]
+        assert_figures(record, raw)
+    assert records[0].finish_reason == "tool_calls" and records[1].finish_reason in ("stop", "length")
+
+
+# ---- a stream cut mid-way through a real HTTP connection -------------------------------------------
+@contextmanager
+def cutting_proxy(upstream: str, events: int, forwarded: list[dict[str, Any]]) -> Iterator[str]:
+    """Forwards a streamed answer as HTTP/1.1 chunks: the first ``events`` SSE events (kept in
+    ``forwarded``), then the head of a chunk that never arrives, and the connection closes. The
+    client's HTTP parser then raises (an incomplete chunked body), as on a dropped connection."""
+
+    class Handler(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            request = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            self.close_connection = True
+            with httpx.Client(timeout=300) as client, client.stream(
+                    "POST", f"{upstream}/chat/completions", json=request) as response:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/event-stream")
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for line in response.iter_lines():
+                    if not line.startswith("data: {"):
+                        continue
+                    if len(forwarded) == events:
+                        self.wfile.write(b"400\r\ndata: {\"choi")  # 1,024 bytes announced, 12 sent
+                        self.wfile.flush()
+                        return
+                    forwarded.append(json.loads(line[6:]))
+                    piece = line.encode() + b"\n\n"
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(piece), piece))
+                    self.wfile.flush()
+
+    with serving(Handler) as url:
+        yield f"{url}/v1"
+
+
+@pytest.mark.parametrize("path", ["stream", "astream"])
+def test_a_stream_cut_mid_way_counts_one_error_with_the_partial_report(path: str, local_model: LocalModelServer,
+                                                                     chat_model: Any) -> None:
+    from prometheus_client import CollectorRegistry
+
+    from observability.exporters import PrometheusExporter
+
+    registry = CollectorRegistry()
+    records: list[ResponseRecord] = []
+    h = ConfidenceCallbackHandler(exporters=[PrometheusExporter(registry=registry)], on_report=records.append)
+    forwarded: list[dict[str, Any]] = []
+    with cutting_proxy(local_model.base_url, 9, forwarded) as url:
+        llm = llm_for(chat_model, base_url=url)
+        with pytest.raises(Exception) as raised:  # which one: see the chain below
+            STREAMED[path](llm, {"callbacks": [h]})
+    chain, error = [], raised.value  # the SDK's connection error, caused by the HTTP parser's own
+    while error is not None:
+        chain.append(error)
+        error = error.__cause__ or error.__context__
+    assert any("incomplete chunked read" in str(e) for e in chain), chain  # httpcore's RemoteProtocolError
+    entries = [e for event in forwarded for choice in event.get("choices", [])
+               for e in ((choice.get("logprobs") or {}).get("content") or [])]
+    assert 5 <= len(entries) <= 9, len(entries)  # the role event carries none
+    record = one(records, h)
+    assert_figures(record, entries, status="error")
+    assert registry.get_sample_value("llm_responses_total", {
+        "status": "error", "logprobs": "present", "provider": "openai", "model": MODEL_NAME}) == 1
+    assert sum(s.value for m in registry.collect() if m.name == "llm_responses" for s in m.samples
+               if s.name == "llm_responses_total") == 1
