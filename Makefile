@@ -66,7 +66,7 @@ $(PHOENIX_VENV)/.installed:
 	touch $@
 
 lint: setup
-	$(VENV)/bin/ruff check observability tests benchmarks
+	$(VENV)/bin/ruff check observability tests benchmarks tools
 	$(VENV)/bin/mypy
 
 # The contributor's loop (< 2 min once set up): lint, types and every test that needs no real part.
@@ -107,7 +107,7 @@ evaluate: setup
 # The stack without Docker: Prometheus (rules + console dashboard) and the demo on 127.0.0.1.
 # Ctrl-C stops both. Console dashboard: http://127.0.0.1:9090/consoles/llm-confidence.html
 stack: setup system-deps
-	$(PY) -m observability._stack
+	$(PY) -m tools.stack
 
 # Grafana's own schema (@grafana/schema of the pinned Grafana) and tsc, to type-check the dashboard
 # JSON (tests/test_deploy_grafana.py). Versions are locked in deploy/grafana/package-lock.json.

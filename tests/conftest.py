@@ -74,7 +74,7 @@ def phoenix() -> Iterator[Any]:
 def prometheus() -> Iterator[Any]:
     """A factory: ``prometheus(targets)`` starts a real Prometheus scraping ``host:port`` targets
     every second (exemplar storage on); every server started is stopped after the test."""
-    from observability._prometheus_server import PrometheusServer
+    from tools.prometheus_server import PrometheusServer
 
     started: list[PrometheusServer] = []
 

@@ -25,7 +25,6 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability._local_model import MODEL_NAME, LocalModelServer
-from observability._prometheus_server import PrometheusServer, scrape_job
 from observability.exporters import default_exporters
 from tests.conftest import start_or_fail
 from tests.deploy_support import (
@@ -39,6 +38,7 @@ from tests.deploy_support import (
     shrunk_rules,
 )
 from tests.export_support import OtelSinks
+from tools.prometheus_server import PrometheusServer, scrape_job
 
 pytestmark = [pytest.mark.real_model, pytest.mark.real_backend]
 

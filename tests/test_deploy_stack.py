@@ -1,4 +1,4 @@
-"""The stack without Docker: ``python -m observability._stack`` starts Prometheus (rules + console
+"""The stack without Docker: ``python -m tools.stack`` starts Prometheus (rules + console
 dashboard) and the demo app on loopback; after real traffic the console dashboard is loaded in
 headless Chromium, its rendered page is read and a screenshot kept in tests/artifacts/; then the
 stack is stopped with SIGTERM and every process it started must be gone.
@@ -79,7 +79,7 @@ def stack() -> Iterator[RunningStack]:
         metrics_port = free_port()
     url = f"http://127.0.0.1:{prometheus_port}"
     process = ManagedProcess(
-        "stack", [sys.executable, "-m", "observability._stack", "--prometheus-port", str(prometheus_port),
+        "stack", [sys.executable, "-m", "tools.stack", "--prometheus-port", str(prometheus_port),
                   "--metrics-port", str(metrics_port), "--pause", "1"],
         f"{url}/consoles/llm-confidence.html", cwd=REPO, startup_timeout=300)
     for started in running(process, "the stack"):

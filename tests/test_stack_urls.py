@@ -8,8 +8,8 @@ import urllib.request
 
 import pytest
 
-from observability._stack import Stack, StackOptions
 from tests.conftest import start_or_fail
+from tools.stack import Stack, StackOptions
 
 
 def status(url: str) -> int:

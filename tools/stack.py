@@ -1,6 +1,6 @@
 """The stack without Docker: Prometheus with our rules and console dashboard, plus the demo app.
 
-``python -m observability._stack`` (or ``make stack``) starts, on 127.0.0.1 only:
+``python -m tools.stack`` (or ``make stack``) starts, on 127.0.0.1 only:
 
 - the demo (``python -m observability demo --requests 0``: a LangChain app calling the bundled
   model in rounds, or OpenAI when ``OPENAI_API_KEY`` is set) serving ``/metrics``;
@@ -15,7 +15,7 @@ own terminal output and ``/metrics`` still show them.
 
 It prints the URLs and runs until Ctrl-C or SIGTERM, then stops exactly the two processes it
 started (by PID), also when one of them fails. It runs from a source checkout: the configuration
-lives in ``deploy/`` next to the package.
+lives in ``deploy/`` beside this folder.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ from typing import TextIO
 
 from observability._demo import DELIBERATE_ERROR, DEMO_CASE_KEY
 from observability._process import ManagedProcess, ProcessStartError, free_port, port_in_use
-from observability._prometheus_server import PrometheusError, PrometheusServer, scrape_job
+from tools.prometheus_server import PrometheusError, PrometheusServer, scrape_job
 
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"
 DEFAULT_PROMETHEUS_PORT = 9090
@@ -195,7 +195,7 @@ def run(options: StackOptions, out: TextIO = sys.stdout) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m observability._stack",
+        prog="python -m tools.stack",
         description="Run the demo app and Prometheus (rules + console dashboard) on 127.0.0.1, without Docker.")
     parser.add_argument("--prometheus-port", type=int, default=DEFAULT_PROMETHEUS_PORT, metavar="PORT",
                         help=f"Prometheus web UI and API (default {DEFAULT_PROMETHEUS_PORT}; 0 picks a free port)")
