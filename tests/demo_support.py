@@ -8,8 +8,8 @@ import os
 import uuid
 from pathlib import Path
 
-from observability import TokenLogprobs, extract_token_logprobs
-from observability._types import ResponseRecord, RunStart
+from observability import extract_token_logprobs
+from observability._types import ResponseRecord, RunStart, TokenLogprobs
 
 KOREAN_SEED = Path("/work/shared/seeds/004_3e01e40e1f640dc1.txt")
 KOREAN_TEXT = "대한민국의 수도는 서울입니다."  # the answer printed in the seed
@@ -51,7 +51,8 @@ def expected_pieces(tokens: TokenLogprobs) -> list[tuple[str, list[int]]]:
 def record_for(tokens: TokenLogprobs, *, text: str | None = None, status: str = "ok",
                model: str = "gpt-3.5-turbo", question: str | None = None) -> ResponseRecord:
     """A ResponseRecord as the handler would build it for these tokens (asked ``question``)."""
-    from observability import score_confidence, token_offsets
+    from observability import score_confidence
+    from observability.report import token_offsets
 
     start = RunStart(run_id=uuid.uuid4(), parent_run_id=None, kind="chat", name="ChatOpenAI",
                      started_at_ns=1_700_000_000_000_000_000, provider="openai", request_model=model,

@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 
-from observability import AttachConfig, ConfigError
+from observability import ConfigError
+from observability._config import AttachConfig
 from observability._dedupe import RunClaims
 
 

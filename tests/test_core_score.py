@@ -9,13 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from observability import (
-    DEFAULT_LOW_CONFIDENCE_THRESHOLD,
-    TokenLogprob,
-    extract_token_logprobs,
-    score_confidence,
-    token_offsets,
-)
+from observability import DEFAULT_LOW_CONFIDENCE_THRESHOLD, TokenLogprob, extract_token_logprobs, score_confidence
+from observability.report import token_offsets
 from tests.fuzzing import fuzz
 from tests.test_core_extract import seed_english_stream, seed_korean_payload
 

@@ -299,8 +299,9 @@ def json_answer_record() -> ResponseRecord:
     import math
     from dataclasses import replace
 
-    from observability import TokenLogprob, TokenLogprobs, score_confidence
+    from observability import TokenLogprob, score_confidence
     from observability._field_confidence import field_confidence
+    from observability._types import TokenLogprobs
 
     pieces = [("{\"", 0.99), ("city", 0.99), ("\":", 0.99), (" \"", 0.9), ("Seoul", 0.8), ("\",", 0.99),
               (" \"", 0.99), ("founded", 0.99), ("\":", 0.99), (" 13", 0.3), ("94", 0.6), ("}", 0.99)]

@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from observability import ConfidenceCallbackHandler, ResponseRecord, TokenLogprob, TokenLogprobs
+from observability import ConfidenceCallbackHandler, ResponseRecord, TokenLogprob
 from observability._local_model import MODEL_NAME, LocalModelServer
+from observability._types import TokenLogprobs
 from observability.exporters._jsonl import FORMAT, JsonlRecorder, RecordFileError, read_records
 from tests.conftest import raw_chat_completion
 from tests.demo_support import korean_tokens, record_for
