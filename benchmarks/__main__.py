@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
                         help=f"comma-separated, from: {', '.join(cfg.KEYS)} (default: all)")
     parser.add_argument("--workloads", default="w1,w2,w3,w3c,w4",
                         help="comma-separated, from: w1,w2,w3,w3c,w4 (w3c: workload 3 through the real ChatOpenAI)")
+    parser.add_argument("--before", metavar="TREE", type=Path,
+                        help="also measure an older copy of the package: TREE holds its observability/ (C "
+                             "extension built in place, if it has one); see benchmarks/before.py")
+    parser.add_argument("--before-label", default="before",
+                        help="what the older copy is, for the report (e.g. a commit: '3668d0d, C accelerator')")
     parser.add_argument("--render-only", action="store_true",
                         help="measure nothing: rewrite RESULTS.md's table from benchmarks/results.json")
     parser.add_argument("--no-write", action="store_true", help="print the table, leave RESULTS.md alone")
@@ -56,9 +61,21 @@ def main(argv: list[str] | None = None) -> int:
     if names[0] != cfg.BASELINE:
         names.insert(0, cfg.BASELINE)
     sinks = cfg.Sinks()
-    configurations = cfg.build(names, sinks)
+    before_sinks = cfg.Sinks()
+    old = None
+    if args.before is not None:
+        from benchmarks import before
+
+        old = before.load(args.before)
+        progress(f"before: {args.before_label} from {args.before} ({before.describe(old)})")
+    configurations = cfg.build(names, sinks, before=old, before_sinks=before_sinks)
     data: dict[str, Any] = {"machine": _machine(), "started": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
-                            "args": vars(args), "workloads": []}
+                            "args": {**vars(args), "before": None if args.before is None else str(args.before)},
+                            "workloads": []}
+    if old is not None:
+        from benchmarks import before
+
+        data["before"] = {"label": args.before_label, "tree": str(args.before), "speedups": before.describe(old)}
     chosen = {k.strip() for k in args.workloads.split(",")}
     for workload in [w for w in workloads.standard(args.scale) if w.key in chosen]:
         rounds = args.rounds_concurrent if workload.key == "w4" else args.rounds
@@ -67,6 +84,11 @@ def main(argv: list[str] | None = None) -> int:
             probes = harness.read_floor_probes(workload.tokens)
         elif workload.key == "w3":
             probes = harness.read_floor_probes(workload.tokens, calls=workload.units)
+            probes.append(harness.end_of_run_probe(harness.END_OF_RUN, cfg.ConfidenceCallbackHandler,
+                                                   workload.tokens, calls=workload.units))
+            if old is not None:
+                probes.append(harness.end_of_run_probe(harness.BEFORE_END_OF_RUN, old.ConfidenceCallbackHandler,
+                                                       workload.tokens, calls=workload.units))
         results = harness.interleave(workload, configurations, rounds, probes=probes, progress=progress)
         harness.peak_memory(workload, configurations, results)
         progress(f"{workload.key} memory done")
@@ -92,8 +114,10 @@ def main(argv: list[str] | None = None) -> int:
                         "growth_bytes_per_run": leak.growth_bytes_per_run, "swing_kib": leak.swing_kib,
                         "full_exporters": bool(exporters)}
     sinks.flush()
-    data["spans_by_scope"] = dict(sinks.span_exporter.by_scope)
+    before_sinks.flush()
+    data["spans_by_scope"] = dict(sinks.span_exporter.by_scope + before_sinks.span_exporter.by_scope)
     sinks.shutdown()
+    before_sinks.shutdown()
     data["finished"] = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
     if args.no_write:
         print(render(data))

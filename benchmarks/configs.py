@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from types import ModuleType
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
@@ -32,7 +33,11 @@ SCORING = "ours, scoring only"
 FULL = "ours, full"
 OPENINFERENCE = "OpenInference"
 OPENLLMETRY = "OpenLLMetry"
+BEFORE_SCORING = "before: ours, scoring only"
+BEFORE_FULL = "before: ours, full"
+"""The same two configurations of an older copy of the package (``--before``, ``benchmarks/before.py``)."""
 ALL = (BASELINE, NOOP, SCORING, FULL, OPENINFERENCE, OPENLLMETRY)
+BEFORE = (BEFORE_SCORING, BEFORE_FULL)
 PEERS = (OPENINFERENCE, OPENLLMETRY)
 KEYS = {"baseline": BASELINE, "noop": NOOP, "scoring": SCORING, "full": FULL, "openinference": OPENINFERENCE,
         "openllmetry": OPENLLMETRY}
@@ -103,7 +108,7 @@ class Configuration:
     name: str
     callbacks: list[BaseCallbackHandler]
     manager_init: Any
-    handler: ConfidenceCallbackHandler | None = None
+    handler: Any = None  # ours (or the older copy's handler): checked for open runs and failures
 
     @contextmanager
     def active(self) -> Iterator[None]:
@@ -127,10 +132,16 @@ def _instrumented_init(instrument: Callable[[], Any], uninstrument: Callable[[],
     return wrapped
 
 
-def build(names: Sequence[str], sinks: Sinks) -> list[Configuration]:
-    """Build the named configurations (see ``ALL``). Peers need the benchmark environment."""
+def build(names: Sequence[str], sinks: Sinks, *, before: ModuleType | None = None,
+          before_sinks: Sinks | None = None) -> list[Configuration]:
+    """Build the named configurations (see ``ALL``). Peers need the benchmark environment.
+    With ``before`` (an older copy of the package, ``benchmarks.before.load``), ``BEFORE``'s two
+    configurations are added at the end, exporting to ``before_sinks`` (their own registry and
+    providers, so the two copies' instruments never meet)."""
     plain = BaseCallbackManager.__dict__["__init__"]
     configs: list[Configuration] = []
+    if before is not None:
+        names = [*names, *BEFORE]
     for name in names:
         if name == BASELINE:
             configs.append(Configuration(name, [], plain))
@@ -158,6 +169,18 @@ def build(names: Sequence[str], sinks: Sinks) -> list[Configuration]:
                                             meter_provider=sinks.meter_provider),
                 ol.uninstrument)
             configs.append(Configuration(name, [], init))
+        elif name in BEFORE and before is not None:
+            exporters: list[Any] = []
+            if name == BEFORE_FULL:
+                from importlib import import_module
+
+                old = import_module(f"{before.__name__}.exporters")
+                target = before_sinks or Sinks()
+                exporters = list(old.default_exporters(tracer_provider=target.tracer_provider,
+                                                       meter_provider=target.meter_provider,
+                                                       registry=target.registry))
+            handler = before.ConfidenceCallbackHandler(exporters=exporters)
+            configs.append(Configuration(name, [handler], plain, handler))
         else:
             raise ValueError(f"unknown configuration {name!r}; choose from {', '.join(ALL)}")
     return configs

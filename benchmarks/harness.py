@@ -11,10 +11,12 @@ import gc
 import statistics
 import time
 import tracemalloc
+import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
-from langchain_core.callbacks import CallbackManager
+from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
 from langchain_core.messages import HumanMessage
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
 
@@ -199,3 +201,59 @@ def read_floor_probes(n_tokens: int, calls: int = 1) -> list[Probe]:
 
 READ_FLOOR = "floor: read the logprobs"
 READ_EXP_FLOOR = "floor: read + exp()"
+
+
+# ---- end-of-run work: what on_llm_end costs, measured on the handler itself -----------------
+class _Capture(BaseCallbackHandler):
+    """Keeps the start and end events of one chat model run, as LangChain delivers them."""
+
+    run_inline = True
+
+    def __init__(self) -> None:
+        self.start: tuple[Any, Any, dict[str, Any]] | None = None
+        self.end: Any = None
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, **kwargs: Any) -> None:
+        kwargs = {k: v for k, v in kwargs.items() if k not in ("run_id", "parent_run_id")}
+        self.start = (serialized, messages, kwargs)
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.end = response
+
+
+def end_of_run_probe(name: str, handler_class: Any, n_tokens: int, calls: int = 1) -> Probe:
+    """The handler's end-of-run work on an invoked ``n_tokens``-token, 5-alternative response:
+    ``on_llm_end`` alone (extract, score, build the record; ``exporters=()``, so no export), fed
+    the very events ``invoke`` gives a handler. ``on_chat_model_start`` runs outside the timer.
+    ``calls`` runs per sample, like the floor probes."""
+    capture = _Capture()
+    FakeLogprobChatModel(n_tokens=n_tokens).invoke("Which city is the capital of Australia?",
+                                                  config={"callbacks": [capture]})
+    if capture.start is None or capture.end is None:
+        raise RuntimeError("the fake model's invoke did not deliver start and end events")
+    serialized, messages, start_kwargs = capture.start
+    response = capture.end
+    handler = handler_class(exporters=())
+    reports: list[Any] = []
+    handler.on_report = reports.append
+
+    def run() -> Sample:
+        elapsed = 0
+        for _ in range(calls):
+            run_id = uuid.uuid4()
+            handler.on_chat_model_start(serialized, messages, run_id=run_id, **start_kwargs)
+            start = time.perf_counter_ns()
+            handler.on_llm_end(response, run_id=run_id)
+            elapsed += time.perf_counter_ns() - start
+        if len(reports) != calls or reports[-1].report is None or reports[-1].report.token_count != n_tokens:
+            raise AssertionError(f"{name}: expected {calls} scored records of {n_tokens} tokens, got {reports[-1:]}")
+        if handler.open_runs or handler.errors:
+            raise AssertionError(f"{name}: open_runs={handler.open_runs}, errors={dict(handler.errors)}")
+        reports.clear()
+        return Sample(elapsed)
+
+    return name, run
+
+
+END_OF_RUN = "end of run: ours"
+BEFORE_END_OF_RUN = "end of run: before"

@@ -4,8 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from benchmarks.configs import BASELINE, FULL, NOOP, PEERS
-from benchmarks.harness import READ_EXP_FLOOR, READ_FLOOR
+from benchmarks.configs import BASELINE, BEFORE_FULL, BEFORE_SCORING, FULL, NOOP, PEERS, SCORING
+from benchmarks.harness import BEFORE_END_OF_RUN, END_OF_RUN, READ_EXP_FLOOR, READ_FLOOR
+
+PROBES = (READ_FLOOR, READ_EXP_FLOOR, END_OF_RUN, BEFORE_END_OF_RUN)
+END_OF_RUN_LIMIT = 2.5  # issue 13: end-of-run work ≤ 2.5× the read + exp() floor
+ABOVE_NOOP_LIMIT = 0.06  # issue 13: the full handler on workload 1 ≤ 6 points above the no-op handler
+PER_CHUNK_LIMIT = 1.5  # issue 14: per-chunk cost ≤ 1.5× the no-op handler's
 
 
 def _pct(ratio: float | None) -> str:
@@ -28,8 +33,7 @@ def _per_chunk_ratio(data: dict[str, Any], name: str) -> float | None:
     costs = data.get("per_chunk_ns", {})
     if name not in costs or NOOP not in costs:
         return None
-    ratios = sorted(c / n for c, n in zip(costs[name], costs[NOOP], strict=True) if n > 0)
-    return ratios[len(ratios) // 2] if ratios else None
+    return _median([c / n for c, n in zip(costs[name], costs[NOOP], strict=True) if n > 0])
 
 
 def _share(data: dict[str, Any], key: str, name: str) -> str:
@@ -38,15 +42,44 @@ def _share(data: dict[str, Any], key: str, name: str) -> str:
     return "–" if r is None else f"{r * 100:.1f}%"
 
 
-def _above_noop(data: dict[str, Any], key: str) -> float | None:
+def _median(values: list[float]) -> float | None:
+    values = sorted(values)
+    if not values:
+        return None
+    middle = len(values) // 2
+    return values[middle] if len(values) % 2 else (values[middle - 1] + values[middle]) / 2
+
+
+def _above_noop(data: dict[str, Any], key: str, name: str = FULL) -> float | None:
     """Median over rounds of (ours, full − the no-op handler) / the baseline: what our code adds
     on top of LangChain's dispatch of every event to a handler."""
     workload = _get(data, key)
-    if workload is None or FULL not in workload["configs"] or NOOP not in workload["configs"]:
+    if workload is None or name not in workload["configs"] or NOOP not in workload["configs"]:
         return None
-    diffs = sorted(a - b for a, b in zip(workload["configs"][FULL]["ratios"], workload["configs"][NOOP]["ratios"],
-                                         strict=True))
-    return diffs[len(diffs) // 2] if diffs else None
+    return _median([a - b for a, b in zip(workload["configs"][name]["ratios"], workload["configs"][NOOP]["ratios"],
+                                          strict=True)])
+
+
+def end_of_run_ratio(data: dict[str, Any], name: str = END_OF_RUN) -> float | None:
+    """Median over workload 3's rounds of (the end-of-run probe's time / the read + exp() floor's
+    time in the same round): both are stored as ratios to that round's baseline."""
+    workload = _get(data, "w3")
+    if workload is None or name not in workload["configs"] or READ_EXP_FLOOR not in workload["configs"]:
+        return None
+    return _median([a / b for a, b in zip(workload["configs"][name]["ratios"],
+                                          workload["configs"][READ_EXP_FLOOR]["ratios"], strict=True) if b > 0])
+
+
+def _points(value: float | None) -> str:
+    return "–" if value is None else f"{value * 100:+.1f} points"
+
+
+def _times(value: float | None) -> str:
+    return "–" if value is None else f"{value:.2f}×"
+
+
+def _with_before(after: str, before: str | None) -> str:
+    return after if before is None else f"{after} (before: {before})"
 
 
 def _floors(data: dict[str, Any], key: str) -> str:
@@ -62,17 +95,31 @@ def _floors(data: dict[str, Any], key: str) -> str:
 
 
 def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
-    """(target, measured, met) for issue 7's targets; met is None when not measured."""
+    """(target, measured, met) for issues 13 and 14, then issue 7's; met is None when not measured.
+    With an older copy measured (``--before``), its figure is shown beside; met is ours."""
+    has_before = "before" in data
     rows: list[tuple[str, str, bool | None]] = []
+    eor = end_of_run_ratio(data)
+    rows.append((f"end-of-run work ÷ floor ≤ {END_OF_RUN_LIMIT}× (issue 13: `on_llm_end` with `exporters=()` on "
+                 "a 1,000-token, 5-alternative response ÷ reading + exp() of its logprobs in Python, same rounds)",
+                 _with_before(_times(eor), _times(end_of_run_ratio(data, BEFORE_END_OF_RUN)) if has_before else None),
+                 None if eor is None else eor <= END_OF_RUN_LIMIT))
+    above = _above_noop(data, "w1")
+    rows.append((f"full handler on workload 1 ≤ {ABOVE_NOOP_LIMIT * 100:.0f} points above the no-op handler "
+                 "(issue 13)",
+                 _with_before(_points(above), _points(_above_noop(data, "w1", BEFORE_FULL)) if has_before else None)
+                 + f"; the no-op handler itself: {_pct(_overhead(data, 'w1', NOOP))}",
+                 None if above is None else above <= ABOVE_NOOP_LIMIT))
+    chunk = _per_chunk_ratio(data, FULL)
+    rows.append((f"per-chunk cost ≤ {PER_CHUNK_LIMIT}× the no-op handler's (issue 14)",
+                 _with_before(_times(chunk), _times(_per_chunk_ratio(data, BEFORE_FULL)) if has_before else None),
+                 None if chunk is None else chunk <= PER_CHUNK_LIMIT))
     for key, limit in (("w1", 0.10), ("w2", 0.25)):
         r = _overhead(data, key, FULL)
-        rows.append((f"full handler overhead on workload {key[1]} ≤ {limit:.0%}",
+        rows.append((f"full handler overhead on workload {key[1]} ≤ {limit:.0%} (issue 7)",
                      _pct(r) + _floors(data, key), None if r is None else r - 1 <= limit))
-    chunk = _per_chunk_ratio(data, FULL)
-    rows.append(("work per streamed chunk ≤ 1.5× the no-op handler's",
-                 "–" if chunk is None else f"{chunk:.2f}×", None if chunk is None else chunk <= 1.5))
     r = _overhead(data, "w3", FULL)
-    rows.append(("scoring + export of a 1,000-token response ≤ 5% of producing it",
+    rows.append(("scoring + export of a 1,000-token response ≤ 5% of producing it (issue 7)",
                  _pct(r) + _floors(data, "w3"), None if r is None else r - 1 <= 0.05))
     r = _overhead(data, "w3c", FULL)
     if r is not None:  # context: the same response produced by the real ChatOpenAI client
@@ -84,7 +131,7 @@ def targets(data: dict[str, Any]) -> list[tuple[str, str, bool | None]]:
         known = {p: v for p, v in peers.items() if v is not None}
         if ours is None or not known:
             continue
-        rows.append((f"lower overhead than every peer on workload {key[1]}",
+        rows.append((f"lower overhead than every peer on workload {key[1]} (issue 7)",
                      f"ours {_pct(ours)}; " + ", ".join(f"{p} {_pct(v)}" for p, v in known.items()),
                      all(ours < v for v in known.values())))
     return rows
@@ -97,6 +144,7 @@ def render(data: dict[str, Any]) -> str:
     for target, measured, met in targets(data):
         lines.append(f"| {target} | {measured} | {'–' if met is None else 'yes' if met else '**no**'} |")
     lines.append("")
+    lines += before_after(data)
     for workload in data["workloads"]:
         unit = workload["unit"]
         lines += [f"### {workload['title']}", "",
@@ -107,7 +155,7 @@ def render(data: dict[str, Any]) -> str:
         for name, c in workload["configs"].items():
             low, high = c["spread"]
             peak = "–" if c["peak_kib"] is None else f"{c['peak_kib']:,.0f} KiB"
-            if name in (READ_FLOOR, READ_EXP_FLOOR):  # a probe: its time as a share of the baseline's
+            if name in PROBES:  # a probe: its time as a share of the baseline's
                 lines.append(f"| *{name}* | {c['median_us']:,.1f} | = {c['ratio'] * 100:.1f}% of baseline | "
                              f"{low * 100:.1f}% … {high * 100:.1f}% | – | – |")
                 continue
@@ -155,12 +203,49 @@ def render(data: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def before_after(data: dict[str, Any]) -> list[str]:
+    """The older copy (``--before``) beside ours, every figure from the same interleaved rounds."""
+    old = data.get("before")
+    if not old:
+        return []
+    lines = [f"### Before and after, same run: before = {old['label']} ({old['speedups']})", "",
+             "Both copies of the package ran in one process, in the same interleaved rounds. Overhead against "
+             "the no-handler baseline; *above no-op*: median over rounds of (configuration − no-op handler) ÷ "
+             "baseline.", "",
+             "| workload | no-op handler | full, before | full, after | scoring only, before | scoring only, after "
+             "| full above no-op, before | full above no-op, after |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for workload in data["workloads"]:
+        key = workload["key"]
+        if BEFORE_FULL not in workload["configs"]:
+            continue
+        lines.append(f"| {workload['title']} | {_pct(_overhead(data, key, NOOP))} | "
+                     f"{_pct(_overhead(data, key, BEFORE_FULL))} | {_pct(_overhead(data, key, FULL))} | "
+                     f"{_pct(_overhead(data, key, BEFORE_SCORING))} | {_pct(_overhead(data, key, SCORING))} | "
+                     f"{_points(_above_noop(data, key, BEFORE_FULL))} | {_points(_above_noop(data, key, FULL))} |")
+    w3 = _get(data, "w3")
+    if w3 is not None and END_OF_RUN in w3["configs"] and BEFORE_END_OF_RUN in w3["configs"]:
+        lines.append(f"| end-of-run work ÷ floor (µs per response: before "
+                     f"{w3['configs'][BEFORE_END_OF_RUN]['median_us']:,.0f}, after "
+                     f"{w3['configs'][END_OF_RUN]['median_us']:,.0f}; floor "
+                     f"{w3['configs'][READ_EXP_FLOOR]['median_us']:,.0f}) | – | "
+                     f"{_times(end_of_run_ratio(data, BEFORE_END_OF_RUN))} | {_times(end_of_run_ratio(data))} "
+                     "| – | – | – | – |")
+    if data.get("per_chunk_ns"):
+        lines.append(f"| per-chunk cost ÷ the no-op handler's | 1.00× | {_times(_per_chunk_ratio(data, BEFORE_FULL))} "
+                     f"| {_times(_per_chunk_ratio(data, FULL))} | {_times(_per_chunk_ratio(data, BEFORE_SCORING))} | "
+                     f"{_times(_per_chunk_ratio(data, SCORING))} | – | – |")
+    lines.append("")
+    return lines
+
+
 def _counts(counts: dict[str, int]) -> str:
     return ", ".join(f"{k} {v:,}" for k, v in counts.items())
 
 
 def _args(args: dict[str, Any]) -> str:
+    before = f", `--before {args['before']}`" if args.get("before") else ""
     return (f"{args['rounds']} rounds (workload 4: {args['rounds_concurrent']}), scale {args['scale']}, "
-            f"{args['leak_runs']:,} leak-check runs, {args['real_rounds']} real-model rounds")
+            f"{args['leak_runs']:,} leak-check runs, {args['real_rounds']} real-model rounds{before}")
 
 

@@ -125,3 +125,40 @@ def test_real_model_workload_streams_and_times_our_callbacks(local_model: Any) -
     assert len(records) == 1 and records[0].report is not None
     assert records[0].report.token_count == counted[0]
     assert all(len(t.top_logprobs) == 5 for t in records[0].tokens)
+
+
+def test_end_of_run_probe_and_an_older_copy_measured_in_the_same_rounds(tmp_path: Any) -> None:
+    import shutil
+    from pathlib import Path
+
+    from benchmarks import before
+    from benchmarks.report import before_after, end_of_run_ratio, targets
+
+    # the current package stands in for an older tree: what is tested is the loading, not the age
+    shutil.copytree(Path(cfg.__file__).resolve().parents[1] / "observability", tmp_path / "observability",
+                    ignore=shutil.ignore_patterns("__pycache__"))
+    old = before.load(tmp_path)
+    assert old.__name__ == before.NAME and old.ConfidenceCallbackHandler is not cfg.ConfidenceCallbackHandler
+    sinks, before_sinks = cfg.Sinks(), cfg.Sinks()
+    try:
+        configurations = cfg.build(LOCAL, sinks, before=old, before_sinks=before_sinks)
+        assert [c.name for c in configurations] == [*LOCAL, *cfg.BEFORE]
+        workload = workloads.invoke(20, calls=2)
+        probes = [*harness.read_floor_probes(20, calls=2),
+                  harness.end_of_run_probe(harness.END_OF_RUN, cfg.ConfidenceCallbackHandler, 20, calls=2),
+                  harness.end_of_run_probe(harness.BEFORE_END_OF_RUN, old.ConfidenceCallbackHandler, 20, calls=2)]
+        results = harness.interleave(workload, configurations, rounds=2, probes=probes)
+        before_sinks.flush()
+        assert sum(before_sinks.span_exporter.by_scope.values()) == 2 * 3  # warm-up + 2 rounds, 2 calls
+    finally:
+        sinks.shutdown()
+        before_sinks.shutdown()
+    data = {"before": {"label": "copy", "tree": str(tmp_path), "speedups": before.describe(old)},
+            "workloads": [{"key": "w3", "title": workload.title, "configs": {
+                name: {"ratio": m.ratio, "ratios": m.ratios, "median_us": m.median_us(2)}
+                for name, m in results.items()}}]}
+    ratio = end_of_run_ratio(data)
+    assert ratio is not None and ratio > 0 and end_of_run_ratio(data, harness.BEFORE_END_OF_RUN) is not None
+    assert targets(data)[0][2] == (ratio <= 2.5)
+    table = "\n".join(before_after(data))
+    assert "| end-of-run work ÷ floor" in table and "scoring only, before" in table
