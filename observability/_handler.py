@@ -118,6 +118,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
     run_inline = True  # an executor hop per token would cost ~100 µs in async code
     raise_error = False
+    _before_peer_tracers = True  # moved before OpenInference's / OpenLLMetry's handler (observability._peers)
 
     def __init__(
         self,

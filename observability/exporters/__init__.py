@@ -18,7 +18,7 @@ from observability.exporters._definitions import DEFAULT_PREFIX, HISTOGRAMS, His
 from observability.exporters._jsonl import JsonlRecorder
 from observability.exporters._labels import DEFAULT_MAX_LABEL_VALUES, MetricLabels
 from observability.exporters._otel_metrics import OpenTelemetryMetricsExporter
-from observability.exporters._otel_spans import OpenTelemetryTracingExporter
+from observability.exporters._otel_spans import OpenTelemetryTracingExporter, PeerSpans
 from observability.exporters._prometheus import PrometheusExporter
 
 __all__ = [
@@ -31,6 +31,7 @@ __all__ = [
     "MetricLabels",
     "OpenTelemetryMetricsExporter",
     "OpenTelemetryTracingExporter",
+    "PeerSpans",
     "PrometheusExporter",
     "default_exporters",
 ]
@@ -42,7 +43,7 @@ def default_exporters(*, tracer_provider: TracerProvider | None = None,
                       capture_content: bool | None = None, trace_run_tree: bool = False,
                       metadata_labels: Iterable[str] = (),
                       max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
-                      field_paths: Iterable[str] = ()) -> list[Exporter]:
+                      field_paths: Iterable[str] = (), peer_spans: PeerSpans = "auto") -> list[Exporter]:
     """The exporters a handler gets when none are given: spans, OTel metrics, Prometheus metrics.
 
     Every sink defaults to the process-wide one (global tracer and meter providers,
@@ -50,12 +51,13 @@ def default_exporters(*, tracer_provider: TracerProvider | None = None,
     both metric systems (one ``MetricLabels``), so they agree on which values became ``other``.
     ``field_paths`` (JSON Pointers such as ``("/name", "/age")``, ``*`` for any one segment) are the
     fields of JSON answers whose least likely token is observed per path in both metric systems;
-    every field still gets its span event.
+    every field still gets its span event. ``peer_spans`` says where a run's confidence goes when
+    OpenInference or OpenLLMetry traces it too (see ``OpenTelemetryTracingExporter``).
     """
     labels = MetricLabels(metadata_labels, max_label_values=max_label_values, field_paths=field_paths)
     return [
         OpenTelemetryTracingExporter(tracer_provider=tracer_provider, capture_content=capture_content,
-                                     trace_run_tree=trace_run_tree),
+                                     trace_run_tree=trace_run_tree, peer_spans=peer_spans),
         OpenTelemetryMetricsExporter(meter_provider=meter_provider, prefix=prefix, labels=labels),
         PrometheusExporter(registry=registry, prefix=prefix, labels=labels),
     ]

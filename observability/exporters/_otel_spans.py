@@ -14,6 +14,11 @@ ours are ``llm.confidence.*``. ``gen_ai.provider.name`` is the registry's value 
 Per-run state is two dicts, bounded by ``max_open_runs`` (oldest dropped first) and popped when
 the run's records arrive or the run ends. Attributes are set only on a recording span, so with
 no tracer provider configured the cost is one no-op span per run.
+
+Peer tracers (``peer_spans``): when OpenInference or OpenLLMetry traces the same model run, the
+``llm.confidence.*`` attributes and our events go onto their still-open LLM span and we make no
+span of our own (``observability._peers`` finds it and makes sure we see the run's end first;
+docs/peer-tracers.md).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ import math
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 from uuid import UUID
 
 from opentelemetry import context as otel_context
@@ -30,6 +35,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
+from observability import _peers
 from observability._text import token_offsets, utf8_safe
 from observability._types import FieldConfidence, ResponseRecord, RunEvicted, RunStart
 from observability.exporters._content import resolve_capture_content
@@ -60,6 +66,8 @@ probability (``sequence_probability``, ``min_token_probability``) is ``low`` bel
 is ``low`` when ratio > 1 - t (with the default t = 0.5: more than half the tokens doubtful).
 A figure exactly at the bound is ``high``, as a token exactly at t is not doubtful."""
 _MODEL_KINDS = frozenset(OPERATION_NAMES)
+PeerSpans = Literal["auto", "always", "never"]
+PEER_SPANS_CHOICES: tuple[PeerSpans, ...] = ("auto", "always", "never")
 
 
 class OpenTelemetryTracingExporter:
@@ -72,6 +80,11 @@ class OpenTelemetryTracingExporter:
         trace_run_tree: also make spans for chain/tool/retriever runs, so the LangChain run tree
             is a trace of its own.
         max_open_runs: bound on runs tracked between start and end.
+        peer_spans: where a model run's confidence goes when OpenInference or OpenLLMetry traces
+            the run too. ``"auto"`` (default): onto their LLM span, and no span of ours; ours when
+            no peer has a span for the run (or a peer's internals are not the ones we know:
+            logged once). ``"never"``: always a span of ours (two LLM spans with a peer).
+            ``"always"``: never a span of ours; a run without a peer span gets none (metrics only).
 
     Fills ``record.trace`` with ``trace_id`` / ``span_id`` (hex) when the span is sampled, so
     exporters after this one can link to it (Prometheus exemplars).
@@ -79,9 +92,14 @@ class OpenTelemetryTracingExporter:
 
     def __init__(self, *, tracer_provider: trace.TracerProvider | None = None,
                  capture_content: bool | None = None, trace_run_tree: bool = False,
-                 max_open_runs: int = DEFAULT_MAX_OPEN_RUNS) -> None:
+                 max_open_runs: int = DEFAULT_MAX_OPEN_RUNS, peer_spans: PeerSpans = "auto") -> None:
         if isinstance(max_open_runs, bool) or not isinstance(max_open_runs, int) or max_open_runs < 1:
             raise ValueError(f"max_open_runs must be a positive int, got {max_open_runs!r}")
+        if peer_spans not in PEER_SPANS_CHOICES:
+            raise ValueError(f"peer_spans must be one of {PEER_SPANS_CHOICES}, got {peer_spans!r}")
+        self.peer_spans: PeerSpans = peer_spans
+        if peer_spans != "never":
+            _peers.install()
         self.capture_content = resolve_capture_content(capture_content)
         self.trace_run_tree = bool(trace_run_tree)
         self.max_open_runs = max_open_runs
@@ -130,6 +148,8 @@ class OpenTelemetryTracingExporter:
             parent = self._parents.pop(start.run_id, None)
         if parent is None:  # on_run_start was not called (exporter used on its own)
             parent = self._parent_context(start.parent_run_id)
+        if self.peer_spans != "never" and self._onto_peer_spans(records):
+            return
         operation = OPERATION_NAMES.get(start.kind, "chat")
         model = start.request_model or first.model
         span = self._tracer.start_span(f"{operation} {model}" if model else operation, context=parent,
@@ -137,13 +157,26 @@ class OpenTelemetryTracingExporter:
                                        attributes={"gen_ai.operation.name": operation})
         if span.is_recording():
             self._describe(span, records)
-            span_context = span.get_span_context()
-            if span_context.trace_flags.sampled:
-                ids = {"trace_id": format(span_context.trace_id, "032x"),
-                       "span_id": format(span_context.span_id, "016x")}
-                for record in records:
-                    record.trace.update(ids)
+            _link(span, records)
         span.end(end_time=max(record.ended_at_ns for record in records))
+
+    def _onto_peer_spans(self, records: Sequence[ResponseRecord]) -> bool:
+        """Put the confidence on the peers' open spans of this run; False when ours is to be made."""
+        spans = _peers.peer_spans(records[0].start.run_id)
+        if not isinstance(spans, list) or not spans:  # no peer span, or a peer we no longer know (BROKEN)
+            return self.peer_spans == "always"
+        described = False
+        for span in spans:
+            if not isinstance(span, Span):
+                continue
+            if span.is_recording():
+                self._set_confidence(span, records)
+                if not described:
+                    _link(span, records)
+                described = True
+            elif getattr(span, "end_time", None) is not None:  # ended before our handler saw the end
+                _peers.log_once("ordering", "a peer ended its span before our handler saw the run end")
+        return described or self.peer_spans == "always"
 
     def _parent_context(self, parent_run_id: UUID | None) -> Context:
         if parent_run_id is not None:
@@ -172,8 +205,6 @@ class OpenTelemetryTracingExporter:
             "gen_ai.response.id": first.response_id,
             "gen_ai.usage.input_tokens": first.input_tokens,
             "gen_ai.usage.output_tokens": first.output_tokens,
-            "llm.confidence.status": first.status,
-            "llm.confidence.logprobs": first.logprobs,
         }
         temperature = finite(start.temperature)
         if temperature is not None:
@@ -189,6 +220,17 @@ class OpenTelemetryTracingExporter:
         if first_chunk is not None:
             attributes["gen_ai.request.stream"] = True
             attributes["gen_ai.response.time_to_first_chunk"] = first_chunk
+        if first.status == "error":
+            attributes["error.type"] = first.error_type or "_OTHER"
+            span.set_status(StatusCode.ERROR, first.error_type)
+        span.set_attributes({key: value for key, value in attributes.items() if value is not None})
+        self._set_confidence(span, records)
+
+    def _set_confidence(self, span: Span, records: Sequence[ResponseRecord]) -> None:
+        """What we add to any LLM span, ours or a peer's: ``llm.confidence.*`` and our events."""
+        first = records[0]
+        attributes: dict[str, Any] = {"llm.confidence.status": first.status,
+                                      "llm.confidence.logprobs": first.logprobs}
         report = first.report
         if report is not None:
             for name in REPORT_FIELDS:
@@ -198,10 +240,7 @@ class OpenTelemetryTracingExporter:
             attributes["llm.confidence.low_confidence_span_count"] = len(report.low_confidence_spans)
             if report.fields:
                 attributes["llm.confidence.field_count"] = len(report.fields)
-        if first.status == "error":
-            attributes["error.type"] = first.error_type or "_OTHER"
-            span.set_status(StatusCode.ERROR, first.error_type)
-        span.set_attributes({key: value for key, value in attributes.items() if value is not None})
+        span.set_attributes(attributes)
         for record in records:
             self._events(span, record, len(records) > 1)
 
@@ -291,6 +330,15 @@ def _end_run_span(span: Span, ended_at_ns: int, error: BaseException | None) -> 
         span.set_status(StatusCode.ERROR, f"{name}: {error}" if isinstance(error, RunEvicted) else name)
         span.set_attribute("error.type", name)
     span.end(end_time=ended_at_ns)
+
+
+def _link(span: Span, records: Sequence[ResponseRecord]) -> None:
+    """Fill ``record.trace`` with the span's ids when it is sampled (for exemplars)."""
+    span_context = span.get_span_context()
+    if span_context.trace_flags.sampled:
+        ids = {"trace_id": format(span_context.trace_id, "032x"), "span_id": format(span_context.span_id, "016x")}
+        for record in records:
+            record.trace.update(ids)
 
 
 def _probability(logprob: float) -> float:

@@ -1,0 +1,178 @@
+"""Peer tracers: the LLM span OpenInference or OpenLLMetry already makes for a LangChain model run.
+
+Two parts, both process-wide and both guarded:
+
+- **Order.** Both peers add their handler when a callback manager is built, before the handlers
+  that LangChain's ``configure()`` adds later (our hooks), and end their span inside their own
+  ``on_llm_end``. So that our confidence is on their span before it ends, every model run's
+  manager (``CallbackManagerForLLMRun`` / ``AsyncCallbackManagerForLLMRun``) gets our handlers
+  moved to the front of its ``handlers`` when a known peer handler comes before them: end and
+  error events then reach us first, whichever way each handler was attached. This is an
+  ``__init__`` added to those two classes (neither defines one; the peers wrap
+  ``BaseCallbackManager.__init__``, which run managers do not inherit), removed by ``uninstall``.
+- **Lookup.** The same ``__init__`` remembers the peer handlers it sees; ``peer_spans(run_id)``
+  asks each for its live span of that run through the peer's own run-to-span map (OpenInference:
+  ``OpenInferenceTracer.get_span``; OpenLLMetry: ``TraceloopCallbackHandler.spans[run_id].span``).
+
+A peer whose internals no longer look as expected (a class, method or map renamed) is logged
+once, by peer name, and answered with ``BROKEN``: the exporter then makes its own span, as if
+there were no peer. Measured with openinference-instrumentation-langchain 0.1.80 and
+opentelemetry-instrumentation-langchain 0.62.4 (docs/peer-tracers.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Mapping
+from typing import Any
+from uuid import UUID
+
+logger = logging.getLogger("observability")
+
+OPENINFERENCE = "openinference"
+OPENLLMETRY = "openllmetry"
+_PEER_MODULES = {  # module prefix → (peer, handler class name)
+    "openinference.instrumentation.langchain": (OPENINFERENCE, "OpenInferenceTracer"),
+    "opentelemetry.instrumentation.langchain": (OPENLLMETRY, "TraceloopCallbackHandler"),
+}
+
+
+class _Broken:
+    """A peer handler that does not look like the version we know."""
+
+    def __repr__(self) -> str:
+        return "BROKEN"
+
+
+BROKEN = _Broken()
+
+_lock = threading.Lock()
+_seen: dict[str, Any] = {}  # peer → the last handler instance of it seen in a model run
+_installed: list[tuple[type, Callable[..., None]]] = []
+_logged: set[str] = set()
+
+
+def log_once(key: str, message: str) -> None:
+    """Warn once per process per ``key``; messages name peers and exception types, never content."""
+    with _lock:
+        if key in _logged:
+            return
+        _logged.add(key)
+    logger.warning("observability: %s; confidence goes on a span of our own for such runs", message)
+
+
+def _changed(peer: str, what: str) -> None:
+    log_once(peer, f"{peer}'s LangChain instrumentation does not look like the version we know ({what})")
+
+
+def _peer_of(handler: Any) -> str | None:
+    """The peer a handler belongs to; logs once for a peer module whose handler class we do not know."""
+    module = type(handler).__module__
+    for prefix, (peer, class_name) in _PEER_MODULES.items():
+        if module.startswith(prefix):
+            if type(handler).__name__ == class_name:
+                return peer
+            _changed(peer, f"unknown handler class {type(handler).__name__}")
+    return None
+
+
+def _ours(handler: Any) -> bool:
+    """One of our handlers (by a class marker, so that two copies of the package agree)."""
+    return getattr(type(handler), "_before_peer_tracers", False) is True
+
+
+def _reorder(manager: Any) -> None:
+    """Move our handlers before the first peer handler in this model run's handler list."""
+    handlers = manager.handlers
+    first_peer = None
+    last_ours = -1
+    for index, handler in enumerate(handlers):
+        if _ours(handler):
+            last_ours = index
+        else:
+            peer = _peer_of(handler)
+            if peer is not None:
+                _seen[peer] = handler
+                if first_peer is None:
+                    first_peer = index
+    if first_peer is None or last_ours < first_peer:
+        return
+    # A new list: the run manager shares its parent manager's list, which stays as it was.
+    manager.handlers = [*(h for h in handlers if _ours(h)), *(h for h in handlers if not _ours(h))]
+
+
+def _make_init(cls: type[Any]) -> Callable[..., None]:
+    def __init__(self: Any, *args: Any, **kwargs: Any) -> None:
+        super(cls, self).__init__(*args, **kwargs)
+        try:
+            _reorder(self)
+        except Exception as exc:  # never break the app's call
+            log_once("ordering", f"putting our handler before the peer tracers failed ({type(exc).__name__})")
+
+    __init__.__qualname__ = f"{cls.__name__}.__init__"
+    __init__._observability_peers = True  # type: ignore[attr-defined]
+    return __init__
+
+
+def install() -> None:
+    """Put our handlers first in every model run's handler list (idempotent, process-wide)."""
+    from langchain_core.callbacks.manager import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
+
+    refused = []
+    with _lock:
+        if _installed:
+            return
+        for cls in (CallbackManagerForLLMRun, AsyncCallbackManagerForLLMRun):
+            existing = vars(cls).get("__init__")
+            if existing is not None:  # another copy of this package did it already, or a newer langchain-core
+                if not getattr(existing, "_observability_peers", False):
+                    refused.append(cls.__name__)
+                continue
+            init = _make_init(cls)
+            cls.__init__ = init  # type: ignore[method-assign]
+            _installed.append((cls, init))
+    for name in refused:
+        log_once("ordering", f"langchain-core's {name} defines __init__, so our handler is not moved before "
+                 "the peer tracers")
+
+
+def uninstall() -> None:
+    """Undo ``install`` (tests; the ordering is harmless to leave in place otherwise)."""
+    with _lock:
+        while _installed:
+            cls, init = _installed.pop()
+            if vars(cls).get("__init__") is init:
+                del cls.__init__  # type: ignore[misc]
+        _seen.clear()
+
+
+def peer_spans(run_id: UUID) -> list[Any] | _Broken:
+    """The live spans known peers have open for this run (usually none or one), or ``BROKEN``
+    when a peer seen in the process no longer exposes its run-to-span map as expected."""
+    spans: list[Any] = []
+    for peer, handler in list(_seen.items()):
+        try:
+            span = _LOOKUPS[peer](handler, run_id)
+        except Exception as exc:
+            _changed(peer, f"{type(exc).__name__} reading its run map")
+            return BROKEN
+        if span is not None:
+            spans.append(span)
+    return spans
+
+
+def _openinference_span(tracer: Any, run_id: UUID) -> Any:
+    return tracer.get_span(run_id)
+
+
+def _openllmetry_span(handler: Any, run_id: UUID) -> Any:
+    spans = handler.spans
+    if not isinstance(spans, Mapping):
+        raise TypeError("spans is not a mapping")
+    holder = spans.get(run_id)
+    return None if holder is None else holder.span
+
+
+_LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {OPENINFERENCE: _openinference_span,
+                                                   OPENLLMETRY: _openllmetry_span}
