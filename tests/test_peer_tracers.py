@@ -252,3 +252,26 @@ def test_a_renamed_peer_handler_class_falls_back_to_our_span_and_warns_once(
         assert_carries(span, record)
     warnings = [r for r in caplog.records if r.name == "observability" and r.levelno == logging.WARNING]
     assert len(warnings) == 1 and "openllmetry" in warnings[0].getMessage()
+
+
+@pytest.mark.parametrize("peers", [["openinference"], ["openllmetry"], ["openinference", "openllmetry"]],
+                         ids=["openinference", "openllmetry", "both"])
+def test_a_model_inside_a_chain_puts_confidence_on_each_peers_llm_span_only(
+        peers: list[str], instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
+    from langchain_core.prompts import ChatPromptTemplate
+
+    for peer in peers:
+        instrument(peer)
+    records: list[ResponseRecord] = []
+    chain = ChatPromptTemplate.from_messages([("human", "{question}")]) | chat_model(max_tokens=MAX_TOKENS).bind(
+        logprobs=True, top_logprobs=2)
+    with observe_confidence(exporters=telemetry.exporters(), on_report=records.append):
+        chain.invoke({"question": QUESTION})
+    spans = telemetry.spans()
+    assert len(spans) == 3 * len(peers)  # prompt, model, sequence: each peer's; none of ours
+    carrying = {span.name: span for span in spans if confidence(span)}
+    assert set(carrying) == {PEER_SPAN_NAMES[peer] for peer in peers}
+    (record,) = records
+    for span in carrying.values():
+        assert confidence(span)["llm.confidence.sequence_probability"] == pytest.approx(
+            record.report.sequence_probability if record.report else None)
