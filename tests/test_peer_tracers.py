@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
@@ -60,7 +62,8 @@ def patched_by_peers() -> list[tuple[type, str]]:
 
 @pytest.fixture
 def instrument(telemetry: InMemoryTelemetry) -> Iterator[Any]:
-    """``instrument(peer)`` turns the peer's LangChain instrumentation on for this test only.
+    """``instrument(peer[, tracer_provider])`` turns the peer's LangChain instrumentation on for this
+    test only (onto the in-memory provider unless another is given).
 
     OpenLLMetry 0.62.4's ``uninstrument()`` leaves its ``BaseCallbackManager.__init__`` wrapper in
     place (it asks ``unwrap`` for the attribute "BaseCallbackManager.__init__" of the module), so
@@ -69,9 +72,9 @@ def instrument(telemetry: InMemoryTelemetry) -> Iterator[Any]:
     original_init = BaseCallbackManager.__init__
     active: list[Any] = []
 
-    def start(peer: str) -> None:
+    def start(peer: str, tracer_provider: Any = None) -> None:
         peer_instrumentor = instrumentor(peer)
-        peer_instrumentor.instrument(tracer_provider=telemetry.tracer_provider)
+        peer_instrumentor.instrument(tracer_provider=tracer_provider or telemetry.tracer_provider)
         active.append(peer_instrumentor)
         assert BaseCallbackManager.__init__ is not original_init, f"{peer} did not instrument"
 
@@ -275,3 +278,43 @@ def test_a_model_inside_a_chain_puts_confidence_on_each_peers_llm_span_only(
     for span in carrying.values():
         assert confidence(span)["llm.confidence.sequence_probability"] == pytest.approx(
             record.report.sequence_probability if record.report else None)
+
+
+@pytest.mark.real_backend
+def test_in_phoenix_one_llm_span_with_openinferences_attributes_and_ours(
+        phoenix: Any, instrument: Any, chat_model: Any) -> None:
+    """Through a real Phoenix, read back over its REST API: the OpenInference LLM span carries ours."""
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    project = f"peers-{uuid.uuid4().hex[:8]}"
+    provider = TracerProvider(resource=Resource.create({"openinference.project.name": project}))
+    provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=phoenix.traces_endpoint, timeout=10)))
+    instrument("openinference", provider)
+    records: list[ResponseRecord] = []
+    handler = ConfidenceCallbackHandler(exporters=default_exporters(tracer_provider=provider), on_report=records.append)
+    llm = chat_model(max_tokens=MAX_TOKENS).bind(logprobs=True, top_logprobs=2)
+    llm.invoke(QUESTION, config={"callbacks": [handler]})
+    assert provider.force_flush(30_000)
+    deadline = time.monotonic() + 60
+    while not (spans := phoenix.spans(project)) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    time.sleep(1)  # anything else that was exported arrives too
+    spans = phoenix.spans(project)
+    provider.shutdown()
+
+    (span,) = spans
+    (record,) = records
+    attributes = span["attributes"]
+    assert span["name"] == "ChatOpenAI" and span["context"]["span_id"] == record.trace["span_id"]
+    assert span["span_kind"] == "LLM" and "output.value" in attributes and attributes["llm.token_count.total"] > 0
+    report = record.report
+    assert report is not None and attributes["llm.confidence.status"] == "ok"
+    for name in REPORT_FIELDS:
+        if getattr(report, name) is not None:
+            assert attributes[f"llm.confidence.{name}"] == pytest.approx(getattr(report, name)), name
+    evaluations = {e["attributes"]["gen_ai.evaluation.name"]: e["attributes"]["gen_ai.evaluation.score.value"]
+                   for e in span["events"] if e["name"] == EVALUATION_EVENT}
+    assert evaluations == {name: pytest.approx(getattr(report, name)) for name in HEADLINE_SCORES}
