@@ -103,7 +103,7 @@ def test_opentelemetry_instrument_observes_the_unmodified_app(
     assert "llm.responses" in metric_names
     # OBSERVABILITY_TRACE_RUN_TREE follows the parameter: the app's chains get spans, and the
     # chain's model span shares its trace
-    chain_spans = [s for s in spans if s["attributes"].get("llm.run.kind") == "chain"]
+    chain_spans = [s for s in spans if s["attributes"].get("llm.confidence.run.kind") == "chain"]
     assert bool(chain_spans) == (enable == "true")
     if chain_spans:
         assert {s["trace_id"] for s in model_spans} & {s["trace_id"] for s in chain_spans}

@@ -166,7 +166,7 @@ def test_run_tree_spans_when_asked(otel: OtelSinks, chat_model: Any) -> None:
     spans = {s.name: s for s in otel.spans()}
     sequence = spans["RunnableSequence"]
     model = spans[f"chat {MODEL_NAME}"]
-    assert sequence.parent is None and sequence.attributes["llm.run.kind"] == "chain"
+    assert sequence.parent is None and sequence.attributes["llm.confidence.run.kind"] == "chain"
     assert model.parent is not None and model.parent.span_id == sequence.context.span_id
     assert spans["ChatPromptTemplate"].parent.span_id == sequence.context.span_id  # type: ignore[union-attr]
     assert {s.context.trace_id for s in spans.values()} == {sequence.context.trace_id}

@@ -120,7 +120,7 @@ class OpenTelemetryTracingExporter:
                 self._bound(self._parents)
                 self._parents[start.run_id] = parent
         elif self.trace_run_tree:
-            attributes: dict[str, Any] = {"llm.run.kind": start.kind}
+            attributes: dict[str, Any] = {"llm.confidence.run.kind": start.kind}
             name = start.name
             if start.kind == "tool":
                 attributes.update({"gen_ai.operation.name": "execute_tool", "gen_ai.tool.name": start.name})
