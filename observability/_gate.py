@@ -35,6 +35,7 @@ from observability.exporters._definitions import (
     check_prefix,
     package_version,
 )
+from observability.exporters._labels import MetricLabels
 
 logger = logging.getLogger("observability")
 
@@ -112,8 +113,8 @@ class ConfidenceGate(Runnable[Any, Any]):
     def _invoke(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Any:
         reports: list[ResponseRecord] = []
         output = self.primary.invoke(input, self._child(config, run_manager, reports))
-        outcome, figure, use_fallback = self._decide(reports)
-        with self._decisions.span(outcome, figure, self):
+        outcome, figure, use_fallback, answer = self._decide(reports)
+        with self._decisions.span(outcome, figure, self, answer):
             if use_fallback:
                 return self.fallback.invoke(input, self._child(config, run_manager))
             return output
@@ -122,8 +123,8 @@ class ConfidenceGate(Runnable[Any, Any]):
                        config: RunnableConfig) -> Any:
         reports: list[ResponseRecord] = []
         output = await self.primary.ainvoke(input, self._child(config, run_manager, reports))
-        outcome, figure, use_fallback = self._decide(reports)
-        with self._decisions.span(outcome, figure, self):
+        outcome, figure, use_fallback, answer = self._decide(reports)
+        with self._decisions.span(outcome, figure, self, answer):
             if use_fallback:
                 return await self.fallback.ainvoke(input, self._child(config, run_manager))
             return output
@@ -136,19 +137,20 @@ class ConfidenceGate(Runnable[Any, Any]):
             callbacks.add_handler(ConfidenceCallbackHandler(exporters=(), on_report=reports.append), inherit=True)
         return patch_config(config, callbacks=callbacks)
 
-    def _decide(self, records: list[ResponseRecord]) -> tuple[Outcome, float | None, bool]:
-        """The outcome for the last model run to end (choice 0), the figure it was decided on, and
-        whether to run the fallback."""
+    def _decide(self, records: list[ResponseRecord]
+                ) -> tuple[Outcome, float | None, bool, ResponseRecord | None]:
+        """The outcome for the last model run to end (choice 0), the figure it was decided on,
+        whether to run the fallback, and that run's record."""
         answers = [r for r in records if r.choice_index == 0]
-        report = max(answers, key=lambda r: r.ended_at_ns).report if answers else None
-        kept, figure = self._judge(report)
+        answer = max(answers, key=lambda r: r.ended_at_ns) if answers else None
+        kept, figure = self._judge(answer.report if answer is not None else None)
         if kept is not None:
-            return ("kept", figure, False) if kept else ("fell_back", figure, True)
+            return ("kept", figure, False, answer) if kept else ("fell_back", figure, True, answer)
         if self.on_missing == "raise":
-            self._decisions.count("missing")
+            self._decisions.count("missing", answer)
             raise ConfidenceMissing(f"gate {self.name!r}: no confidence figure came back for {self.metric!r} "
                                     "(no logprobs?); see on_missing")
-        return "missing", None, self.on_missing == "fallback"
+        return "missing", None, self.on_missing == "fallback", answer
 
     def _judge(self, report: ConfidenceReport | None) -> tuple[bool | None, float | None]:
         if report is None or report.token_count == 0:
@@ -174,23 +176,29 @@ class _Decisions:
     def __init__(self, name: str, prefix: str, registry: CollectorRegistry | None,
                  meter_provider: metrics.MeterProvider | None, tracer_provider: trace.TracerProvider | None) -> None:
         self.name = name
+        self._labels = MetricLabels()
         self._counter = _prometheus_counter(registry if registry is not None else REGISTRY, prefix)
         meter = metrics.get_meter(INSTRUMENTATION_SCOPE, package_version() or "", meter_provider)
         self._otel_counter = meter.create_counter(f"{prefix}.confidence.gate.decisions", unit="{decision}",
                                                   description="Confidence gate decisions, by gate and outcome.")
         self._tracer = trace.get_tracer(INSTRUMENTATION_SCOPE, package_version(), tracer_provider)
 
-    def count(self, outcome: str) -> None:
+    def count(self, outcome: str, answer: ResponseRecord | None) -> None:
+        """Count a decision, labelled like the model metrics by the primary's provider and requested
+        model (``unknown`` when no model run was seen), capped the same way."""
         try:
+            provider, model = self._labels.values(answer) if answer is not None else ("unknown", "unknown")
             if self._counter is not None:
-                self._counter.labels(self.name, outcome).inc()
-            self._otel_counter.add(1, {f"{ATTRIBUTE_PREFIX}.name": self.name, f"{ATTRIBUTE_PREFIX}.outcome": outcome})
+                self._counter.labels(self.name, outcome, provider, model).inc()
+            self._otel_counter.add(1, {f"{ATTRIBUTE_PREFIX}.name": self.name, f"{ATTRIBUTE_PREFIX}.outcome": outcome,
+                                       "gen_ai.provider.name": provider, "gen_ai.request.model": model})
         except Exception as exc:  # never break the app's call
             logger.warning("observability: counting a gate decision failed (%s)", type(exc).__name__)
 
-    def span(self, outcome: str, figure: float | None, gate: ConfidenceGate) -> AbstractContextManager[trace.Span]:
+    def span(self, outcome: str, figure: float | None, gate: ConfidenceGate,
+             answer: ResponseRecord | None) -> AbstractContextManager[trace.Span]:
         """The decision's span (a context manager); the decision is counted here too."""
-        self.count(outcome)
+        self.count(outcome, answer)
         attributes: dict[str, Any] = {
             f"{ATTRIBUTE_PREFIX}.name": self.name, f"{ATTRIBUTE_PREFIX}.outcome": outcome,
             f"{ATTRIBUTE_PREFIX}.metric": gate.metric if isinstance(gate.metric, str) else "custom",
@@ -211,7 +219,7 @@ def _prometheus_counter(registry: CollectorRegistry, prefix: str) -> Counter | N
             try:
                 per_registry[prefix] = Counter(f"{prefix}_confidence_gate_decisions", "Confidence gate decisions: "
                                                "kept (confident), fell_back, missing (no logprobs).",
-                                               ["gate", "outcome"], registry=registry)
+                                               ["gate", "outcome", "provider", "model"], registry=registry)
             except ValueError:  # another collector holds the name: count in OTel only
                 logger.warning("observability: %s_confidence_gate_decisions is taken in this registry; gate "
                                "decisions are not counted in Prometheus", prefix)

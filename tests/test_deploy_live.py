@@ -57,7 +57,8 @@ class Live:
     records: list[ResponseRecord] = field(default_factory=list)
 
 
-def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler, prometheus: PrometheusServer) -> None:
+def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler, prometheus: PrometheusServer,
+             registry: CollectorRegistry) -> None:
     from langchain_openai import ChatOpenAI
 
     def model(**kwargs: Any) -> Any:
@@ -91,18 +92,37 @@ def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler, 
         with pytest.raises(openai.APITimeoutError):
             rushed.invoke(question, config=config)
 
+    # Confidence gates, decided by their own private scorer (not counted in llm_responses_total): one
+    # that always keeps and one that always falls back, so the fallback-rate panel has both outcomes.
+    from langchain_core.runnables import RunnableLambda
+
+    from observability import confidence_fallback
+
+    gates = [confidence_fallback(with_logprobs, RunnableLambda(lambda _: "unsure"), threshold=threshold,
+                                 name=name, registry=registry)
+             for name, threshold in (("keeps", 0.0), ("falls_back", 1.5))]
+
+    def gated(question: str) -> None:
+        for gate in gates:
+            gate.invoke(question)
+
     calls = {("ok", "invoke"): invoke, ("ok", "stream"): stream, ("ok", "no_logprobs"): without_logprobs,
              ("cancelled", "stream"): cancel, ("error", "timeout"): fail}
     # First one call of each kind, and wait until Prometheus has scraped every series they made:
     # rate() and increase() only see increments after a series' first sample.
     for call in calls.values():
         call(QUESTIONS[0])
+    gated(QUESTIONS[0])
     kinds = len({(status, "not_requested" if kind == "no_logprobs" else "") for status, kind in PLAN})
     prometheus.wait_for("count(llm_responses_total)", lambda r: bool(r) and float(r[0]["value"][1]) >= kinds,
                         timeout=60)
+    prometheus.wait_for("count(llm_confidence_gate_decisions_total)",
+                        lambda r: bool(r) and float(r[0]["value"][1]) >= len(gates), timeout=60)
     for key, call in calls.items():
         for question in QUESTIONS[1:PLAN[key]]:
             call(question)
+    for question in QUESTIONS[1:3]:
+        gated(question)
 
 
 @pytest.fixture(scope="module")
@@ -122,7 +142,7 @@ def live(local_model: LocalModelServer, tmp_path_factory: pytest.TempPathFactory
     try:
         start_or_fail(prometheus, "Prometheus")
         prometheus.wait_for('up{job="llm-app"} == 1', timeout=60)
-        _traffic(local_model, handler, prometheus)
+        _traffic(local_model, handler, prometheus, registry)
         prometheus.wait_for("sum(llm_responses_total)",
                             lambda result: bool(result) and float(result[0]["value"][1]) == TOTAL, timeout=60)
         yield Live(prometheus, sinks, records)

@@ -19,9 +19,15 @@ REMOVED = ("llm_response_mean_logprob", "llm_response_perplexity")
 
 
 def written_series() -> set[str]:
+    """What the exporter writes, and what a confidence gate writes (its decisions counter)."""
+    from observability._gate import _prometheus_counter
+
     registry = CollectorRegistry()
     exporter = PrometheusExporter(registry=registry)
     exporter.export([make_record(report=make_report(), first_token_after=0.2)])
+    gate = _prometheus_counter(registry, "llm")
+    assert gate is not None
+    gate.labels("gate", "kept", "provider", "model").inc()
     return {sample.name for family in registry.collect() for sample in family.samples}
 
 

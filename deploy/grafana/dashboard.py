@@ -298,6 +298,16 @@ def panels() -> list[Json]:
                     overrides=[{"matcher": {"id": "byName", "options": "top margin"}, "properties": [
                         {"id": "custom.axisPlacement", "value": "right"}, {"id": "unit", "value": "percentunit"},
                         {"id": "max", "value": 1}]}]), 12, 39, 12, 8),
+        # -- acting on confidence -------------------------------------------------------------------
+        (timeseries("Confidence gate: fallback rate",
+                    "Share of confidence_fallback decisions that ran the fallback, per gate (0 when none did). "
+                    "Decisions with no logprobs count as missing, not as fallbacks.",
+                    [target("A", f'(sum by (gate) (rate(llm_confidence_gate_decisions_total{{outcome="fell_back", '
+                                 f'{SELECT}}}[$__rate_interval])) or sum by (gate) (rate('
+                                 f"llm_confidence_gate_decisions_total{{{SELECT}}}[$__rate_interval])) * 0) / sum by "
+                                 f"(gate) (rate(llm_confidence_gate_decisions_total{{{SELECT}}}[$__rate_interval]))",
+                            "{{gate}}")],
+                    unit="percentunit", minimum=0, maximum=1), 0, 47, 12, 8),
     ]
     built = []
     for number, (panel, x, y, w, h) in enumerate(layout, start=1):
