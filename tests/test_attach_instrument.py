@@ -75,7 +75,10 @@ def test_opentelemetry_instrument_observes_the_unmodified_app(
                "OTEL_LOGS_EXPORTER": "none", "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
                "OTEL_EXPORTER_OTLP_ENDPOINT": otlp["endpoint"], "OTEL_BSP_SCHEDULE_DELAY": "200",
                "OBSERVABILITY_PROMETHEUS_PORT": str(port), "OBSERVABILITY_ENABLE_LOGPROBS": enable,
-               "OBSERVABILITY_METADATA_LABELS": "ls_model_type", "OBSERVABILITY_TRACE_RUN_TREE": enable}
+               "OBSERVABILITY_METADATA_LABELS": "ls_model_type", "OBSERVABILITY_TRACE_RUN_TREE": enable,
+               # The peer LangChain instrumentations installed for tests/test_peer_tracers.py register
+               # as "langchain" and would be loaded too (their spans would then carry our figures).
+               "OTEL_PYTHON_DISABLED_INSTRUMENTATIONS": "langchain"}
         env.pop("OBSERVABILITY_LANGCHAIN", None)
         if enable == "false":  # env activation on import and the instrumentor: still one handler
             env["OBSERVABILITY_LANGCHAIN"] = "1"

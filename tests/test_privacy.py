@@ -176,7 +176,10 @@ def test_capture_enabled_exports_response_and_token_text_but_never_secrets(
     assert low, "the model answered with no low-confidence token; the prompt needs changing"
     assert all(found(token, data) for token in low)
     assert [s for s in SECRETS if found(s, data)] == []
-    assert not found(PROMPT_MARKER, data)  # prompts are never captured, in any mode
+    # The record file (asked for, like capture) keeps each question; spans, metrics and logs never
+    # hold the prompt, in any mode.
+    assert [line["question"] for line in lines] == list(PROMPTS)
+    assert not found(PROMPT_MARKER, data.replace(record_file.read_bytes(), b""))
 
 
 PROVIDER_MARKER = f"provider-secret-{uuid4().hex}"
