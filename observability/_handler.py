@@ -21,6 +21,7 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -109,6 +110,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         record_to: a file path; when given, every record is also appended to it as one JSON line
             (``observability.exporters.JsonlRecorder``, after the other exporters). The file holds
             response text and tokens: content, written only because you asked.
+        feedback_window: how many recent responses ``record_feedback`` can join a verdict to
+            (default 0: none kept). Each costs about 2 KB (the record without text or tokens).
 
     Attached twice (explicitly and by a hook): each exporter gets each run once, even when two
     handlers that share it (or that both use the default exporters) see the run; the handler
@@ -128,6 +131,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD,
         max_open_runs: int = DEFAULT_MAX_OPEN_RUNS,
         record_to: str | os.PathLike[str] | None = None,
+        feedback_window: int = 0,
     ) -> None:
         super().__init__()
         default_count = 0  # the default exporters are one share group (see observability._dedupe)
@@ -156,6 +160,11 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         self.duplicate_runs = 0  # runs left (in part) to another handler sharing an exporter
         self._export_groups = ExportGroups(self.exporters, default_count)
         self._runs: dict[UUID, _Run] = {}
+        if isinstance(feedback_window, bool) or not isinstance(feedback_window, int) or feedback_window < 0:
+            raise ValueError(f"feedback_window must be a non-negative int, got {feedback_window!r}")
+        self.feedback_window = feedback_window
+        self._answered: dict[tuple[UUID, int], ResponseRecord] = {}  # recent responses, for record_feedback
+        self.unknown_feedback = 0
         self._last: tuple[UUID | None, _Run | None] = (None, None)  # the previous chunk's run
         self._lock = threading.Lock()
         self._logged: set[str] = set()
@@ -424,7 +433,51 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             time_to_first_token_ns=first,
         )
 
+    def record_feedback(self, run_id: UUID | str, correct: bool, *, choice_index: int = 0) -> bool:
+        """Join a verdict (a user's thumbs, a grader's check) to a recent response and export it:
+        ``{prefix}_feedback_total{outcome, confidence}`` counts verdicts by the response's
+        sequence-probability bucket, so accuracy per bucket is a live reliability diagram.
+
+        The last ``feedback_window`` responses can be joined (the handler option; 0, the default,
+        keeps none and makes this call an error naming the option); an unknown or older ``run_id``
+        is counted in ``unknown_feedback`` and returns False (nothing raises for it).
+        """
+        if not self.feedback_window:
+            raise RuntimeError("record_feedback needs recent responses: create the handler with "
+                               "ConfidenceCallbackHandler(feedback_window=N), N the responses to keep for joining")
+        if isinstance(run_id, str):
+            try:
+                run_id = UUID(run_id)
+            except ValueError:
+                raise ValueError(f"run_id must be a UUID (record.start.run_id), got {run_id!r}") from None
+        if not isinstance(run_id, UUID):
+            raise TypeError(f"run_id must be a UUID or its string (record.start.run_id), got {run_id!r}")
+        if not isinstance(correct, bool):
+            raise TypeError(f"correct must be True or False, got {correct!r}")
+        if isinstance(choice_index, bool) or not isinstance(choice_index, int) or choice_index < 0:
+            raise ValueError(f"choice_index must be a non-negative int, got {choice_index!r}")
+        with self._lock:
+            record = self._answered.get((run_id, choice_index))
+            if record is None:
+                self.unknown_feedback += 1
+        if record is None:
+            return False
+        for exporter in self.exporters:
+            export_feedback = getattr(exporter, "export_feedback", None)
+            if export_feedback is not None:
+                try:
+                    export_feedback(record, correct)
+                except Exception as exc:
+                    self._failed(f"{type(exporter).__name__}.export_feedback", exc)
+        return True
+
     def _deliver(self, records: list[ResponseRecord], exporters: Sequence[Exporter]) -> None:
+        if self.feedback_window:  # kept for record_feedback, without content (tokens and text dropped)
+            with self._lock:
+                for record in records:
+                    self._answered[(record.start.run_id, record.choice_index)] = replace(record, tokens=(), text=None)
+                while len(self._answered) > self.feedback_window:
+                    del self._answered[next(iter(self._answered))]
         if self.on_report is not None:
             for record in records:
                 try:

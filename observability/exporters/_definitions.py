@@ -189,3 +189,20 @@ def check_prefix(prefix: str) -> str:
     if not isinstance(prefix, str) or not _PREFIX_PATTERN.fullmatch(prefix):
         raise ValueError(f"prefix must match [a-zA-Z_][a-zA-Z0-9_]* (e.g. 'llm'), got {prefix!r}")
     return prefix
+
+
+FEEDBACK_COUNTER_NAME = "feedback"
+"""Prometheus ``{prefix}_feedback_total``; OpenTelemetry ``{prefix}.feedback``: verdicts joined to
+responses by ``ConfidenceCallbackHandler.record_feedback``, by outcome and confidence bucket."""
+FEEDBACK_COUNTER_DESCRIPTION = ("Verdicts on responses (record_feedback), by outcome (correct/incorrect) and the "
+                                "response's sequence-probability bucket: accuracy per bucket is a live "
+                                "reliability diagram.")
+
+
+def confidence_bucket(record: ResponseRecord) -> str:
+    """The record's sequence probability as one of ten equal-width buckets, by lower bound
+    (``"0.0"`` … ``"0.9"``; 1.0 falls in ``"0.9"``), or ``"none"`` without a report."""
+    value = finite(record.report.sequence_probability) if record.report is not None else None
+    if value is None:
+        return "none"
+    return f"{min(max(int(value * 10), 0), 9) / 10:.1f}"

@@ -31,6 +31,8 @@ from opentelemetry.context import Context
 from observability._types import ResponseRecord
 from observability.exporters._definitions import (
     DEFAULT_PREFIX,
+    FEEDBACK_COUNTER_DESCRIPTION,
+    FEEDBACK_COUNTER_NAME,
     FIELD_MIN_TOKEN_PROBABILITY,
     HISTOGRAMS,
     INSTRUMENTATION_SCOPE,
@@ -38,6 +40,7 @@ from observability.exporters._definitions import (
     RESPONSES_COUNTER_DESCRIPTION,
     RESPONSES_COUNTER_NAME,
     check_prefix,
+    confidence_bucket,
     field_observations,
     observations,
     package_version,
@@ -86,6 +89,8 @@ class OpenTelemetryMetricsExporter:
         self._with_operation = [d.semconv for d in HISTOGRAMS]
         self._responses = meter.create_counter(f"{self.prefix}.{RESPONSES_COUNTER_NAME}", unit="{response}",
                                                description=RESPONSES_COUNTER_DESCRIPTION)
+        self._feedback = meter.create_counter(f"{self.prefix}.{FEEDBACK_COUNTER_NAME}", unit="{verdict}",
+                                              description=FEEDBACK_COUNTER_DESCRIPTION)
         self._fields = None
         if self.labels.field_paths:
             definition = FIELD_MIN_TOKEN_PROBABILITY
@@ -110,6 +115,12 @@ class OpenTelemetryMetricsExporter:
             if self._fields is not None:
                 for path, value in field_observations(record, self.labels.field_path):
                     self._fields.record(value, {**attributes, self._path_key: path}, context=context)
+
+    def export_feedback(self, record: ResponseRecord, correct: bool) -> None:
+        """Count one verdict on ``record`` in ``{prefix}.feedback``."""
+        self._feedback.add(1, {**dict(zip(self._keys, self.labels.values(record), strict=True)),
+                               "llm.confidence.feedback.outcome": "correct" if correct else "incorrect",
+                               "llm.confidence.feedback.confidence": confidence_bucket(record)})
 
 
 def _span_context(record: ResponseRecord) -> Context | None:

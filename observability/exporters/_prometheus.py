@@ -26,11 +26,14 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, v
 from observability._types import ResponseRecord
 from observability.exporters._definitions import (
     DEFAULT_PREFIX,
+    FEEDBACK_COUNTER_DESCRIPTION,
+    FEEDBACK_COUNTER_NAME,
     FIELD_MIN_TOKEN_PROBABILITY,
     HISTOGRAMS,
     RESPONSES_COUNTER_DESCRIPTION,
     RESPONSES_COUNTER_NAME,
     check_prefix,
+    confidence_bucket,
     field_observations,
     observations,
 )
@@ -46,6 +49,8 @@ class _Collectors:
     dropped: list[str] = field(default_factory=list)
     fields: Histogram | None = None
     fields_tried: bool = False
+    feedback: Counter | None = None
+    feedback_tried: bool = False
 
 
 _cache: weakref.WeakKeyDictionary[CollectorRegistry, dict[tuple[str, tuple[str, ...]], _Collectors]] = (
@@ -160,3 +165,22 @@ class PrometheusExporter:
         if not trace_id or not span_id:
             return None
         return {"trace_id": trace_id, "span_id": span_id}
+
+    def export_feedback(self, record: ResponseRecord, correct: bool) -> None:
+        """Count one verdict on ``record`` in ``{prefix}_feedback_total`` (made on first use)."""
+        metrics = self._metrics
+        if not metrics.feedback_tried:
+            with _cache_lock:
+                if not metrics.feedback_tried:
+                    name = f"{self.prefix}_{FEEDBACK_COUNTER_NAME}"
+                    try:
+                        metrics.feedback = Counter(name, FEEDBACK_COUNTER_DESCRIPTION,
+                                                   (*self.labels.label_names, "outcome", "confidence"),
+                                                   registry=self.registry)
+                    except ValueError as exc:
+                        metrics.dropped.append(f"{name}_total")
+                        _log_dropped(f"{name}_total", exc)
+                    metrics.feedback_tried = True
+        if metrics.feedback is not None:
+            metrics.feedback.labels(*self.labels.values(record), "correct" if correct else "incorrect",
+                                    confidence_bucket(record)).inc()
