@@ -190,19 +190,13 @@ def test_the_question_is_the_last_human_message_or_the_prompt(tmp_path: Path) ->
 def test_the_question_goes_to_the_record_file_and_nowhere_else_by_default(tmp_path: Path) -> None:
     """Content: spans, both metric systems and every log line (DEBUG included) must not hold it;
     the record file (opt-in) must. The check can fail: the marker is searched as UTF-8 bytes."""
-    import logging
-
     from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metrics
     from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
     from observability.testing import FakeLogprobChatModel, InMemoryTelemetry
+    from tests.test_privacy import our_log_output
 
     marker = "quokka-lantern-5521 대답"
-    lines: list[str] = []
-
-    class Collect(logging.Handler):
-        def emit(self, record: logging.LogRecord) -> None:
-            lines.append(self.format(record))
 
     class Failing:  # our failure path logs too: it must not quote the question either
         def export(self, records: Any) -> None:
@@ -210,13 +204,7 @@ def test_the_question_goes_to_the_record_file_and_nowhere_else_by_default(tmp_pa
 
     sinks = InMemoryTelemetry()
     path = tmp_path / "r.jsonl"
-    collect = Collect(logging.DEBUG)
-    loggers = [logging.getLogger(name) for name in ("observability", "opentelemetry")]
-    saved = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.addHandler(collect)
-        logger.setLevel(logging.DEBUG)
-    try:
+    with our_log_output() as logs:
         handler = ConfidenceCallbackHandler(exporters=[*sinks.exporters(), Failing()], record_to=path)
         config: Any = {"callbacks": [handler], "metadata": {"route": "faq"}}
         FakeLogprobChatModel().invoke(f"Tell me about {marker}.", config=config)
@@ -224,10 +212,7 @@ def test_the_question_goes_to_the_record_file_and_nowhere_else_by_default(tmp_pa
             pass
         with pytest.raises(Exception, match="fake"):
             FakeLogprobChatModel(error_after=2).invoke(f"Fail on {marker}.", config=config)
-    finally:
-        for logger, level in zip(loggers, saved, strict=True):
-            logger.removeHandler(collect)
-            logger.setLevel(level)
+    lines = logs.lines
     metrics = sinks.metrics()
     assert metrics is not None and sinks.spans()
     elsewhere = {
