@@ -3,7 +3,9 @@
 Asks SmolLM2-135M (llama.cpp on 127.0.0.1, started and stopped here) the 60 capital questions of
 benchmarks/capitals.jsonl, records every response (``record_to=``), labels each answer right when
 it names an accepted city, and runs ``python -m observability evaluate`` on them. Writes
-benchmarks/evaluation/{records,labels}.jsonl, result.json and docs/evaluation.html (the plots).
+benchmarks/evaluation/{records,labels}.jsonl, result.json, calibration.json (the isotonic map of
+sequence probability, for ``ConfidenceCallbackHandler(calibration=)``) and docs/evaluation.html
+(the plots).
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ def main() -> int:
         for run_id, (answer, accepted) in answers.items():
             labels.write(json.dumps({"run_id": run_id, "correct": is_right(answer, accepted)}) + "\n")
     return evaluate([str(records_path), "--labels", str(labels_path), "--json", str(OUT / "result.json"),
-                     "--html", str(ROOT / "docs" / "evaluation.html")])
+                     "--html", str(ROOT / "docs" / "evaluation.html"), "--calibration", str(OUT / "calibration.json")])
 
 
 if __name__ == "__main__":

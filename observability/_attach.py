@@ -135,6 +135,7 @@ def attach_process_wide(config: AttachConfig | None = None, **handler_options: A
         handler_options["exporters"] = default_exporters(metadata_labels=config.metadata_labels,
                                                          trace_run_tree=config.trace_run_tree, **sinks)
     handler_options.setdefault("low_confidence_threshold", config.low_confidence_threshold)
+    handler_options.setdefault("calibration", config.calibration)
     handler = ConfidenceCallbackHandler(**handler_options)
     if default:
         # These are the default exporters (with our labels): dedupe with handlers built with

@@ -20,6 +20,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from observability._calibration import CalibrationError, CalibrationMap, load_calibration
 from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
 
 OBSERVABILITY_LANGCHAIN = "OBSERVABILITY_LANGCHAIN"
@@ -30,9 +31,10 @@ OBSERVABILITY_ENABLE_LOGPROBS = "OBSERVABILITY_ENABLE_LOGPROBS"
 OBSERVABILITY_TOP_LOGPROBS = "OBSERVABILITY_TOP_LOGPROBS"
 OBSERVABILITY_PROMETHEUS_PORT = "OBSERVABILITY_PROMETHEUS_PORT"
 OBSERVABILITY_PROMETHEUS_HOST = "OBSERVABILITY_PROMETHEUS_HOST"
+OBSERVABILITY_CALIBRATION = "OBSERVABILITY_CALIBRATION"
 VARIABLES = (OBSERVABILITY_LANGCHAIN, OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD, OBSERVABILITY_METADATA_LABELS,
              OBSERVABILITY_TRACE_RUN_TREE, OBSERVABILITY_ENABLE_LOGPROBS, OBSERVABILITY_TOP_LOGPROBS,
-             OBSERVABILITY_PROMETHEUS_PORT, OBSERVABILITY_PROMETHEUS_HOST)
+             OBSERVABILITY_PROMETHEUS_PORT, OBSERVABILITY_PROMETHEUS_HOST, OBSERVABILITY_CALIBRATION)
 
 DEFAULT_TOP_LOGPROBS = 5
 MAX_TOP_LOGPROBS = 20  # OpenAI's documented upper bound for top_logprobs
@@ -51,6 +53,7 @@ NO_LABELS = "attached without metadata labels"
 NO_RUN_TREE = "attached with model spans only"
 NO_LOGPROBS_PATCH = "attached; requests are sent as the app builds them (logprobs not turned on)"
 NO_METRICS_SERVER = "attached without the /metrics server"
+NO_CALIBRATION = "attached without calibration (no calibrated probability is exported)"
 
 _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 _RESERVED_LABELS = frozenset({"provider", "model", "status", "logprobs", "le", "quantile", "job", "instance"})
@@ -126,6 +129,11 @@ class AttachConfig:
     prometheus_host: str = DEFAULT_PROMETHEUS_HOST
     """``OBSERVABILITY_PROMETHEUS_HOST``: the address that server binds. Default ``127.0.0.1``
     (loopback only); set ``0.0.0.0`` to let a Prometheus on another host scrape it."""
+
+    calibration: CalibrationMap | None = None
+    """``OBSERVABILITY_CALIBRATION``: the path of a calibration map (``python -m observability
+    evaluate ... --calibration OUT.json``), read at activation; the handler then exports the
+    calibrated probability of each answer being right. Default unset: no calibration."""
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> AttachConfig:
@@ -270,6 +278,16 @@ def _host(env: Mapping[str, str]) -> str:
     return host
 
 
+def _calibration(env: Mapping[str, str]) -> CalibrationMap | None:
+    raw = env.get(OBSERVABILITY_CALIBRATION, "")
+    if not raw.strip():
+        return None
+    try:
+        return load_calibration(raw.strip())
+    except CalibrationError as exc:
+        raise ConfigError(OBSERVABILITY_CALIBRATION, raw, str(exc)) from None
+
+
 _READERS: tuple[tuple[str, Callable[[Mapping[str, str]], Any], str], ...] = (
     ("activation", _activation, NOT_ATTACHED),
     ("low_confidence_threshold", _threshold, NOT_ATTACHED),
@@ -279,4 +297,5 @@ _READERS: tuple[tuple[str, Callable[[Mapping[str, str]], Any], str], ...] = (
     ("top_logprobs", _top, NO_LOGPROBS_PATCH),
     ("prometheus_port", _port, NO_METRICS_SERVER),
     ("prometheus_host", _host, NO_METRICS_SERVER),
+    ("calibration", _calibration, NO_CALIBRATION),
 )

@@ -13,6 +13,9 @@ is oriented so that higher means more confident (``SIGNS``) before it is ranked:
     flag      the highest threshold whose flagged set (figure below it) is at least
               ``target_precision`` wrong answers, and how many it flags
 
+With ``--calibration OUT.json`` it also fits an isotonic map from one figure to P(right) on the
+labelled responses (``observability._calibration``) for ``ConfidenceCallbackHandler(calibration=)``.
+
 Standard library only; the numbers are checked against independent computations in the tests.
 """
 
@@ -26,6 +29,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from observability._calibration import (
+    DEFAULT_METRIC,
+    CalibrationError,
+    CalibrationMap,
+    fit_isotonic,
+    write_calibration,
+)
 
 SIGNS = {"sequence_probability": 1, "min_token_probability": 1, "mean_top_margin": 1,
          "low_confidence_ratio": -1, "mean_token_entropy": -1, "perplexity": -1}
@@ -181,6 +192,14 @@ def evaluate(labelled: Sequence[Labelled], target_precision: float = 0.9) -> dic
     return result
 
 
+def calibrate(labelled: Sequence[Labelled], metric: str = DEFAULT_METRIC) -> CalibrationMap:
+    """The isotonic calibration map of ``metric`` on the labelled responses that have it
+    (``CalibrationError`` when there are too few or only one class)."""
+    items = [item for item in labelled if metric in item.figures]
+    return fit_isotonic([item.figures[metric] for item in items], [item.correct for item in items],
+                        metric=metric, increasing=SIGNS[metric] > 0)
+
+
 def _cell(value: float | None, width: int, spec: str) -> str:
     return f"{'–' if value is None else format(value, spec):>{width}}"
 
@@ -215,9 +234,16 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--json", type=Path, metavar="OUT", help="also write the result as JSON")
     parser.add_argument("--html", type=Path, metavar="OUT", help="also write a page with the reliability "
                         "diagram and the accuracy-coverage curve")
+    parser.add_argument("--calibration", type=Path, metavar="OUT", help="also fit a calibration map (isotonic "
+                        "regression of right/wrong on one figure) and write it as JSON, for "
+                        "ConfidenceCallbackHandler(calibration=OUT)")
+    parser.add_argument("--calibration-metric", choices=tuple(SIGNS), metavar="FIGURE",
+                        help=f"the figure the map reads (default {DEFAULT_METRIC}); one of {', '.join(SIGNS)}")
     args = parser.parse_args(argv)
     if not 0.0 < args.target_precision <= 1.0:
         parser.error("--target-precision must be in (0, 1]")
+    if args.calibration_metric is not None and args.calibration is None:
+        parser.error("--calibration-metric needs --calibration OUT.json (where to write the map)")
     try:
         labelled = join(read_records(args.records), read_labels(args.labels))
     except (OSError, RecordFileError, LabelFileError) as exc:
@@ -227,10 +253,22 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
         print("error: no response has both a label and a confidence report (do the run ids match?)",
               file=sys.stderr)
         return 1
+    calibration = None
+    if args.calibration is not None:
+        try:
+            calibration = calibrate(labelled, args.calibration_metric or DEFAULT_METRIC)
+        except CalibrationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
     result = evaluate(labelled, args.target_precision)
     print(table(result))
+    if calibration is not None:
+        result["calibration"] = calibration.to_json()
+        write_calibration(calibration, args.calibration)
+        print(f"\ncalibration map of {calibration.metric} ({len(calibration.points)} points, fitted on "
+              f"{calibration.labels} labelled responses) written to {args.calibration}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.html:
-        write_html(result, args.html)
+        write_html(result, args.html, calibration)
     return 0

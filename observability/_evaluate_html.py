@@ -7,6 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
+from observability._calibration import CalibrationMap
 from observability._evaluate import PROBABILITIES, table
 
 SIZE = 260
@@ -31,14 +32,22 @@ def _frame(title: str, x_label: str, y_label: str, body: str) -> str:
             f'text-anchor="middle">{y_label}</text>{body}</svg></figure>')
 
 
-def reliability_svg(name: str, bins: list[dict[str, float]]) -> str:
+def reliability_svg(name: str, bins: list[dict[str, float]], calibration: CalibrationMap | None = None) -> str:
+    """Accuracy per bin against the diagonal; with a calibration map of this figure, its curve too."""
     diagonal = f'<polyline points="{_xy(0, 0)} {_xy(1, 1)}" stroke="#bbb" stroke-dasharray="4" fill="none"/>'
+    title = f"Reliability: {name}"
+    if calibration is not None and calibration.metric == name:
+        title += ", with the calibration map (line)"
+        xs = [0.0, *(x for x, _ in calibration.points if 0.0 < x < 1.0), 1.0]
+        curve = " ".join(_xy(x, calibration(x)) for x in xs)
+        diagonal += (f'<polyline points="{curve}" stroke="#c2410c" stroke-width="2" fill="none">'
+                     f'<title>calibration map ({len(calibration.points)} points)</title></polyline>')
     bars = "".join(
         f'<rect x="{PAD + b["low"] * SIZE + 1:.1f}" y="{PAD + (1 - b["accuracy"]) * SIZE:.1f}" '
         f'width="{(b["high"] - b["low"]) * SIZE - 2:.1f}" height="{b["accuracy"] * SIZE:.1f}" fill="#1b6ca8" '
         f'fill-opacity="0.7"><title>{b["low"]:.1f}–{b["high"]:.1f}: {b["count"]:.0f} responses, mean p '
         f'{b["mean_probability"]:.2f}, accuracy {b["accuracy"]:.0%}</title></rect>' for b in bins)
-    return _frame(f"Reliability: {name}", name.replace("_", " "), "accuracy", diagonal + bars)
+    return _frame(title, name.replace("_", " "), "accuracy", diagonal + bars)
 
 
 def coverage_svg(metrics: dict[str, Any]) -> str:
@@ -53,8 +62,8 @@ def coverage_svg(metrics: dict[str, Any]) -> str:
                   "".join(lines)) + f"<ul>{legend}</ul>"
 
 
-def write_html(result: dict[str, Any], path: Path) -> None:
-    figures = "".join(reliability_svg(name, result["metrics"][name]["reliability"])
+def write_html(result: dict[str, Any], path: Path, calibration: CalibrationMap | None = None) -> None:
+    figures = "".join(reliability_svg(name, result["metrics"][name]["reliability"], calibration)
                       for name in PROBABILITIES if name in result["metrics"])
     page = (f"<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Confidence evaluation</title>"
             f"<style>body{{font-family:sans-serif;margin:2em;color:#1f2933}} figure{{display:inline-block;"

@@ -27,6 +27,7 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
+from observability._calibration import CalibrationMap, load_calibration
 from observability._dedupe import NOTHING, ExportGroups, Exporting
 from observability._extract import extract_response
 from observability._fields import (
@@ -112,6 +113,11 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             response text and tokens: content, written only because you asked.
         feedback_window: how many recent responses ``record_feedback`` can join a verdict to
             (default 0: none kept). Each costs about 2 KB (the record without text or tokens).
+        calibration: a calibration map (a file written by ``python -m observability evaluate ...
+            --calibration OUT.json``, or a ``CalibrationMap``): each record then carries
+            ``calibrated_probability``, the probability that the answer is right, which the
+            exporters send next to the raw figures. Read here: a missing or invalid file raises
+            ``CalibrationError`` naming the fix.
 
     Attached twice (explicitly and by a hook): each exporter gets each run once, even when two
     handlers that share it (or that both use the default exporters) see the run; the handler
@@ -132,8 +138,10 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         max_open_runs: int = DEFAULT_MAX_OPEN_RUNS,
         record_to: str | os.PathLike[str] | None = None,
         feedback_window: int = 0,
+        calibration: str | os.PathLike[str] | CalibrationMap | None = None,
     ) -> None:
         super().__init__()
+        self.calibration = None if calibration is None else load_calibration(calibration)
         default_count = 0  # the default exporters are one share group (see observability._dedupe)
         if exporters is None:
             from observability.exporters import default_exporters
@@ -431,7 +439,18 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             tokens=tokens or (),
             duration_ns=duration,
             time_to_first_token_ns=first,
+            calibrated_probability=self._calibrated(report),
         )
+
+    def _calibrated(self, report: ConfidenceReport | None) -> float | None:
+        """The calibration map applied to the report (None without a map or a figure); a failure is ours."""
+        if self.calibration is None or report is None:
+            return None
+        try:
+            return self.calibration.apply(report)
+        except Exception as exc:  # never break the host app
+            self._failed("calibration", exc)
+            return None
 
     def record_feedback(self, run_id: UUID | str, correct: bool, *, choice_index: int = 0) -> bool:
         """Join a verdict (a user's thumbs, a grader's check) to a recent response and export it:

@@ -154,6 +154,9 @@ class ResponseRecord:
     """The run's duration on a monotonic clock (the wall-clock fields are for timestamps)."""
     time_to_first_token_ns: int | None = None
     """From the run's start to its first streamed token, on a monotonic clock."""
+    calibrated_probability: float | None = None
+    """With a calibration map (``ConfidenceCallbackHandler(calibration=...)``): the probability that
+    this answer is right, the map applied to the report's figure; else None."""
 
     @property
     def run_id(self) -> UUID:

@@ -13,6 +13,7 @@ import os
 import re
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 from unittest import mock
 
@@ -29,6 +30,10 @@ from observability.testing import InMemoryTelemetry
 from tests.fuzzing import fuzz
 from tests.provider_support import ANSWER, canned_provider
 
+SHIPPED = Path(__file__).resolve().parent.parent / "benchmarks" / "evaluation"
+CALIBRATIONS = ["", " ", "/", "/nonexistent/calibration.json", str(SHIPPED / "calibration.json"),
+                str(SHIPPED / "result.json")]
+"""A valid map, a directory, a missing file and a JSON file that is not a map."""
 SWITCHES = ["", " ", "1", "0", "true", "FALSE", " yes ", "no", "on", "off", "maybe", "2", "tru", "\x00", "ü"]
 
 
@@ -54,6 +59,7 @@ def environments(busy_port: int) -> st.SearchStrategy[dict[str, str]]:
         "OBSERVABILITY_TOP_LOGPROBS": st.one_of(numbers, st.text(max_size=8)),
         "OBSERVABILITY_PROMETHEUS_PORT": ports,
         "OBSERVABILITY_PROMETHEUS_HOST": hosts,
+        "OBSERVABILITY_CALIBRATION": st.one_of(st.text(max_size=12), st.sampled_from(CALIBRATIONS)),
     }
     assert set(values) == set(VARIABLES)  # every variable is fuzzed
     return st.fixed_dictionaries({}, optional=values).map(

@@ -1,11 +1,13 @@
 """`python -m observability evaluate`: AUROC, Brier and ECE against independent reference
 computations written here (pairwise AUROC, loops over bins), on random data and on real model
-records; label files with errors name the line."""
+records; label files with errors name the line; ``--calibration`` writes the isotonic map that the reference in
+test_calibration.py computes from the answers' logprobs."""
 
 from __future__ import annotations
 
 import json
 import math
+import random
 import subprocess
 import sys
 from pathlib import Path
@@ -18,7 +20,9 @@ from hypothesis import strategies as st
 from observability import ConfidenceCallbackHandler
 from observability._evaluate import SIGNS, auroc, brier, ece, evaluate, join, read_labels
 from observability.exporters._jsonl import read_records
+from observability.testing import FakeLogprobChatModel
 from tests.fuzzing import fuzz
+from tests.test_calibration import reference_points
 
 
 def reference_auroc(scores: list[float], correct: list[bool]) -> float | None:
@@ -126,3 +130,82 @@ def test_evaluate_on_real_records_matches_independent_computations(tmp_path: Pat
                             / len(y), abs_tol=1e-9)
         assert math.isclose(got["metrics"][name]["ece"], reference_ece(raw, y), abs_tol=1e-9)
     assert evaluate(join(records, labelled))["metrics"].keys() == got["metrics"].keys()
+
+
+
+def run_evaluate(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "observability", "evaluate", *args], capture_output=True, text=True,
+                          timeout=120)
+
+
+FIGURES: dict[str, Any] = {
+    "sequence_probability": lambda lps: math.exp(sum(lps) / len(lps)),
+    "perplexity": lambda lps: math.exp(-sum(lps) / len(lps)),
+    "min_token_probability": lambda lps: math.exp(min(lps)),
+}
+"""Each figure from an answer's token logprobs, computed here."""
+
+
+@pytest.fixture(scope="module")
+def labelled_files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[tuple[list[float], bool]]]:
+    """30 answers of a fake model through the handler into a record file, each labelled right with
+    the probability of its sequence probability (seeded): (records, labels, [(logprobs, right)])."""
+    folder = tmp_path_factory.mktemp("calibration")
+    records_path, labels_path = folder / "records.jsonl", folder / "labels.jsonl"
+    handler = ConfidenceCallbackHandler(exporters=(), record_to=records_path)
+    chance = random.Random(19)
+    answers = []
+    with labels_path.open("w", encoding="utf-8") as labels:
+        for _ in range(30):
+            logprobs = [round(chance.uniform(-2.0, 0.0), 3) for _ in range(3)]
+            right = chance.random() < FIGURES["sequence_probability"](logprobs)
+            seen: list[Any] = []
+            handler.on_report = seen.append
+            model = FakeLogprobChatModel(tokens=["a", "b", "c"], token_logprobs=logprobs)
+            model.invoke("q", config={"callbacks": [handler]})
+            labels.write(json.dumps({"run_id": str(seen[0].start.run_id), "correct": right}) + "\n")
+            answers.append((logprobs, right))
+    assert 5 < sum(right for _, right in answers) < 25  # both classes, well mixed
+    return records_path, labels_path, answers
+
+
+@pytest.mark.parametrize("metric", [None, "perplexity", "min_token_probability"])
+def test_calibration_option_writes_the_reference_isotonic_map(
+        tmp_path: Path, labelled_files: tuple[Path, Path, list[tuple[list[float], bool]]], metric: str | None) -> None:
+    records_path, labels_path, answers = labelled_files
+    out, html = tmp_path / "calibration.json", tmp_path / "evaluation.html"
+    chosen = ["--calibration-metric", metric] if metric else []
+    result = run_evaluate(str(records_path), "--labels", str(labels_path), "--calibration", str(out),
+                          "--html", str(html), *chosen)
+    assert result.returncode == 0, result.stderr
+    assert f"written to {out}" in result.stdout
+    name = metric or "sequence_probability"
+    figures = [FIGURES[name](logprobs) for logprobs, _ in answers]
+    correct = [right for _, right in answers]
+    written = json.loads(out.read_text(encoding="utf-8"))
+    assert (written["metric"], written["labels"], written["correct"]) == (name, 30, sum(correct))
+    assert written["orientation"] == ("decreasing" if SIGNS[name] < 0 else "increasing")
+    got = [(float(x), float(p)) for x, p in written["points"]]
+    expected = reference_points(figures, correct, SIGNS[name] > 0)
+    assert len(got) == len(expected)
+    for (gx, gp), (ex, ep) in zip(got, expected, strict=True):  # figures recomputed here: 1e-9, not exact
+        assert math.isclose(gx, ex, rel_tol=1e-9) and math.isclose(gp, ep, rel_tol=1e-12)
+    page = html.read_text(encoding="utf-8")
+    drawn = f"Reliability: {name}, with the calibration map" in page
+    assert drawn == (name != "perplexity")  # drawn on the reliability diagram of a probability figure
+
+
+def test_calibration_refuses_too_few_labels_and_bad_options(
+        tmp_path: Path, labelled_files: tuple[Path, Path, list[tuple[list[float], bool]]]) -> None:
+    records_path, labels_path, _ = labelled_files
+    few = tmp_path / "labels.jsonl"
+    few.write_text("".join(labels_path.read_text(encoding="utf-8").splitlines(keepends=True)[:10]), encoding="utf-8")
+    out = tmp_path / "calibration.json"
+    result = run_evaluate(str(records_path), "--labels", str(few), "--calibration", str(out))
+    assert result.returncode == 1 and "only 10 labelled responses" in result.stderr and "at least 20" in result.stderr
+    assert not out.exists()
+    result = run_evaluate(str(records_path), "--labels", str(few), "--calibration-metric", "perplexity")
+    assert result.returncode == 2 and "--calibration-metric needs --calibration OUT.json" in result.stderr
+    result = run_evaluate(str(records_path), "--labels", str(few), "--calibration", str(out),
+                          "--calibration-metric", "length")
+    assert result.returncode == 2 and "invalid choice: 'length'" in result.stderr

@@ -130,6 +130,16 @@ FIELD_MIN_TOKEN_PROBABILITY = HistogramDefinition(
 observed once per allowlisted field of a response that ended ``ok`` (``field_observations``). Not in
 ``HISTOGRAMS``: it exists only when the user allowlists field paths."""
 
+CALIBRATED_PROBABILITY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.0)
+"""Tenths, as the reliability bins of ``evaluate`` and the feedback counter's buckets, finer near 1."""
+CALIBRATED_PROBABILITY = HistogramDefinition(
+    "response_calibrated_probability", "response.calibrated_probability", "1",
+    "Per response, with a calibration map (calibration=): the probability that the answer is right, "
+    "the map applied to one raw figure.",
+    CALIBRATED_PROBABILITY_BUCKETS, lambda record: record.calibrated_probability)
+"""Not in ``HISTOGRAMS``: it exists only when a handler has a calibration map, made on the first
+calibrated response (``calibrated_observation``), for responses that ended ``ok``."""
+
 RESPONSES_COUNTER_NAME = "responses"
 """Prometheus ``{prefix}_responses_total`` (the client adds ``_total``); OpenTelemetry ``{prefix}.responses``."""
 RESPONSES_COUNTER_DESCRIPTION = "Model responses seen, by how the run ended and whether logprobs came back."
@@ -153,6 +163,11 @@ def observations(record: ResponseRecord) -> list[tuple[int, float]]:
         if value is not None:
             found.append((index, value))
     return found
+
+
+def calibrated_observation(record: ResponseRecord) -> float | None:
+    """The record's calibrated probability, when it ended ``ok`` and has a finite one."""
+    return finite(record.calibrated_probability) if record.status == "ok" else None
 
 
 def field_observations(record: ResponseRecord,

@@ -25,7 +25,8 @@ Format (one JSON object per line, one line per choice of each model run; ``FORMA
                 token_count}], "fields": [{path, start, end, token_count, sequence_logprob,
                 mean_logprob, min_token_probability, alternatives: [[str | null, float]]}]} | null,
      "tokens": [{"token": str | null, "bytes": [int] | null, "logprob": float | null,
-                 "top_logprobs": [[str | null, float | null], ...]}]}
+                 "top_logprobs": [[str | null, float | null], ...]}],
+     "calibrated_probability": float | null   (with a calibration map on the handler; absent in older lines)}
 
 A logprob of -infinity (probability 0) is written as null, so every line is strict JSON. Text is
 written as UTF-8 as it is, except lone surrogates (a token cut inside a character, decoded with
@@ -138,6 +139,7 @@ def record_to_json(record: ResponseRecord) -> dict[str, Any]:
         "text": record.text,
         "report": _report_json(record.report),
         "tokens": [_token_json(t) for t in record.tokens],
+        "calibrated_probability": _finite(record.calibrated_probability),
     }
 
 
@@ -186,6 +188,7 @@ def record_from_json(data: Mapping[str, Any]) -> ResponseRecord:
         text=data.get("text"),
         tokens=tuple(_token_from(t) for t in data.get("tokens") or ()),
         trace=dict(data.get("trace") or {}),
+        calibrated_probability=_optional_probability(data.get("calibrated_probability")),
     )
 
 
@@ -212,6 +215,14 @@ def _optional_str(value: Any) -> str | None:
     if value is not None and not isinstance(value, str):
         raise TypeError(f"question must be a string or null, got {value!r}")
     return value
+
+
+def _optional_probability(value: Any) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0.0 <= value <= 1.0:
+        raise ValueError(f"calibrated_probability must be a probability in [0, 1] or null, got {value!r}")
+    return float(value)
 
 
 def _optional_int(value: Any) -> int | None:

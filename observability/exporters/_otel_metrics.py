@@ -15,7 +15,8 @@ which the conventions require there. Values are the Prometheus label values (one
 
 With allowlisted field paths (``field_paths``), ``{prefix}.field.min_token_probability`` records
 each allowlisted field's least likely token, with the same attributes plus
-``llm.confidence.field.path``.
+``llm.confidence.field.path``. ``{prefix}.response.calibrated_probability`` records the records'
+``calibrated_probability`` (only a handler with a calibration map sets one).
 
 When the response has a span (``record.trace``), each measurement is recorded in that span's
 context, so the SDK's trace-based exemplar filter links it to our span.
@@ -30,6 +31,7 @@ from opentelemetry.context import Context
 
 from observability._types import ResponseRecord
 from observability.exporters._definitions import (
+    CALIBRATED_PROBABILITY,
     DEFAULT_PREFIX,
     FEEDBACK_COUNTER_DESCRIPTION,
     FEEDBACK_COUNTER_NAME,
@@ -39,6 +41,8 @@ from observability.exporters._definitions import (
     OPERATION_NAMES,
     RESPONSES_COUNTER_DESCRIPTION,
     RESPONSES_COUNTER_NAME,
+    HistogramDefinition,
+    calibrated_observation,
     check_prefix,
     confidence_bucket,
     field_observations,
@@ -81,22 +85,18 @@ class OpenTelemetryMetricsExporter:
         self.labels = labels if labels is not None else MetricLabels(
             metadata_labels, max_label_values=max_label_values, field_paths=field_paths)
         meter = metrics.get_meter(INSTRUMENTATION_SCOPE, package_version() or "", meter_provider)
-        self._histograms = [
-            meter.create_histogram(d.otel_instrument_name(self.prefix), unit=d.unit, description=d.description,
-                                   explicit_bucket_boundaries_advisory=list(d.buckets))
-            for d in HISTOGRAMS
-        ]
+        def histogram(d: HistogramDefinition) -> metrics.Histogram:
+            return meter.create_histogram(d.otel_instrument_name(self.prefix), unit=d.unit, description=d.description,
+                                          explicit_bucket_boundaries_advisory=list(d.buckets))
+
+        self._histograms = [histogram(d) for d in HISTOGRAMS]
+        self._calibrated = histogram(CALIBRATED_PROBABILITY)  # recorded only with a calibration map
         self._with_operation = [d.semconv for d in HISTOGRAMS]
         self._responses = meter.create_counter(f"{self.prefix}.{RESPONSES_COUNTER_NAME}", unit="{response}",
                                                description=RESPONSES_COUNTER_DESCRIPTION)
         self._feedback = meter.create_counter(f"{self.prefix}.{FEEDBACK_COUNTER_NAME}", unit="{verdict}",
                                               description=FEEDBACK_COUNTER_DESCRIPTION)
-        self._fields = None
-        if self.labels.field_paths:
-            definition = FIELD_MIN_TOKEN_PROBABILITY
-            self._fields = meter.create_histogram(
-                definition.otel_instrument_name(self.prefix), unit=definition.unit,
-                description=definition.description, explicit_bucket_boundaries_advisory=list(definition.buckets))
+        self._fields = histogram(FIELD_MIN_TOKEN_PROBABILITY) if self.labels.field_paths else None
         self._path_key = ATTRIBUTE_KEYS[FIELD_PATH_LABEL]
         self._keys = tuple(attribute_key(name) for name in self.labels.label_names)
         self._status_key, self._logprobs_key = ATTRIBUTE_KEYS["status"], ATTRIBUTE_KEYS["logprobs"]
@@ -115,6 +115,9 @@ class OpenTelemetryMetricsExporter:
             if self._fields is not None:
                 for path, value in field_observations(record, self.labels.field_path):
                     self._fields.record(value, {**attributes, self._path_key: path}, context=context)
+            calibrated = calibrated_observation(record)
+            if calibrated is not None:
+                self._calibrated.record(calibrated, attributes, context=context)
 
     def export_feedback(self, record: ResponseRecord, correct: bool) -> None:
         """Count one verdict on ``record`` in ``{prefix}.feedback``."""

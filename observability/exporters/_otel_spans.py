@@ -240,6 +240,9 @@ class OpenTelemetryTracingExporter:
             attributes["llm.confidence.low_confidence_span_count"] = len(report.low_confidence_spans)
             if report.fields:
                 attributes["llm.confidence.field_count"] = len(report.fields)
+        calibrated = finite(first.calibrated_probability)
+        if calibrated is not None:
+            attributes["llm.confidence.calibrated_probability"] = calibrated
         span.set_attributes(attributes)
         for record in records:
             self._events(span, record, len(records) > 1)

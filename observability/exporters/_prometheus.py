@@ -1,6 +1,8 @@
 """Prometheus metrics through ``prometheus_client``: the histograms of ``_definitions.HISTOGRAMS``
 and ``{prefix}_responses_total``, with exemplars pointing at our spans; with allowlisted field
-paths, also ``{prefix}_field_min_token_probability`` (the same labels plus ``path``).
+paths, also ``{prefix}_field_min_token_probability`` (the same labels plus ``path``); with a
+calibration map on the handler, ``{prefix}_response_calibrated_probability`` (made by the first
+calibrated response).
 
 Collectors are created once per (registry, prefix, label names) and shared: two handlers on one
 registry update the same metric objects instead of colliding. If a registry already holds a
@@ -25,6 +27,7 @@ from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, v
 
 from observability._types import ResponseRecord
 from observability.exporters._definitions import (
+    CALIBRATED_PROBABILITY,
     DEFAULT_PREFIX,
     FEEDBACK_COUNTER_DESCRIPTION,
     FEEDBACK_COUNTER_NAME,
@@ -32,6 +35,8 @@ from observability.exporters._definitions import (
     HISTOGRAMS,
     RESPONSES_COUNTER_DESCRIPTION,
     RESPONSES_COUNTER_NAME,
+    HistogramDefinition,
+    calibrated_observation,
     check_prefix,
     confidence_bucket,
     field_observations,
@@ -51,6 +56,8 @@ class _Collectors:
     fields_tried: bool = False
     feedback: Counter | None = None
     feedback_tried: bool = False
+    calibrated: Histogram | None = None
+    calibrated_tried: bool = False
 
 
 _cache: weakref.WeakKeyDictionary[CollectorRegistry, dict[tuple[str, tuple[str, ...]], _Collectors]] = (
@@ -68,30 +75,28 @@ def _collectors(registry: CollectorRegistry, prefix: str, label_names: tuple[str
             found = per_registry[(prefix, label_names)] = _create(registry, prefix, label_names)
         if with_fields and not found.fields_tried:  # made once, by the first exporter with field paths
             found.fields_tried = True
-            name = f"{prefix}_{FIELD_MIN_TOKEN_PROBABILITY.name}"
-            try:
-                found.fields = Histogram(name, FIELD_MIN_TOKEN_PROBABILITY.description,
-                                         (*label_names, FIELD_PATH_LABEL), registry=registry,
-                                         buckets=FIELD_MIN_TOKEN_PROBABILITY.buckets)
-            except ValueError as exc:
-                found.dropped.append(name)
-                _log_dropped(name, exc)
+            found.fields = _histogram(registry, prefix, FIELD_MIN_TOKEN_PROBABILITY,
+                                      (*label_names, FIELD_PATH_LABEL), found.dropped)
         return found
+
+
+def _histogram(registry: CollectorRegistry, prefix: str, definition: HistogramDefinition,
+               label_names: tuple[str, ...], dropped: list[str]) -> Histogram | None:
+    """One histogram of ours, or None (listed in ``dropped``, logged) when its name is taken."""
+    name = f"{prefix}_{definition.name}"
+    try:
+        return Histogram(name, definition.description, label_names, registry=registry, buckets=definition.buckets,
+                         unit="seconds" if name.endswith("_seconds") else "")
+    except ValueError as exc:  # the name is taken in this registry by a metric that is not ours
+        dropped.append(name)
+        _log_dropped(name, exc)
+        return None
 
 
 def _create(registry: CollectorRegistry, prefix: str, label_names: tuple[str, ...]) -> _Collectors:
     made = _Collectors(histograms=[], responses=None)
     for definition in HISTOGRAMS:
-        name = f"{prefix}_{definition.name}"
-        try:
-            made.histograms.append(Histogram(
-                name, definition.description, label_names, registry=registry, buckets=definition.buckets,
-                unit="seconds" if name.endswith("_seconds") else "",
-            ))
-        except ValueError as exc:  # the name is taken in this registry by a metric that is not ours
-            made.histograms.append(None)
-            made.dropped.append(name)
-            _log_dropped(name, exc)
+        made.histograms.append(_histogram(registry, prefix, definition, label_names, made.dropped))
     name = f"{prefix}_{RESPONSES_COUNTER_NAME}"
     try:
         made.responses = Counter(name, RESPONSES_COUNTER_DESCRIPTION, (*label_names, "status", "logprobs"),
@@ -156,6 +161,22 @@ class PrometheusExporter:
             if metrics.fields is not None and self.labels.field_paths:
                 for path, value in field_observations(record, self.labels.field_path):
                     metrics.fields.labels(*label_values, path).observe(value, exemplar)
+            calibrated = calibrated_observation(record)
+            if calibrated is not None:
+                histogram = self._calibrated_histogram()
+                if histogram is not None:
+                    histogram.labels(*label_values).observe(calibrated, exemplar)
+
+    def _calibrated_histogram(self) -> Histogram | None:
+        """``{prefix}_response_calibrated_probability``, made by the first calibrated response."""
+        metrics = self._metrics
+        if not metrics.calibrated_tried:
+            with _cache_lock:
+                if not metrics.calibrated_tried:
+                    metrics.calibrated = _histogram(self.registry, self.prefix, CALIBRATED_PROBABILITY,
+                                                    self.labels.label_names, metrics.dropped)
+                    metrics.calibrated_tried = True
+        return metrics.calibrated
 
     def _exemplar(self, record: ResponseRecord) -> dict[str, str] | None:
         if not self._exemplars:
