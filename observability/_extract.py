@@ -9,9 +9,11 @@ from __future__ import annotations
 import math
 import operator
 from collections.abc import Mapping, Sequence
+from functools import partial
+from itertools import accumulate, chain, islice, repeat
 from typing import Any
 
-from observability._types import TokenLogprob, TokenLogprobs
+from observability._types import TokenColumns, TokenLogprob, TokenLogprobs
 
 POSITIVE_NOISE = 1e-4
 """Logprobs in (0, POSITIVE_NOISE] are float noise around 0 and read as 0; larger positive
@@ -40,12 +42,23 @@ def extract_token_logprobs(payload: object) -> TokenLogprobs:
     ``logprobs_result`` list, and a ``generation_info`` / ``response_metadata`` mapping holding
     any of these. None gives an empty list.
     """
-    out = TokenLogprobs()
+    entries = _entry_list(payload)
+    if entries:
+        plain = _plain(entries)
+        if plain is not None:
+            return plain
+    out = _Reading()
     try:
         _extract(payload, out, 0)
     except Exception:  # a payload we cannot even walk: count it, never raise
         out.skipped += 1
-    return out
+    return TokenLogprobs(out, out.skipped)
+
+
+class _Reading(list[TokenLogprob]):
+    """The general reader's tokens so far, and the entries it left out."""
+
+    skipped = 0
 
 
 def extract_response(end_payload: object, streamed: Sequence[object]) -> TokenLogprobs | None:
@@ -67,11 +80,8 @@ def extract_response(end_payload: object, streamed: Sequence[object]) -> TokenLo
         if len(chunk_entries) > len(end_entries) and _consistent(end_entries, chunk_entries):
             return extract_token_logprobs(chunk_entries)
         return extract_token_logprobs(end_entries) if end_payload is not None else None
-    from_chunks = TokenLogprobs()
-    for payload in streamed:
-        tokens = extract_token_logprobs(payload)
-        from_chunks += tokens
-        from_chunks.skipped += tokens.skipped
+    parts = [extract_token_logprobs(payload) for payload in streamed]
+    from_chunks = TokenLogprobs([token for part in parts for token in part], sum(part.skipped for part in parts))
     from_end = extract_token_logprobs(end_payload) if end_payload is not None else TokenLogprobs()
     if len(from_chunks) > len(from_end) and _consistent(from_end, from_chunks):
         return from_chunks
@@ -116,11 +126,11 @@ def _has(obj: Any, key: str) -> bool:
     return hasattr(obj, key) and not isinstance(obj, (str, bytes))
 
 
-def _extract(payload: Any, out: TokenLogprobs, depth: int) -> None:
+def _extract(payload: Any, out: _Reading, depth: int) -> None:
     if payload is None or depth > _MAX_DEPTH:
         out.skipped += payload is not None
         return
-    if isinstance(payload, (list, tuple)):
+    if isinstance(payload, (list, tuple, TokenLogprobs)):
         _entries(payload, out)
     elif isinstance(_get(payload, "token_logprobs"), (list, tuple)):
         _legacy(payload, out)
@@ -140,49 +150,69 @@ def _extract(payload: Any, out: TokenLogprobs, depth: int) -> None:
         out.skipped += 1
 
 
-def _entries(entries: list[Any] | tuple[Any, ...], out: TokenLogprobs) -> None:
-    """Entries of the chat shape. JSON-decoded entries (plain dicts, float logprobs <= 0, string
-    texts, alternatives best first), what every OpenAI-compatible provider sends, are read inline
-    with the same outcome as ``_entry``; any other entry goes through ``_entry``."""
-    append = out.append
-    new, pair, token_type = _new_token, _TEXT_AND_LOGPROB, TokenLogprob
+def _entries(entries: Sequence[Any], out: _Reading) -> None:
     for entry in entries:
-        if type(entry) is dict:
-            logprob = entry.get("logprob")
-            text = entry.get("token")
-            if type(logprob) is float and logprob <= 0.0 and (text is None or type(text) is str):
-                tops = entry.get("top_logprobs")
-                alternatives: tuple[tuple[str | None, float], ...] | None = ()
-                if tops:
-                    # The alternatives as (text, logprob) pairs, built in C, then checked in one pass:
-                    # float logprobs, best first (so <= 0 and no NaN), string texts. Anything else
-                    # (not a dict, a key missing, not sorted) goes through _entry, which drops and
-                    # sorts as it must.
-                    try:
-                        alternatives = tuple(map(pair, tops)) if type(tops) is list else None
-                    except (KeyError, TypeError):
-                        alternatives = None
-                    if alternatives is not None:
-                        previous = 0.0
-                        for alt_text, alt_lp in alternatives:
-                            if type(alt_lp) is not float or not alt_lp <= previous or type(alt_text) is not str:
-                                alternatives = None
-                                break
-                            previous = alt_lp
-                if alternatives is not None:
-                    raw = entry.get("bytes")
-                    if raw is not None:
-                        try:  # JSON's list of ints, as _bytes reads it, without the call
-                            raw = bytes(raw) if type(raw) is list else _bytes(raw)
-                        except (TypeError, ValueError):
-                            raw = None
-                    append(new(token_type, (text, raw, logprob, alternatives)))
-                    continue
         token = _entry(entry)
         if token is None:
             out.skipped += 1
         else:
-            append(token)
+            out.append(token)
+
+
+def _plain(entries: list[Any]) -> TokenLogprobs | None:
+    """The common payload, read as columns in whole-list passes (each a loop in C): JSON-decoded
+    entries (dicts), each with a float logprob <= 0, a str or None token, bytes a list of ints or
+    None, and a list (or None) of alternatives that are dicts with float logprobs. For these the
+    columns hold what ``_entry`` gives, except that the alternatives stay in the order sent:
+    scoring checks they are best first, as providers send them, and else reads the tokens
+    ``_entry`` makes. The tokens are made by ``_entry``, when first read. None when an entry is
+    not of this shape; the caller then reads entry by entry."""
+    get = dict.get
+    try:
+        logprobs: list[Any] = list(map(get, entries, repeat("logprob")))
+        if set(map(type, logprobs)) != _FLOAT or not all(map(operator.le, logprobs, repeat(0.0))):
+            return None  # NaN, positive (maybe noise to read as 0), or not a float
+        texts: list[Any] = list(map(get, entries, repeat("token")))
+        raws: list[Any] = list(map(get, entries, repeat("bytes")))
+        tops: list[Any] = list(map(get, entries, repeat("top_logprobs")))
+        if not set(map(type, texts)) <= _TEXT_TYPES or not set(map(type, raws)) <= _LIST_OR_NONE:
+            return None
+        kinds = set(map(type, tops))
+        if not kinds <= _LIST_OR_NONE:
+            return None
+        if _NONE_TYPE in kinds:
+            tops = [top or () for top in tops]
+        pieces = list(map(bytes, raws)) if _NONE_TYPE not in set(map(type, raws)) else [
+            None if raw is None else bytes(raw) for raw in raws]
+        flat = list(map(_LOGPROB, chain.from_iterable(tops)))  # KeyError / TypeError: not dicts
+        if not set(map(type, flat)) <= _FLOAT:
+            return None
+    except (KeyError, TypeError, ValueError):
+        return None
+    columns = TokenColumns(texts, pieces, logprobs, _grouped(flat, list(map(len, tops))))
+    return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries))
+
+
+def _grouped(flat: list[float], counts: list[int]) -> Sequence[Sequence[float]]:
+    """``flat`` cut into runs of ``counts[i]`` items. Providers send the same number of alternatives
+    for every token, which ``zip`` cuts fastest."""
+    k = counts[0]
+    if counts.count(k) == len(counts):
+        return list(zip(*[iter(flat)] * k, strict=True)) if k else [()] * len(counts)
+    bounds = list(accumulate(counts, initial=0))
+    return list(map(flat.__getitem__, map(slice, bounds, islice(bounds, 1, None))))
+
+
+def _entry_tokens(entries: list[Any]) -> list[TokenLogprob]:
+    """The tokens ``_entry`` reads from entries that ``_plain`` accepted (so none is left out)."""
+    return list(map(_entry, entries))  # type: ignore[arg-type]
+
+
+_FLOAT = {float}
+_NONE_TYPE = type(None)
+_TEXT_TYPES = {str, _NONE_TYPE}
+_LIST_OR_NONE = {list, _NONE_TYPE}
+_LOGPROB = operator.itemgetter("logprob")
 
 
 def _entry(entry: Any) -> TokenLogprob | None:
@@ -200,7 +230,7 @@ def _entry(entry: Any) -> TokenLogprob | None:
     )
 
 
-def _legacy(payload: Any, out: TokenLogprobs) -> None:
+def _legacy(payload: Any, out: _Reading) -> None:
     tokens = _get(payload, "tokens")
     logprobs = _get(payload, "token_logprobs")
     tops = _get(payload, "top_logprobs")
@@ -284,8 +314,3 @@ def _alternatives(value: Any) -> tuple[tuple[str | None, float], ...]:
 
 
 _LOGPROB_OF_PAIR = operator.itemgetter(1)
-_TEXT_AND_LOGPROB = operator.itemgetter("token", "logprob")
-
-
-_new_token = tuple.__new__
-"""``TokenLogprob(*fields)`` without the named tuple's Python-level ``__new__``."""

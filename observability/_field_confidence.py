@@ -38,11 +38,10 @@ import re
 from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
-from operator import itemgetter
 
 from observability._extract import LOGPROB_FLOOR, POSITIVE_NOISE
 from observability._text import token_offsets
-from observability._types import FieldConfidence, TokenLogprob
+from observability._types import FieldConfidence, TokenLogprob, token_columns
 
 
 def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, ...]:
@@ -58,14 +57,11 @@ def may_hold_json(tokens: Sequence[TokenLogprob]) -> bool:
     """False only when the answer surely holds no JSON object or array: the tokens' texts, joined,
     neither open with one nor hold a Markdown fence. Cheap (no decoding, no offsets): a plain
     answer skips ``token_offsets``. A token without text (bytes only) answers True."""
-    texts = list(filter(None, map(_TEXT_OF, tokens)))
-    if len(texts) != len(tokens) and any(tok.token is None for tok in tokens):
+    texts = token_columns(tokens).texts
+    if None in texts:
         return True
-    text = "".join(texts)
+    text = "".join(texts)  # type: ignore[arg-type]  # no None, as just checked
     return text.lstrip(_BLANK).startswith(("{", "[")) or "```" in text
-
-
-_TEXT_OF = itemgetter(0)
 
 
 def fields_in(tokens: Sequence[TokenLogprob], text: str,

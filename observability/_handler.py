@@ -55,7 +55,7 @@ from observability._types import (
     RunEvicted,
     RunStart,
     Status,
-    TokenLogprob,
+    TokenLogprobs,
 )
 
 logger = logging.getLogger("observability")
@@ -402,12 +402,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             tokens = extract_response(payload, streamed)
             report = (None if tokens is None else
                       score_confidence(tokens, low_confidence_threshold=self.low_confidence_threshold))
-            records.append(self._record(run, generation, llm_output, None if tokens is None else tuple(tokens),
+            records.append(self._record(run, generation, llm_output, tokens,
                                         report, status, error, index, ended, duration))
         self._deliver(records, run.exporting.exporters)
 
     def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
-                tokens: tuple[TokenLogprob, ...] | None, report: ConfidenceReport | None, status: Status,
+                tokens: TokenLogprobs | None, report: ConfidenceReport | None, status: Status,
                 error: BaseException | None, index: int, ended: int, duration: int) -> ResponseRecord:
         start = run.start
         info = as_mapping(getattr(generation, "generation_info", None))

@@ -19,11 +19,19 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import NamedTuple
 
 from observability._extract import LOGPROB_FLOOR, POSITIVE_NOISE
 from observability._field_confidence import fields_in, may_hold_json
 from observability._text import token_offsets
-from observability._types import ConfidenceReport, FieldConfidence, LowConfidenceSpan, TokenLogprob
+from observability._types import (
+    ConfidenceReport,
+    FieldConfidence,
+    LowConfidenceSpan,
+    TokenColumns,
+    TokenLogprob,
+    token_columns,
+)
 
 __all__ = ["DEFAULT_LOW_CONFIDENCE_THRESHOLD", "LOGPROB_FLOOR", "check_threshold", "score_confidence"]
 
@@ -51,84 +59,106 @@ def score_confidence(
     """
     threshold = check_threshold(low_confidence_threshold)
     log_threshold = _log(threshold)
-    skipped = int(getattr(tokens, "skipped", 0) or 0)
-    n = 0
-    total = 0.0
-    min_lp = 0.0
+    columns = token_columns(tokens)
+    sums = _sums(columns.logprobs, columns.alternatives, log_threshold)
+    if sums is None:  # some token's alternatives are not best first, or hold NaN or positive values
+        alternatives = [_best_first(alts) for alts in TokenColumns.of(tokens).alternatives]
+        sums = _sums(columns.logprobs, alternatives, log_threshold)
+        assert sums is not None
+    skipped = sums.skipped + int(getattr(tokens, "skipped", 0) or 0)
+    low = sums.low
+    # Character ranges are needed for low-confidence spans and for the fields of a JSON answer;
+    # a plain-text answer with no low-confidence token skips them (``may_hold_json`` is cheap).
+    spans: tuple[LowConfidenceSpan, ...] = ()
+    fields: tuple[FieldConfidence, ...] = ()
+    if low or (sums.n and may_hold_json(tokens)):
+        text, offsets = token_offsets(tokens)
+        if low:
+            spans = _spans(low, offsets)
+        fields = fields_in(tokens, text, offsets)
+    return _report(threshold, skipped, sums, spans, fields)
+
+
+class _Sums(NamedTuple):
+    """What one pass over the tokens adds up; negentropy and margin count the same tokens."""
+
+    skipped: int
+    n: int
+    total: float
+    min_lp: float
+    low: list[tuple[int, float]]  # (index, logprob) of each low-confidence token
+    entropy_sum: float
+    entropy_n: int
+    negentropy_sum: float
+    negentropy_n: int
+    margin_sum: float
+    mass_sum: float
+
+
+def _sums(logprobs: Sequence[float], alternatives: Sequence[Sequence[float]], log_threshold: float) -> _Sums | None:
+    """One pass over the tokens. None when a token's alternatives are not best first, or hold NaN
+    or a positive value: the caller sorts them out and calls again.
+
+    This runs once per token of every response (see benchmarks/RESULTS.md), so everything is
+    inline: ``x = 0.0 if x > 0.0 else x`` is min(x, 0.0) without the call (and so on for each
+    clamp: the same result as min/max, NaN included)."""
+    exp, log, noise, floor, log_k, tabled = _exp, _log, POSITIVE_NOISE, LOGPROB_FLOOR, _LOG_K, len(_LOG_K)
+    skipped = 0
+    total = min_lp = 0.0
     low: list[tuple[int, float]] = []
     entropy_sum = negentropy_sum = margin_sum = mass_sum = 0.0
-    entropy_n = negentropy_n = margin_n = 0
-    # One pass, everything inline: this runs once per token of every response (see
-    # benchmarks/RESULTS.md). `x = 0.0 if x > 0.0 else x` is min(x, 0.0) without the call (and
-    # so on for each clamp: the same result as min/max, NaN included). Tokens are unpacked as
-    # the tuples they are, the cheapest way to read their fields.
-    exp, log, noise, floor, log_k = _exp, _log, POSITIVE_NOISE, LOGPROB_FLOOR, _LOG_K
-    for index, (_, _, lp, alternatives) in enumerate(tokens):
+    entropy_n = negentropy_n = 0
+    for index, (lp, alts) in enumerate(zip(logprobs, alternatives, strict=True)):
         if not lp <= noise:  # NaN or a real positive value: malformed
             skipped += 1
             continue
         if lp > 0.0:
             lp = 0.0
-        n += 1
         total += lp if lp > floor else floor
         if lp < min_lp:
             min_lp = lp
         if lp < log_threshold:
             low.append((index, lp))
-        if not alternatives:
+        if not alts:
             continue
-        # The alternatives: k valid ones, z = sum p_i, weighted = sum p_i ln p_i (p_i > 0), the two
-        # largest p. NaN or clearly positive alternatives are ignored. (A version doing this in C
-        # with map/sum/max per token measured 1.5x slower on 5 alternatives: call overheads.)
-        k = 0
-        first = second = z = weighted = 0.0
-        for _, alp in alternatives:
-            if not alp <= noise:
-                continue
-            if alp > 0.0:
-                alp = 0.0
-            k += 1
+        # z = sum p_i, weighted = sum p_i ln p_i over the alternatives (p_i = 0 adds nothing:
+        # its ln is -inf), checking on the way that they come best first, none above 0.
+        z = weighted = previous = 0.0
+        for alp in alts:
+            if not alp <= previous:
+                return None
+            previous = alp
             p = exp(alp)
-            if p > 0.0:
-                z += p
+            z += p
+            if p:
                 weighted += p * alp
-            if p > first:
-                first, second = p, first
-            elif p > second:
-                second = p
-        if not k:
-            continue
         # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z
-        entropy = 0.0 if z <= 0.0 else log(z) - weighted / z
+        entropy = log(z) - weighted / z if z > 0.0 else 0.0
         if entropy < 0.0:
             entropy = 0.0
         entropy_sum += entropy
         entropy_n += 1
         mass_sum += 1.0 if z > 1.0 else z
+        k = len(alts)
         if k >= 2:
-            negentropy = 1.0 - entropy / (log_k[k] if k < len(log_k) else log(k))
+            negentropy = 1.0 - entropy / (log_k[k] if k < tabled else log(k))
             negentropy_sum += 0.0 if negentropy < 0.0 else 1.0 if negentropy > 1.0 else negentropy
             negentropy_n += 1
-            margin_sum += first - second
-            margin_n += 1
-    # Character ranges are needed for low-confidence spans and for the fields of a JSON answer;
-    # a plain-text answer with no low-confidence token skips them (``may_hold_json`` is cheap).
-    spans: tuple[LowConfidenceSpan, ...] = ()
-    fields: tuple[FieldConfidence, ...] = ()
-    if low or (n and may_hold_json(tokens)):
-        text, offsets = token_offsets(tokens)
-        if low:
-            spans = _spans(low, offsets)
-        fields = fields_in(tokens, text, offsets)
-    return _report(threshold, skipped, n, total, min_lp, len(low), entropy_sum, entropy_n,
-                   negentropy_sum, negentropy_n, margin_sum, margin_n, mass_sum, spans, fields)
+            margin_sum += exp(alts[0]) - exp(alts[1])  # best first: the two most likely
+    return _Sums(skipped, len(logprobs) - skipped, total, min_lp, low, entropy_sum, entropy_n, negentropy_sum, negentropy_n,
+                 margin_sum, mass_sum)
 
 
-def _report(threshold: float, skipped: int, n: int, total: float, min_lp: float, low_count: int,
-            entropy_sum: float, entropy_n: int, negentropy_sum: float, negentropy_n: int,
-            margin_sum: float, margin_n: int, mass_sum: float,
-            spans: tuple[LowConfidenceSpan, ...], fields: tuple[FieldConfidence, ...]) -> ConfidenceReport:
+def _best_first(alternatives: Sequence[float]) -> list[float]:
+    """The alternatives ``_sums`` can read: NaN and clearly positive ones left out, float noise
+    above 0 read as 0, best first (ties in the order given, as extraction sorts them)."""
+    return sorted((0.0 if lp > 0.0 else lp for lp in alternatives if lp <= POSITIVE_NOISE), reverse=True)
+
+
+def _report(threshold: float, skipped: int, sums: _Sums, spans: tuple[LowConfidenceSpan, ...],
+            fields: tuple[FieldConfidence, ...]) -> ConfidenceReport:
     """The report from the sums of one pass (see the module docstring)."""
+    n = sums.n
     if n == 0:
         return ConfidenceReport(
             token_count=0, skipped=skipped, low_confidence_threshold=threshold,
@@ -136,21 +166,22 @@ def _report(threshold: float, skipped: int, n: int, total: float, min_lp: float,
             min_token_probability=None, low_confidence_ratio=None, mean_token_entropy=None,
             mean_token_negentropy=None, mean_top_margin=None, top_k_mass=None,
         )
-    mean = total / n
+    mean = sums.total / n
+    entropy_n, negentropy_n = sums.entropy_n, sums.negentropy_n
     return ConfidenceReport(
         token_count=n,
         skipped=skipped,
         low_confidence_threshold=threshold,
-        sequence_logprob=total,
+        sequence_logprob=sums.total,
         mean_logprob=mean,
         perplexity=_exp(-mean),
         sequence_probability=_exp(mean),
-        min_token_probability=_exp(min_lp),
-        low_confidence_ratio=low_count / n,
-        mean_token_entropy=entropy_sum / entropy_n if entropy_n else None,
-        mean_token_negentropy=negentropy_sum / negentropy_n if negentropy_n else None,
-        mean_top_margin=margin_sum / margin_n if margin_n else None,
-        top_k_mass=mass_sum / entropy_n if entropy_n else None,
+        min_token_probability=_exp(sums.min_lp),
+        low_confidence_ratio=len(sums.low) / n,
+        mean_token_entropy=sums.entropy_sum / entropy_n if entropy_n else None,
+        mean_token_negentropy=sums.negentropy_sum / negentropy_n if negentropy_n else None,
+        mean_top_margin=sums.margin_sum / negentropy_n if negentropy_n else None,
+        top_k_mass=sums.mass_sum / entropy_n if entropy_n else None,
         low_confidence_spans=spans,
         fields=fields,
     )

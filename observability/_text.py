@@ -10,7 +10,7 @@ from __future__ import annotations
 import codecs
 from collections.abc import Sequence
 
-from observability._types import TokenLogprob
+from observability._types import TokenLogprob, token_columns
 
 
 def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, int]]]:
@@ -19,7 +19,12 @@ def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, 
     Bytes that are not valid UTF-8 become U+FFFD. A token whose bytes finish a character begun
     by an earlier token starts at that character.
     """
-    return piece_offsets([tok.bytes if tok.bytes is not None else token_bytes(tok.token) for tok in tokens])
+    columns = token_columns(tokens)
+    pieces = columns.pieces
+    if None in pieces:
+        pieces = [token_bytes(text) if piece is None else piece
+                  for piece, text in zip(pieces, columns.texts, strict=True)]
+    return piece_offsets(pieces)  # type: ignore[arg-type]  # no None left
 
 
 def token_bytes(text: str | None) -> bytes:

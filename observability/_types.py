@@ -8,9 +8,10 @@ record file) can point at the span it made.
 from __future__ import annotations
 
 import builtins
-from collections.abc import Mapping, Sequence
+import operator
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Literal, NamedTuple, Protocol, runtime_checkable
+from typing import Literal, NamedTuple, Protocol, overload, runtime_checkable
 from uuid import UUID
 
 Status = Literal["ok", "error", "cancelled"]
@@ -37,11 +38,93 @@ class TokenLogprob(NamedTuple):
     top_logprobs: tuple[tuple[str | None, float], ...] = ()
 
 
-class TokenLogprobs(list[TokenLogprob]):
-    """What ``extract_token_logprobs`` returns: the tokens, plus ``skipped``, the number of
-    malformed entries left out."""
+class TokenColumns(NamedTuple):
+    """One response's tokens as parallel lists, what scoring reads: each token's ``text``, its raw
+    UTF-8 ``piece`` (its bytes, None where the provider sent none), its ``logprob``, and its
+    ``alternatives``' logprobs in the order held (extraction holds them best first)."""
 
-    skipped: int = 0
+    texts: Sequence[str | None]
+    pieces: Sequence[builtins.bytes | None]
+    logprobs: Sequence[float]
+    alternatives: Sequence[Sequence[float]]
+
+    @classmethod
+    def of(cls, tokens: Sequence[TokenLogprob]) -> TokenColumns:
+        """The columns of any token sequence (for ``TokenLogprobs``, use its ``columns``)."""
+        if not tokens:
+            return cls((), (), (), ())
+        texts, pieces, logprobs, alternatives = zip(*tokens, strict=True)
+        return cls(texts, pieces, logprobs, [tuple(map(_LOGPROB_OF_PAIR, pairs)) for pairs in alternatives])
+
+
+_LOGPROB_OF_PAIR = operator.itemgetter(1)
+
+
+class TokenLogprobs(Sequence[TokenLogprob]):
+    """What ``extract_token_logprobs`` returns: one response's tokens, and ``skipped``, the number
+    of malformed entries left out.
+
+    Scoring reads ``columns``. For the common payload (JSON entries of the chat shape) extraction
+    fills the columns straight from the payload and builds the ``TokenLogprob`` objects only when
+    something reads them (the record file, the heatmap, content capture), so that a response is
+    scored and exported without an object per token and per alternative.
+    """
+
+    __slots__ = ("_build", "_columns", "_tokens", "skipped")
+
+    def __init__(self, tokens: Iterable[TokenLogprob] = (), skipped: int = 0) -> None:
+        self._tokens: list[TokenLogprob] | None = list(tokens)
+        self._columns: TokenColumns | None = None
+        self._build: Callable[[], list[TokenLogprob]] | None = None
+        self.skipped = skipped
+
+    @classmethod
+    def read_later(cls, columns: TokenColumns, build: Callable[[], list[TokenLogprob]]) -> TokenLogprobs:
+        """Tokens known by their ``columns``; ``build()`` makes the same tokens as objects, on first access."""
+        tokens = cls()
+        tokens._tokens, tokens._columns, tokens._build = None, columns, build
+        return tokens
+
+    @property
+    def columns(self) -> TokenColumns:
+        if self._columns is None:
+            self._columns = TokenColumns.of(self._list())
+        return self._columns
+
+    def _list(self) -> list[TokenLogprob]:
+        if self._tokens is None:
+            assert self._build is not None
+            self._tokens, self._build = self._build(), None
+        return self._tokens
+
+    def __len__(self) -> int:
+        return len(self._tokens) if self._tokens is not None else len(self.columns.logprobs)
+
+    @overload
+    def __getitem__(self, index: int) -> TokenLogprob: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[TokenLogprob]: ...
+    def __getitem__(self, index: int | slice) -> TokenLogprob | list[TokenLogprob]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[TokenLogprob]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        """Equal to the same tokens in a list, a tuple (as a record read back holds) or another one."""
+        if isinstance(other, (TokenLogprobs, list, tuple)):
+            return self._list() == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable-looking, like the list it was
+
+    def __repr__(self) -> str:
+        return f"TokenLogprobs({self._list()!r}, skipped={self.skipped})"
+
+
+def token_columns(tokens: Sequence[TokenLogprob]) -> TokenColumns:
+    """The columns of ``tokens``: kept by ``TokenLogprobs``, made for any other sequence."""
+    return tokens.columns if isinstance(tokens, TokenLogprobs) else TokenColumns.of(tokens)
 
 
 @dataclass(frozen=True, slots=True)

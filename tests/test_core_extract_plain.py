@@ -1,6 +1,6 @@
-"""The inline reading of plain chat entries (``_extract._entries``) against the general per-field
-reader (``_extract._entry``, which handles every shape): the same tokens, float for float, on
-random OpenAI chat payloads, plain and with one defect each."""
+"""The column reading of plain chat entries (``_extract._plain``, what the handler scores) against
+the general per-field reader (``_extract._entry``, which handles every shape): the same tokens and
+the same report, float for float, on random OpenAI chat payloads, plain and with one defect each."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 
 from observability import TokenLogprob, extract_token_logprobs, score_confidence
 from observability._extract import _entry
+from observability._types import TokenColumns, TokenLogprobs
 from tests.fuzzing import fuzz
 from tests.test_core_extract import seed_english_stream, seed_korean_payload
 
@@ -116,7 +117,12 @@ def test_inline_reading_gives_what_the_general_reader_gives(case: tuple[list[Any
     entries, _ = case
     tokens = extract_token_logprobs({"content": entries, "refusal": None})
     expected, skipped = general_reading(entries)
-    assert list(tokens) == expected and tokens.skipped == skipped
+    # What scoring reads, before any token object exists, then the tokens themselves.
+    assert len(tokens) == len(expected) and tokens.skipped == skipped
+    columns, reference = tokens.columns, TokenColumns.of(expected)
+    assert repr([list(c) for c in columns[:3]]) == repr([list(c) for c in reference[:3]])
+    assert repr(score_confidence(tokens)) == repr(score_confidence(TokenLogprobs(expected, skipped)))
+    assert list(tokens) == expected
     assert repr(list(tokens)) == repr(expected)  # float for float, -0.0 included
     assert all(type(t) is TokenLogprob for t in tokens)
     assert repr(score_confidence(list(tokens))) == repr(score_confidence(expected))
@@ -125,8 +131,11 @@ def test_inline_reading_gives_what_the_general_reader_gives(case: tuple[list[Any
 def test_alternatives_come_out_best_first_whatever_the_order_sent() -> None:
     entry = {"token": "a", "logprob": -0.5, "top_logprobs": [
         {"token": "b", "logprob": -2.0}, {"token": "a", "logprob": -0.5}, {"token": "c", "logprob": -0.1}]}
-    (token,) = extract_token_logprobs([entry])
+    (token,) = tokens = extract_token_logprobs([entry])
     assert token.top_logprobs == (("c", -0.1), ("a", -0.5), ("b", -2.0))
+    sorted_first = extract_token_logprobs([{**entry, "top_logprobs": sorted(
+        entry["top_logprobs"], key=lambda alt: -alt["logprob"])}])  # type: ignore[index, operator]
+    assert repr(score_confidence(tokens)) == repr(score_confidence(sorted_first))
 
 
 def test_malformed_alternatives_are_dropped_not_kept() -> None:
@@ -141,4 +150,6 @@ def test_seeds_read_the_same_both_ways() -> None:
     for entries in (seed_english_stream(), seed_korean_payload()["content"]):
         expected, skipped = general_reading(entries)
         tokens = extract_token_logprobs(entries)
+        assert tokens._tokens is None  # read as columns: scored with no object per token
+        assert repr(score_confidence(tokens)) == repr(score_confidence(expected)) and tokens._tokens is None
         assert repr(list(tokens)) == repr(expected) and tokens.skipped == skipped == 0

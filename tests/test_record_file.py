@@ -21,8 +21,8 @@ QUESTION = "Name three colours."
 
 
 def test_a_record_survives_the_round_trip(tmp_path: Path) -> None:
-    tokens = TokenLogprobs(korean_tokens())
-    tokens.append(TokenLogprob(token="!", bytes=b"!", logprob=-math.inf, top_logprobs=(("?", -0.1), ("!", -math.inf))))
+    last = TokenLogprob(token="!", bytes=b"!", logprob=-math.inf, top_logprobs=(("?", -0.1), ("!", -math.inf)))
+    tokens = TokenLogprobs([*korean_tokens(), last])
     record = replace(record_for(tokens, question="대한민국의 수도는?"),
                      trace={"trace_id": "ab" * 16, "span_id": "cd" * 8})
     path = tmp_path / "records.jsonl"
@@ -106,9 +106,8 @@ def test_lone_surrogates_in_token_text_are_kept_and_read_back(tmp_path: Path) ->
     # Issue 15: `ensure_ascii=False` on a UTF-8 file raised UnicodeEncodeError and the response was lost.
     # A byte-level token decoded with surrogateescape holds a lone surrogate, as text and alternatives do.
     broken = b"\xeb\xaf".decode("utf-8", "surrogateescape")
-    tokens = TokenLogprobs(korean_tokens())
-    tokens.append(TokenLogprob(token=broken, bytes=b"\xeb\xaf", logprob=-0.5,
-                               top_logprobs=((broken, -0.5), ("\udfff", -2.0))))
+    tokens = TokenLogprobs([*korean_tokens(), TokenLogprob(token=broken, bytes=b"\xeb\xaf", logprob=-0.5,
+                                                           top_logprobs=((broken, -0.5), ("\udfff", -2.0)))])
     record = replace(record_for(tokens), text="ok " + broken)
     path = tmp_path / "records.jsonl"
     recorder = JsonlRecorder(path)
