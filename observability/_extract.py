@@ -10,7 +10,7 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from functools import partial
-from itertools import accumulate, chain, islice, repeat
+from itertools import chain, repeat
 from typing import Any
 
 from observability._types import TokenColumns, TokenLogprob, TokenLogprobs
@@ -189,18 +189,8 @@ def _plain(entries: list[Any]) -> TokenLogprobs | None:
             return None
     except (KeyError, TypeError, ValueError):
         return None
-    columns = TokenColumns(texts, pieces, logprobs, _grouped(flat, list(map(len, tops))))
+    columns = TokenColumns(texts, pieces, logprobs, flat, list(map(len, tops)))
     return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries))
-
-
-def _grouped(flat: list[float], counts: list[int]) -> Sequence[Sequence[float]]:
-    """``flat`` cut into runs of ``counts[i]`` items. Providers send the same number of alternatives
-    for every token, which ``zip`` cuts fastest."""
-    k = counts[0]
-    if counts.count(k) == len(counts):
-        return list(zip(*[iter(flat)] * k, strict=True)) if k else [()] * len(counts)
-    bounds = list(accumulate(counts, initial=0))
-    return list(map(flat.__getitem__, map(slice, bounds, islice(bounds, 1, None))))
 
 
 def _entry_tokens(entries: list[Any]) -> list[TokenLogprob]:

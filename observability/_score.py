@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from itertools import chain
 from typing import NamedTuple
 
 from observability._extract import LOGPROB_FLOOR, POSITIVE_NOISE
@@ -28,7 +29,6 @@ from observability._types import (
     ConfidenceReport,
     FieldConfidence,
     LowConfidenceSpan,
-    TokenColumns,
     TokenLogprob,
     token_columns,
 )
@@ -60,10 +60,11 @@ def score_confidence(
     threshold = check_threshold(low_confidence_threshold)
     log_threshold = _log(threshold)
     columns = token_columns(tokens)
-    sums = _sums(columns.logprobs, columns.alternatives, log_threshold)
+    sums = _sums(columns.logprobs, columns.alternatives, columns.counts, log_threshold)
     if sums is None:  # some token's alternatives are not best first, or hold NaN or positive values
-        alternatives = [_best_first(alts) for alts in TokenColumns.of(tokens).alternatives]
-        sums = _sums(columns.logprobs, alternatives, log_threshold)
+        alternatives = [_best_first(token.top_logprobs) for token in tokens]
+        sums = _sums(columns.logprobs, list(chain.from_iterable(alternatives)), list(map(len, alternatives)),
+                     log_threshold)
         assert sums is not None
     skipped = sums.skipped + int(getattr(tokens, "skipped", 0) or 0)
     low = sums.low
@@ -95,9 +96,11 @@ class _Sums(NamedTuple):
     mass_sum: float
 
 
-def _sums(logprobs: Sequence[float], alternatives: Sequence[Sequence[float]], log_threshold: float) -> _Sums | None:
-    """One pass over the tokens. None when a token's alternatives are not best first, or hold NaN
-    or a positive value: the caller sorts them out and calls again.
+def _sums(logprobs: Sequence[float], alternatives: Sequence[float], counts: Sequence[int],
+          log_threshold: float) -> _Sums | None:
+    """One pass over the tokens (``alternatives`` and ``counts`` as in ``TokenColumns``). None when
+    a token's alternatives are not best first, or hold NaN or a positive value: the caller sorts
+    them out and calls again.
 
     This runs once per token of every response (see benchmarks/RESULTS.md), so everything is
     inline: ``x = 0.0 if x > 0.0 else x`` is min(x, 0.0) without the call (and so on for each
@@ -108,7 +111,10 @@ def _sums(logprobs: Sequence[float], alternatives: Sequence[Sequence[float]], lo
     low: list[tuple[int, float]] = []
     entropy_sum = negentropy_sum = margin_sum = mass_sum = 0.0
     entropy_n = negentropy_n = 0
-    for index, (lp, alts) in enumerate(zip(logprobs, alternatives, strict=True)):
+    end = 0
+    for index, (lp, k) in enumerate(zip(logprobs, counts, strict=True)):
+        start = end
+        end += k
         if not lp <= noise:  # NaN or a real positive value: malformed
             skipped += 1
             continue
@@ -119,8 +125,9 @@ def _sums(logprobs: Sequence[float], alternatives: Sequence[Sequence[float]], lo
             min_lp = lp
         if lp < log_threshold:
             low.append((index, lp))
-        if not alts:
+        if not k:
             continue
+        alts = alternatives[start:end]
         # z = sum p_i, weighted = sum p_i ln p_i over the alternatives (p_i = 0 adds nothing:
         # its ln is -inf), checking on the way that they come best first, none above 0.
         z = weighted = previous = 0.0
@@ -139,20 +146,20 @@ def _sums(logprobs: Sequence[float], alternatives: Sequence[Sequence[float]], lo
         entropy_sum += entropy
         entropy_n += 1
         mass_sum += 1.0 if z > 1.0 else z
-        k = len(alts)
         if k >= 2:
             negentropy = 1.0 - entropy / (log_k[k] if k < tabled else log(k))
             negentropy_sum += 0.0 if negentropy < 0.0 else 1.0 if negentropy > 1.0 else negentropy
             negentropy_n += 1
             margin_sum += exp(alts[0]) - exp(alts[1])  # best first: the two most likely
-    return _Sums(skipped, len(logprobs) - skipped, total, min_lp, low, entropy_sum, entropy_n, negentropy_sum, negentropy_n,
-                 margin_sum, mass_sum)
+    return _Sums(skipped, len(logprobs) - skipped, total, min_lp, low, entropy_sum, entropy_n,
+                 negentropy_sum, negentropy_n, margin_sum, mass_sum)
 
 
-def _best_first(alternatives: Sequence[float]) -> list[float]:
-    """The alternatives ``_sums`` can read: NaN and clearly positive ones left out, float noise
-    above 0 read as 0, best first (ties in the order given, as extraction sorts them)."""
-    return sorted((0.0 if lp > 0.0 else lp for lp in alternatives if lp <= POSITIVE_NOISE), reverse=True)
+def _best_first(alternatives: Sequence[tuple[str | None, float]]) -> list[float]:
+    """The logprobs of a token's alternatives as ``_sums`` can read them: NaN and clearly positive
+    ones left out, float noise above 0 read as 0, best first (ties in the order given, as
+    extraction sorts them)."""
+    return sorted((0.0 if lp > 0.0 else lp for _, lp in alternatives if lp <= POSITIVE_NOISE), reverse=True)
 
 
 def _report(threshold: float, skipped: int, sums: _Sums, spans: tuple[LowConfidenceSpan, ...],

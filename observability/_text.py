@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Sequence
+from itertools import accumulate
 
 from observability._types import TokenLogprob, token_columns
 
@@ -60,20 +61,15 @@ def _whole_characters(pieces: Sequence[bytes]) -> tuple[str, list[tuple[int, int
     """The common case, fast: every piece decodes on its own (no character split across
     tokens, nothing invalid). Then the incremental decoder above would give each token exactly
     its own decoded text, so the ranges are running lengths. None otherwise."""
-    parts: list[str] = []
-    offsets: list[tuple[int, int]] = []
-    append_part, append_offset = parts.append, offsets.append
-    length = 0
     try:
-        for raw in pieces:
-            text = raw.decode("utf-8")
-            append_part(text)
-            start = length
-            length += len(text)
-            append_offset((start, length))
-    except UnicodeDecodeError:
+        parts = list(map(_DECODE, pieces))
+    except (UnicodeDecodeError, TypeError):  # TypeError: a bytearray, which the decoder above reads
         return None
-    return "".join(parts), offsets
+    ends = list(accumulate(map(len, parts)))
+    return "".join(parts), list(zip([0, *ends], ends, strict=False))  # starts: 0, then each end
+
+
+_DECODE = bytes.decode  # UTF-8, strict
 
 
 def utf8_safe(text: str) -> str:

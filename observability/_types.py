@@ -8,6 +8,7 @@ record file) can point at the span it made.
 from __future__ import annotations
 
 import builtins
+import itertools
 import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -40,21 +41,25 @@ class TokenLogprob(NamedTuple):
 
 class TokenColumns(NamedTuple):
     """One response's tokens as parallel lists, what scoring reads: each token's ``text``, its raw
-    UTF-8 ``piece`` (its bytes, None where the provider sent none), its ``logprob``, and its
-    ``alternatives``' logprobs in the order held (extraction holds them best first)."""
+    UTF-8 ``piece`` (its bytes, None where the provider sent none) and its ``logprob``; then the
+    ``alternatives``' logprobs of all tokens, token after token, each token's in the order held
+    (extraction holds them best first), and ``counts``, how many of them each token has. (One flat
+    list, not a tuple per token: scoring a response makes no object per token.)"""
 
     texts: Sequence[str | None]
     pieces: Sequence[builtins.bytes | None]
     logprobs: Sequence[float]
-    alternatives: Sequence[Sequence[float]]
+    alternatives: Sequence[float]
+    counts: Sequence[int]
 
     @classmethod
     def of(cls, tokens: Sequence[TokenLogprob]) -> TokenColumns:
         """The columns of any token sequence (for ``TokenLogprobs``, use its ``columns``)."""
         if not tokens:
-            return cls((), (), (), ())
+            return cls((), (), (), (), ())
         texts, pieces, logprobs, alternatives = zip(*tokens, strict=True)
-        return cls(texts, pieces, logprobs, [tuple(map(_LOGPROB_OF_PAIR, pairs)) for pairs in alternatives])
+        return cls(texts, pieces, logprobs, list(map(_LOGPROB_OF_PAIR, itertools.chain.from_iterable(alternatives))),
+                   list(map(len, alternatives)))
 
 
 _LOGPROB_OF_PAIR = operator.itemgetter(1)
