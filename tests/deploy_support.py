@@ -80,8 +80,18 @@ def grafana_to_promql(expr: str) -> str:
     return expr
 
 
-def alert_rules() -> list[dict[str, Any]]:
+def rules() -> list[dict[str, Any]]:
+    """Every rule of the rules file, recording and alerting, in file order."""
     return [rule for group in load_yaml(RULES)["groups"] for rule in group["rules"]]
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    return [rule for rule in rules() if "alert" in rule]
+
+
+def recording_rules() -> dict[str, str]:
+    """``{recorded series name: expression}``."""
+    return {rule["record"]: rule["expr"] for rule in rules() if "record" in rule}
 
 
 _DURATION = r"\d+(?:ms|[smhdwy])"

@@ -198,6 +198,14 @@ def test_the_panels_the_issue_asks_for_are_there() -> None:
     assert "llm_response_low_confidence_ratio" in exprs and "llm_time_to_first_token_seconds_bucket" in exprs
     assert by_title["Per-model comparison"]["type"] == "table"
     assert all("by (model" in t["expr"] for t in by_title["Per-model comparison"]["targets"])
+    reliability = by_title["Accuracy per confidence bucket"]  # the live reliability diagram
+    assert reliability["type"] == "table"
+    queries = {target["refId"]: target["expr"] for target in reliability["targets"]}
+    assert all("sum by (confidence) (increase(llm_feedback_total{" in expr and 'confidence!="none"' in expr
+               for expr in queries.values())
+    assert 'outcome="correct"' in queries["A"]
+    for tenth in range(10):  # the expected accuracy of each bucket is its midpoint
+        assert f'vector({tenth / 10 + 0.05:.2f}), "confidence", "{tenth / 10:.1f}"' in queries["B"]
 
 
 def test_dashboard_provider_loads_the_mounted_folder() -> None:

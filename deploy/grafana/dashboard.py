@@ -172,9 +172,38 @@ def sequence_probability_heatmap() -> Json:
     }
 
 
+Column = tuple[str, str, str, str]
+"""One column of a table panel: query refId, header, PromQL (an instant query), unit."""
+
+
+def table(title: str, description: str, columns: list[Column], *, overrides: list[Json], sort_by: str,
+          descending: bool = True, renames: dict[str, str] | None = None) -> Json:
+    """One row per label set the instant queries share (merged on their labels), a column per query."""
+    rename = {f"Value #{ref}": name for ref, name, _, _ in columns} | (renames or {})
+    units = [{"matcher": {"id": "byName", "options": name},
+              "properties": [{"id": "unit", "value": unit}, {"id": "decimals", "value": 2}]}
+             for _, name, _, unit in columns]
+    return {
+        "type": "table",
+        "title": title,
+        "description": description,
+        "datasource": PROMETHEUS,
+        "targets": [target(ref, expr, name, instant=True, fmt="table") for ref, name, expr, _ in columns],
+        "transformations": [
+            {"id": "merge", "options": {}},
+            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename,
+                                           "indexByName": {}}},
+        ],
+        "fieldConfig": {"defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False}},
+                        "overrides": units + overrides},
+        "options": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0,
+                    "sortBy": [{"displayName": sort_by, "desc": descending}]},
+    }
+
+
 def per_model_table() -> Json:
     window = "$__range"
-    columns = [
+    columns: list[Column] = [
         ("A", "Responses / s", f"sum by (model) (rate(llm_responses_total{{{SELECT}}}[{window}]))", "reqps"),
         ("B", "Median sequence probability",
          f"histogram_quantile(0.5, sum by (model, le) (rate(llm_response_sequence_probability_bucket{{{SELECT}}}"
@@ -188,33 +217,63 @@ def per_model_table() -> Json:
         ("F", "Without logprobs", share('logprobs!="present"', window, "model", among='status="ok"'), "percentunit"),
         ("G", "Errors", share('status="error"', window, "model"), "percentunit"),
     ]
-    rename = {f"Value #{ref}": name for ref, name, _, _ in columns}
-    overrides = [{"matcher": {"id": "byName", "options": name},
-                  "properties": [{"id": "unit", "value": unit}, {"id": "decimals", "value": 2}]}
-                 for _, name, _, unit in columns]
-    for loud in ("Without logprobs", "Errors"):
-        overrides.append({"matcher": {"id": "byName", "options": loud}, "properties": [
-            {"id": "thresholds", "value": thresholds((None, "green"), (0.001, "red"))},
-            {"id": "custom.cellOptions", "value": {"type": "color-background"}},
-        ]})
-    return {
-        "type": "table",
-        "title": "Per-model comparison",
-        "description": "One row per model over the whole time range: traffic, typical and worst-case confidence, "
-                       "the mean sequence probability (what the LLMConfidenceDrop alert compares), the share of "
-                       "answers without logprobs and of errors (red when not zero).",
-        "datasource": PROMETHEUS,
-        "targets": [target(ref, expr, name, instant=True, fmt="table") for ref, name, expr, _ in columns],
-        "transformations": [
-            {"id": "merge", "options": {}},
-            {"id": "organize", "options": {"excludeByName": {"Time": True}, "renameByName": rename,
-                                           "indexByName": {}}},
-        ],
-        "fieldConfig": {"defaults": {"custom": {"align": "auto", "cellOptions": {"type": "auto"}, "inspect": False}},
-                        "overrides": overrides},
-        "options": {"showHeader": True, "cellHeight": "sm", "frameIndex": 0,
-                    "sortBy": [{"displayName": "Responses / s", "desc": True}]},
-    }
+    loud = [{"matcher": {"id": "byName", "options": name}, "properties": [
+        {"id": "thresholds", "value": thresholds((None, "green"), (0.001, "red"))},
+        {"id": "custom.cellOptions", "value": {"type": "color-background"}},
+    ]} for name in ("Without logprobs", "Errors")]
+    return table("Per-model comparison",
+                 "One row per model over the whole time range: traffic, typical and worst-case confidence, "
+                 "the mean sequence probability (what the LLMConfidenceDrop alert compares), the share of "
+                 "answers without logprobs and of errors (red when not zero).",
+                 columns, overrides=loud, sort_by="Responses / s")
+
+
+CONFIDENCE_BUCKETS = tuple(f"{tenth / 10:.1f}" for tenth in range(10))
+"""The ``confidence`` label of ``llm_feedback_total``: the response's sequence probability in ten
+equal-width buckets, named by lower bound (``none``, a response without a score, is left out here)."""
+
+
+def bucket_midpoints() -> str:
+    """Each bucket's midpoint as a series labelled with the bucket: the accuracy a calibrated figure
+    promises there (the same table as the recording rule confidence:llm_feedback_expected_accuracy:midpoint)."""
+    return " or ".join(f'label_replace(vector({float(bucket) + 0.05:.2f}), "confidence", "{bucket}", "", "")'
+                       for bucket in CONFIDENCE_BUCKETS)
+
+
+def reliability_table() -> Json:
+    """Accuracy per confidence bucket over the time range: a live reliability diagram, as a table."""
+    def verdicts(matcher: str = "") -> str:
+        return (f'sum by (confidence) (increase(llm_feedback_total{{{matcher}confidence!="none", {SELECT}}}'
+                f"[$__range]))")
+
+    judged = f"({verdicts()} > 0)"  # buckets with a verdict in the range; the others have no accuracy
+    correct = verdicts('outcome="correct", ')
+    observed = f"({correct} or {judged} * 0) / {judged}"
+    columns: list[Column] = [
+        ("A", "Observed accuracy", observed, "percentunit"),
+        ("B", "Expected (bucket midpoint)", f"({bucket_midpoints()}) and on (confidence) {judged}", "percentunit"),
+        ("C", "Gap (observed − expected)", f"{observed} - ({bucket_midpoints()})", "percentunit"),
+        ("D", "Verdicts", judged, "short"),
+    ]
+    styles: list[Json] = [
+        {"matcher": {"id": "byName", "options": "Observed accuracy"}, "properties": [
+            {"id": "min", "value": 0}, {"id": "max", "value": 1},
+            {"id": "color", "value": {"mode": "continuous-RdYlGr"}},
+            {"id": "custom.cellOptions", "value": {"type": "gauge", "mode": "basic"}}]},
+        {"matcher": {"id": "byName", "options": "Gap (observed − expected)"}, "properties": [
+            {"id": "thresholds", "value": thresholds((None, "red"), (-0.15, "orange"), (-0.05, "green"))},
+            {"id": "custom.cellOptions", "value": {"type": "color-text"}}]},
+        {"matcher": {"id": "byName", "options": "Verdicts"}, "properties": [{"id": "decimals", "value": 0}]},
+    ]
+    return table("Accuracy per confidence bucket",
+                 "A live reliability diagram: verdicts sent with handler.record_feedback(run_id, correct), grouped "
+                 "by the judged response's sequence probability (buckets 0.0–0.1 … 0.9–1.0, named by lower bound), "
+                 "over the time range. Observed accuracy is the share judged correct; a calibrated figure would "
+                 "match the bucket's midpoint. A negative gap means answers that sure were wrong more often than "
+                 "their confidence says (orange below −0.05, red below −0.15). Verdicts on responses without a "
+                 "score (confidence=\"none\") are left out. The LLMCalibrationDrift alert watches the "
+                 "verdict-weighted mean of the gaps' sizes.",
+                 columns, overrides=styles, sort_by="Confidence bucket", renames={"confidence": "Confidence bucket"})
 
 
 def panels() -> list[Json]:
@@ -308,6 +367,7 @@ def panels() -> list[Json]:
                                  f"(gate) (rate(llm_confidence_gate_decisions_total{{{SELECT}}}[$__rate_interval]))",
                             "{{gate}}")],
                     unit="percentunit", minimum=0, maximum=1), 0, 47, 12, 8),
+        (reliability_table(), 12, 47, 12, 8),
     ]
     built = []
     for number, (panel, x, y, w, h) in enumerate(layout, start=1):
