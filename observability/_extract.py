@@ -1,6 +1,8 @@
-"""Provider payload -> ``TokenLogprob`` list. Knows provider formats and nothing else.
+"""Provider payload -> ``TokenLogprobs``. Knows provider formats and nothing else.
 
-Standard library only. Never raises: a malformed entry is left out and counted in
+The usual payload (JSON entries of the OpenAI chat shape) is read as columns, what scoring
+reads, and its ``TokenLogprob`` objects are made only if something asks for them; every other
+shape is read entry by entry. Standard library only. Never raises: a malformed entry is left out and counted in
 ``TokenLogprobs.skipped``; an unrecognised payload counts as one skipped entry.
 """
 
