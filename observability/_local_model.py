@@ -78,6 +78,12 @@ regardless (it has been seen to hang there, ignoring further signals)."""
 
 def _serve(port: int, threads: int, parallel: int, ctx: int, *, exit_with_parent: bool, quiet: bool) -> None:
     path = model_path()
+    # While llama.cpp loads or shuts down, it holds the interpreter in C code where no Python signal
+    # handler can run: there the default actions apply (SIGINT, SIGTERM and the shutdown alarm end
+    # the process at once, in the kernel). From before the first line printed, so that a signal
+    # during the import cannot become a KeyboardInterrupt that leaves llama.cpp's threads behind.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
+        signal.signal(signum, signal.SIG_DFL)
     if not quiet:
         print(f"loading {path.name} ({path.stat().st_size / 1e6:.0f} MB) with llama.cpp …", flush=True)
     import xllamacpp
@@ -92,11 +98,6 @@ def _serve(port: int, threads: int, parallel: int, ctx: int, *, exit_with_parent
     params.cpuparams.n_threads = threads
     params.cpuparams_batch.n_threads = threads
     params.use_jinja = True
-    # While llama.cpp loads or shuts down, it holds the interpreter in C code where no Python signal
-    # handler can run: there the default actions apply (SIGINT, SIGTERM and the shutdown alarm end
-    # the process at once, in the kernel).
-    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGALRM):
-        signal.signal(signum, signal.SIG_DFL)
     server = xllamacpp.Server(params)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())

@@ -86,11 +86,12 @@ def new_tag() -> str:
 
 def demo_env(tag: str, **extra: str) -> dict[str, str]:
     """The environment for a demo subprocess: tagged (to find what it leaves behind), local model,
-    spans to a file, no colour unless asked."""
+    spans to a file, no colour unless asked, and Python's fault handler on (a test that finds the
+    demo hung sends SIGABRT to see every thread's stack)."""
     env = {k: v for k, v in os.environ.items()
            if k not in ("OPENAI_API_KEY", "FORCE_COLOR", "NO_COLOR")
            and not k.startswith(("OTEL_", "OBSERVABILITY_"))}
-    env.update({"DEMO_TEST_TAG": tag, "PYTHONUNBUFFERED": "1", **extra})
+    env.update({"DEMO_TEST_TAG": tag, "PYTHONUNBUFFERED": "1", "PYTHONFAULTHANDLER": "1", **extra})
     return env
 
 

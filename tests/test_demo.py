@@ -65,13 +65,21 @@ def start_demo(tmp_path: Path, tag: str, *args: str, **env: str) -> tuple[subpro
     return process, output
 
 
-def stop(process: subprocess.Popen[bytes], signum: int) -> int:
+def stop(process: subprocess.Popen[bytes], signum: int, output: Path) -> int:
     process.send_signal(signum)
     try:
         return process.wait(timeout=120)
     except subprocess.TimeoutExpired:
-        process.kill()
-        pytest.fail("the demo did not stop within 120 s of the signal")
+        # Where it hangs: with PYTHONFAULTHANDLER set (demo_env), SIGABRT makes Python print every
+        # thread's stack into the output before it dies.
+        process.send_signal(signal.SIGABRT)
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        pytest.fail("the demo did not stop within 120 s of the signal; its last output, with the stack "
+                    "of every thread:\n" + output.read_text(errors="replace")[-6000:])
 
 
 def test_demo_runs_every_status_and_serves_metrics(tmp_path: Path) -> None:
@@ -83,7 +91,7 @@ def test_demo_runs_every_status_and_serves_metrics(tmp_path: Path) -> None:
     try:
         wait_for(lambda: "8 requests:" in output.read_text(), process, 900, "end of the 8 requests", output)
         exposition = scrape(port)
-        assert stop(process, signal.SIGTERM) == 0, output.read_text()[-3000:]
+        assert stop(process, signal.SIGTERM, output) == 0, output.read_text()[-3000:]
         assert wait_until_gone(tag) == [], "the demo left its model server behind"
     finally:
         if process.poll() is None:
@@ -135,7 +143,7 @@ def test_demo_loops_until_interrupted(tmp_path: Path) -> None:
                                  "--no-color", "--max-tokens", "8", "--spans-file", str(tmp_path / "spans.jsonl"))
     try:
         wait_for(lambda: output.read_text().count("▸ ") >= 2, process, 900, "two responses", output)
-        assert stop(process, signal.SIGINT) == 0, output.read_text()[-3000:]
+        assert stop(process, signal.SIGINT, output) == 0, output.read_text()[-3000:]
         assert wait_until_gone(tag) == [], "the demo left its model server behind"
     finally:
         if process.poll() is None:
