@@ -6,6 +6,7 @@ A real part that cannot start fails the tests that need it, with the reason: not
 from __future__ import annotations
 
 import json
+import signal
 import urllib.request
 from collections.abc import Iterator
 from typing import Any, TypeVar
@@ -17,6 +18,12 @@ from observability._local_model import MODEL_NAME, LocalModelServer
 from observability._process import ManagedProcess
 
 S = TypeVar("S", bound=ManagedProcess)
+
+# Tests send Ctrl-C (SIGINT) to the demo and the model server they start. A process started in the
+# background by a non-interactive shell (`make test &` in a script) has SIGINT ignored, and its
+# children inherit that; restore Python's handler here, so that they start with the default action.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def start_or_fail(server: S, what: str) -> S:
