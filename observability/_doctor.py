@@ -69,10 +69,13 @@ def run_doctor(out: TextIO, environ: Mapping[str, str] | None = None) -> int:
     out.write(f"activation: {activation} ({OBSERVABILITY_LANGCHAIN}): {_MEANING[activation]}\n")
     if activation != "off":
         metrics = f"{config.prometheus_host}:{config.prometheus_port}" if config.prometheus_port else "off"
+        calibration = config.calibration
+        calibrated = (f"on ({calibration.metric}, {calibration.method}, {calibration.labels} labels)"
+                      if calibration is not None else "off")
         out.write(f"in effect: threshold {config.low_confidence_threshold}, metadata labels "
                   f"{list(config.metadata_labels)}, run-tree spans {'on' if config.trace_run_tree else 'off'}, "
                   f"logprobs patch {f'on (top {config.top_logprobs})' if config.enable_logprobs else 'off'}, "
-                  f"/metrics {metrics}\n")
+                  f"/metrics {metrics}, calibration {calibrated}\n")
     for level, message in problems:
         text = message.removeprefix("observability: ").removesuffix(DOCTOR_HINT)
         out.write(f"{logging.getLevelName(level).lower()}: {text}\n")

@@ -151,11 +151,15 @@ def test_report_errors(tmp_path: Path) -> None:
 
 
 def test_doctor_passes_a_clean_configuration(tmp_path: Path) -> None:
+    shipped_map = Path(__file__).parent.parent / "benchmarks" / "evaluation" / "calibration.json"
+    labels = json.loads(shipped_map.read_text())["labels"]
     result = run_cli(tmp_path, "doctor", OBSERVABILITY_LANGCHAIN="yes", OBSERVABILITY_ENABLE_LOGPROBS="on",
-                     OBSERVABILITY_PROMETHEUS_PORT=str(free_port()), OBSERVABILITY_METADATA_LABELS="route, tenant")
+                     OBSERVABILITY_PROMETHEUS_PORT=str(free_port()), OBSERVABILITY_METADATA_LABELS="route, tenant",
+                     OBSERVABILITY_CALIBRATION=str(shipped_map))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "activation: on (OBSERVABILITY_LANGCHAIN)" in result.stdout
     assert "logprobs patch on (top 5)" in result.stdout and "metadata labels ['route', 'tenant']" in result.stdout
+    assert f"calibration on (sequence_probability, isotonic, {labels} labels)" in result.stdout
     assert result.stdout.endswith("no problems found\n") and result.stderr == ""
 
 
