@@ -30,7 +30,7 @@ from observability._types import (
     FieldConfidence,
     LowConfidenceSpan,
     TokenLogprob,
-    token_columns,
+    TokenLogprobs,
 )
 
 __all__ = ["DEFAULT_LOW_CONFIDENCE_THRESHOLD", "LOGPROB_FLOOR", "check_threshold", "score_confidence"]
@@ -59,14 +59,16 @@ def score_confidence(
     """
     threshold = check_threshold(low_confidence_threshold)
     log_threshold = _log(threshold)
-    columns = token_columns(tokens)
+    if not isinstance(tokens, TokenLogprobs):  # one set of columns for the loop, the text and the fields
+        tokens = TokenLogprobs(tokens, int(getattr(tokens, "skipped", 0) or 0))
+    columns = tokens.columns
     sums = _sums(columns.logprobs, columns.alternatives, columns.counts, log_threshold)
     if sums is None:  # some token's alternatives are not best first, or hold NaN or positive values
         alternatives = [_best_first(token.top_logprobs) for token in tokens]
         sums = _sums(columns.logprobs, list(chain.from_iterable(alternatives)), list(map(len, alternatives)),
                      log_threshold)
         assert sums is not None
-    skipped = sums.skipped + int(getattr(tokens, "skipped", 0) or 0)
+    skipped = sums.skipped + tokens.skipped
     low = sums.low
     # Character ranges are needed for low-confidence spans and for the fields of a JSON answer;
     # a plain-text answer with no low-confidence token skips them (``may_hold_json`` is cheap).
