@@ -34,8 +34,8 @@ def main() -> int:
     from langchain_openai import ChatOpenAI
 
     from observability import ConfidenceCallbackHandler
-    from observability._evaluate import main as evaluate
-    from observability._local_model import MODEL_NAME, LocalModelServer
+    from observability.demo.model_server import MODEL_NAME, LocalModelServer
+    from observability.evaluation.evaluate import main as evaluate
 
     items = [json.loads(line) for line in QUESTIONS.read_text(encoding="utf-8").splitlines() if line.strip()]
     OUT.mkdir(exist_ok=True)

@@ -23,7 +23,7 @@ from typing import Any
 from benchmarks.fake_model import FakeLogprobChatModel
 from benchmarks.workloads import PROMPT
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._dedupe import CLAIMS
+from observability.langchain.dedupe import CLAIMS
 
 KINDS = ("ok stream", "ok invoke", "error", "cancelled")
 

@@ -17,7 +17,7 @@ from benchmarks.configs import Configuration
 from benchmarks.harness import Measured, check_clean, interleave
 from benchmarks.workloads import Sample, Workload
 from observability import ConfidenceCallbackHandler
-from observability._local_model import MODEL_NAME, LocalModelServer
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
 
 REAL_PROMPT = "Tell a long story about a lighthouse keeper and a storm."
 

@@ -1,6 +1,6 @@
-"""``python -m observability``: see ``observability._cli``."""
+"""``python -m observability``: see ``observability.cli.main``."""
 
-from observability._cli import main
+from observability.cli.main import main
 
 if __name__ == "__main__":
     raise SystemExit(main())

@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 from pydantic import Field
 
-from observability._types import Exporter, ResponseRecord, RunStart
+from observability.core.types import Exporter, ResponseRecord, RunStart
 
 __all__ = [
     "FakeLogprobChatModel",

@@ -18,7 +18,7 @@ import threading
 from langchain_openai import ChatOpenAI
 
 import observability
-from observability import _attach
+from observability.attach import activation as _attach
 
 model = ChatOpenAI(model=os.environ["APP_MODEL"], base_url=os.environ["APP_BASE_URL"], api_key="unused",
                    temperature=0, max_tokens=8, timeout=300, max_retries=0)

@@ -16,7 +16,7 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from observability._process import ManagedProcess, ProcessStartError, free_port
+from observability.demo.process import ManagedProcess, ProcessStartError, free_port
 
 REPO = Path(__file__).resolve().parent.parent
 

@@ -14,8 +14,8 @@ from typing import Any, TypeVar
 import httpx
 import pytest
 
-from observability._local_model import MODEL_NAME, LocalModelServer
-from observability._process import ManagedProcess
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
+from observability.demo.process import ManagedProcess
 
 S = TypeVar("S", bound=ManagedProcess)
 

@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from observability import extract_token_logprobs
-from observability._types import ResponseRecord, RunStart, TokenLogprobs
+from observability.core.types import ResponseRecord, RunStart, TokenLogprobs
 
 KOREAN_SEED = Path(__file__).resolve().parent / "seeds" / "004_3e01e40e1f640dc1.txt"
 KOREAN_TEXT = "대한민국의 수도는 서울입니다."  # the answer printed in the seed

@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from observability import ConfigError
-from observability._config import AttachConfig
-from observability._dedupe import RunClaims
+from observability.attach.config import AttachConfig
+from observability.langchain.dedupe import RunClaims
 
 
 def test_defaults_when_nothing_is_set() -> None:

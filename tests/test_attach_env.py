@@ -20,8 +20,8 @@ from pathlib import Path
 
 import pytest
 
-from observability._local_model import MODEL_NAME, LocalModelServer
-from observability._process import ManagedProcess, free_port
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
+from observability.demo.process import ManagedProcess, free_port
 from tests.attach_support import scrape, total
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -73,7 +73,7 @@ def run_python(code: str, env: dict[str, str]) -> subprocess.CompletedProcess[st
 def test_without_the_variable_import_attaches_nothing() -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVABILITY_")}
     result = subprocess.run(
-        [sys.executable, "-c", "import observability, observability._attach as a; "
+        [sys.executable, "-c", "import observability, observability.attach.activation as a; "
                                "print(a.process_wide_handler() is None)"],
         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
@@ -84,7 +84,7 @@ IMPORT_AND_CALL = """
 import sys
 {before}
 import observability
-from observability import _attach
+from observability.attach import activation as _attach
 from observability.testing import FakeLogprobChatModel
 handler = _attach.process_wide_handler()
 answer = FakeLogprobChatModel(tokens=["o", "k"], token_logprobs=[-0.1, -0.2]).invoke("hi").content

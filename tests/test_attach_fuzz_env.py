@@ -22,10 +22,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 from langchain_openai import ChatOpenAI
 
-from observability import _attach
-from observability import _enable_logprobs as patch
-from observability._config import VARIABLES
-from observability._process import free_port
+from observability.attach import activation as _attach
+from observability.attach.config import VARIABLES
+from observability.demo.process import free_port
+from observability.langchain import enable_logprobs as patch
 from observability.testing import InMemoryTelemetry
 from tests.fuzzing import fuzz
 from tests.provider_support import ANSWER, canned_provider

@@ -27,11 +27,12 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
-from observability import ResponseRecord, _attach
-from observability import _enable_logprobs as logprobs_patch
-from observability._local_model import MODEL_NAME, LocalModelServer
-from observability._process import ManagedProcess, free_port
+from observability import ResponseRecord
+from observability.attach import activation as _attach
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
+from observability.demo.process import ManagedProcess, free_port
 from observability.instrumentation import ConfidenceInstrumentor
+from observability.langchain import enable_logprobs as logprobs_patch
 from tests.attach_support import otlp_metric_names, otlp_spans, scrape, total
 from tests.http_support import otlp_receiver
 

@@ -14,8 +14,8 @@ from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability import _enable_logprobs as patch
-from observability._local_model import MODEL_NAME, LocalModelServer
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
+from observability.langchain import enable_logprobs as patch
 from tests.attach_support import refusing_proxy
 from tests.conftest import raw_chat_completion
 

@@ -11,9 +11,9 @@ import pytest
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
 
-from observability import _attach
-from observability import _enable_logprobs as patch
-from observability._config import AttachConfig
+from observability.attach import activation as _attach
+from observability.attach.config import AttachConfig
+from observability.langchain import enable_logprobs as patch
 from tests.provider_support import ANSWER, canned_provider
 
 

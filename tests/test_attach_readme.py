@@ -24,7 +24,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from observability._local_model import LocalModelServer
+from observability.demo.model_server import LocalModelServer
 from tests.docs_support import README, ROOT, code_blocks, section
 
 SERVE_MODEL = "python -m observability serve-model"

@@ -20,7 +20,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import ConfidenceCallbackHandler, ConfidenceReport, ResponseRecord
-from observability._calibration import (
+from observability.attach.config import NO_CALIBRATION, OBSERVABILITY_CALIBRATION, read_env
+from observability.core.calibration import (
     MIN_LABELS,
     CalibrationError,
     CalibrationMap,
@@ -28,7 +29,6 @@ from observability._calibration import (
     load_calibration,
     write_calibration,
 )
-from observability._config import NO_CALIBRATION, OBSERVABILITY_CALIBRATION, read_env
 from observability.exporters._jsonl import read_records
 from observability.testing import FakeLogprobChatModel, InMemoryTelemetry
 from tests.fuzzing import fuzz
@@ -296,7 +296,7 @@ def test_the_variable_loads_the_map_and_a_bad_one_is_a_problem_naming_it(tmp_pat
 
 ACTIVATED_CALL = """
 import observability
-from observability import _attach
+from observability.attach import activation as _attach
 from observability.testing import FakeLogprobChatModel
 handler = _attach.process_wide_handler()
 seen = []

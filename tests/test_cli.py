@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from observability._local_model import LocalModelServer
-from observability._process import free_port
+from observability.demo.model_server import LocalModelServer
+from observability.demo.process import free_port
 from observability.exporters._jsonl import JsonlRecorder
 from tests.demo_support import demo_env, kill_tagged, korean_tokens, new_tag, record_for, wait_until_gone
 from tests.http_support import QuietHandler, serving

@@ -12,8 +12,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import TokenLogprob, extract_token_logprobs, score_confidence
-from observability._extract import _entry
-from observability._types import TokenColumns, TokenLogprobs
+from observability.core.extract import _entry
+from observability.core.types import TokenColumns, TokenLogprobs
 from tests.fuzzing import fuzz
 from tests.test_core_extract import seed_english_stream, seed_korean_payload
 

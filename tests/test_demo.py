@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from observability._process import free_port
-from observability._text import token_offsets
+from observability.core.text import token_offsets
+from observability.demo.process import free_port
 from observability.exporters._jsonl import read_records
 from tests.demo_support import demo_env, kill_tagged, new_tag, wait_until_gone
 

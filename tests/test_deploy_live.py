@@ -29,7 +29,7 @@ import pytest
 from prometheus_client import CollectorRegistry, start_http_server
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._local_model import MODEL_NAME, LocalModelServer
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
 from observability.exporters import default_exporters
 from tests.conftest import start_or_fail
 from tests.deploy_support import (

@@ -24,7 +24,7 @@ REMOVED = ("llm_response_mean_logprob", "llm_response_perplexity")
 def written_series() -> set[str]:
     """What the exporter writes (a response, a verdict on it), and what a confidence gate writes (its
     decisions counter)."""
-    from observability._gate import _prometheus_counter
+    from observability.langchain.gate import _prometheus_counter
 
     registry = CollectorRegistry()
     exporter = PrometheusExporter(registry=registry)

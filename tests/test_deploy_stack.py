@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from observability._process import ManagedProcess, free_port
+from observability.demo.process import ManagedProcess, free_port
 from tests.conftest import running
 from tests.deploy_support import ARTIFACTS, REPO, chromium, prometheus_query
 

@@ -18,7 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import ConfidenceCallbackHandler
-from observability._evaluate import SIGNS, auroc, brier, ece, evaluate, join, read_labels
+from observability.evaluation.evaluate import SIGNS, auroc, brier, ece, evaluate, join, read_labels
 from observability.exporters._jsonl import read_records
 from observability.testing import FakeLogprobChatModel
 from tests.fuzzing import fuzz

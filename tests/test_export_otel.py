@@ -19,8 +19,8 @@ from langchain_core.prompts import ChatPromptTemplate
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
 
 from observability import ConfidenceCallbackHandler, ResponseRecord, RunStart
-from observability._local_model import MODEL_NAME
-from observability._process import free_port
+from observability.demo.model_server import MODEL_NAME
+from observability.demo.process import free_port
 from observability.exporters import HISTOGRAMS, OpenTelemetryMetricsExporter, OpenTelemetryTracingExporter
 from observability.exporters._content import CAPTURE_CONTENT_ENV
 from observability.exporters._otel_spans import EVALUATION_EVENT, HEADLINE_SCORES, LOW_CONFIDENCE_TOKEN_EVENT

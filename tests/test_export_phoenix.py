@@ -19,8 +19,8 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._local_model import MODEL_NAME
-from observability._process import free_port
+from observability.demo.model_server import MODEL_NAME
+from observability.demo.process import free_port
 from observability.exporters import OpenTelemetryTracingExporter
 from observability.exporters._otel_spans import EVALUATION_EVENT, HEADLINE_SCORES, REPORT_FIELDS
 from tests.backends import PhoenixServer

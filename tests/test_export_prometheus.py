@@ -16,7 +16,7 @@ from prometheus_client import CollectorRegistry, Gauge
 from prometheus_client.openmetrics.exposition import generate_latest
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._local_model import MODEL_NAME
+from observability.demo.model_server import MODEL_NAME
 from observability.exporters import (
     HISTOGRAMS,
     MetricLabels,

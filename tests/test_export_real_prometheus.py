@@ -23,8 +23,8 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.utils import floatToGoString
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._local_model import MODEL_NAME
-from observability._process import free_port
+from observability.demo.model_server import MODEL_NAME
+from observability.demo.process import free_port
 from observability.exporters import HISTOGRAMS, OpenTelemetryTracingExporter, PrometheusExporter
 from tests.export_support import OtelSinks
 

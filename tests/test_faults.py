@@ -32,7 +32,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor
 from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._process import free_port
+from observability.demo.process import free_port
 from observability.exporters import default_exporters
 from observability.testing import FakeLogprobChatModel, InMemoryTelemetry, RecordingExporter
 from tests.fuzzing import SCALE

@@ -14,10 +14,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import extract_token_logprobs
-from observability._field_confidence import FieldConfidence, field_confidence
-from observability._local_model import MODEL_NAME
-from observability._score import LOGPROB_FLOOR
-from observability._types import TokenLogprob
+from observability.core.fields import FieldConfidence, field_confidence
+from observability.core.score import LOGPROB_FLOOR
+from observability.core.types import TokenLogprob
+from observability.demo.model_server import MODEL_NAME
 from tests.conftest import raw_chat_completion, raw_chat_stream
 from tests.fuzzing import fuzz
 from tests.test_core_extract import seed_korean_payload

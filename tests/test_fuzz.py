@@ -22,8 +22,8 @@ from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from observability import ConfidenceCallbackHandler, ConfidenceReport, extract_token_logprobs, score_confidence
-from observability._score import LOGPROB_FLOOR
-from observability._text import token_offsets
+from observability.core.score import LOGPROB_FLOOR
+from observability.core.text import token_offsets
 from observability.testing import InMemoryTelemetry, RecordingExporter
 from tests.fuzz_payloads import (
     POSITIVE_NOISE,

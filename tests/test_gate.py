@@ -18,7 +18,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.runnables import RunnableLambda
 
 from observability import ConfidenceCallbackHandler, ConfidenceReport, ResponseRecord
-from observability._gate import ConfidenceMissing, confidence_fallback
+from observability.langchain.gate import ConfidenceMissing, confidence_fallback
 from observability.testing import InMemoryTelemetry
 
 pytestmark = pytest.mark.real_model
@@ -172,7 +172,7 @@ def test_a_failing_fallback_raises_to_the_app(primary: Any, telemetry: InMemoryT
 
 
 def test_the_primarys_error_is_not_a_reason_to_fall_back(chat_model: Any, telemetry: InMemoryTelemetry) -> None:
-    from observability._process import free_port
+    from observability.demo.process import free_port
 
     dead = chat_model(logprobs=True, base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=5)
     called: list[Any] = []

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from langchain_core.runnables import RunnableLambda
 
-from observability._gate import confidence_fallback
+from observability.langchain.gate import confidence_fallback
 from observability.testing import FakeLogprobChatModel
 
 

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import TokenLogprob, score_confidence
-from observability._heatmap import (
+from observability.report.heatmap import (
     LOW_MARKS,
     probability_rgb,
     render_heatmap,
@@ -127,7 +127,7 @@ def test_summary_line_without_logprobs_says_so() -> None:
 def test_summary_line_names_the_least_confident_field() -> None:
     from dataclasses import replace
 
-    from observability._field_confidence import field_confidence
+    from observability.core.fields import field_confidence
 
     pieces = [("{\"", 0.99), ("city", 0.99), ("\":", 0.99), (" \"", 0.9), ("Seoul", 0.8), ("\",", 0.99),
               (" \"", 0.99), ("year", 0.99), ("\":", 0.99), (" 19", 0.3), ("48", 0.6), ("}", 0.99)]

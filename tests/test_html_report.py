@@ -21,8 +21,8 @@ from typing import Any
 import pytest
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._html_report import render_html_report
 from observability.exporters._jsonl import JsonlRecorder
+from observability.report.html import render_html_report
 from tests.demo_support import KOREAN_TEXT, expected_pieces, korean_tokens, record_for
 
 CHROMIUM = "/usr/bin/chromium"
@@ -271,8 +271,8 @@ def wcag_contrast(style: str) -> float:
 
 
 def test_legend_and_heatmap_text_meet_wcag_aa() -> None:
-    from observability._heatmap import probability_rgb
-    from observability._html_report import LEGEND_STEPS, contrast_ratio, text_colour
+    from observability.report.heatmap import probability_rgb
+    from observability.report.html import LEGEND_STEPS, contrast_ratio, text_colour
 
     assert round(contrast_ratio((0, 0, 0), (255, 255, 255)), 2) == 21.0
     assert round(contrast_ratio((0x76, 0x76, 0x76), (255, 255, 255)), 2) == 4.54  # the known AA grey
@@ -300,8 +300,8 @@ def json_answer_record() -> ResponseRecord:
     from dataclasses import replace
 
     from observability import TokenLogprob, score_confidence
-    from observability._field_confidence import field_confidence
-    from observability._types import TokenLogprobs
+    from observability.core.fields import field_confidence
+    from observability.core.types import TokenLogprobs
 
     pieces = [("{\"", 0.99), ("city", 0.99), ("\":", 0.99), (" \"", 0.9), ("Seoul", 0.8), ("\",", 0.99),
               (" \"", 0.99), ("founded", 0.99), ("\":", 0.99), (" 13", 0.3), ("94", 0.6), ("}", 0.99)]

@@ -24,7 +24,7 @@ from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._local_model import MODEL_NAME, LocalModelServer
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
 from observability.exporters import MetricLabels
 from tests.conftest import raw_chat_completion, raw_chat_stream
 from tests.http_support import QuietHandler, serving

@@ -19,10 +19,11 @@ import pytest
 from langchain_core.callbacks import BaseCallbackManager
 from opentelemetry.sdk.trace import ReadableSpan
 
-from observability import ConfidenceCallbackHandler, ResponseRecord, _peers, observe_confidence
-from observability.exporters import PeerSpans, default_exporters
+from observability import ConfidenceCallbackHandler, ResponseRecord, observe_confidence
+from observability.exporters import PeerSpans, _peer_spans, default_exporters
 from observability.exporters._definitions import INSTRUMENTATION_SCOPE
 from observability.exporters._otel_spans import EVALUATION_EVENT, HEADLINE_SCORES, REPORT_FIELDS
+from observability.langchain import peers as _peers
 from observability.testing import InMemoryTelemetry
 
 pytestmark = pytest.mark.real_model
@@ -88,7 +89,7 @@ def instrument(telemetry: InMemoryTelemetry) -> Iterator[Any]:
         else:
             setattr(owner, name, value)
     _peers.uninstall()
-    _peers._logged.clear()
+    _peer_spans._logged.clear()
     assert BaseCallbackManager.__init__ is original_init
 
 

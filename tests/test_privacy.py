@@ -20,7 +20,7 @@ from opentelemetry.exporter.otlp.proto.common.metrics_encoder import encode_metr
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
-from observability._local_model import LocalModelServer
+from observability.demo.model_server import LocalModelServer
 from observability.testing import FakeLogprobChatModel, InMemoryTelemetry
 
 API_KEY = f"sk-privacy-{uuid4().hex}"
@@ -193,7 +193,7 @@ def test_the_refusal_path_and_every_debug_log_hold_no_credential_or_provider_tex
     import openai
     from langchain_openai import ChatOpenAI
 
-    from observability import _enable_logprobs as patch
+    from observability.langchain import enable_logprobs as patch
     from tests.provider_support import ANSWER, APP_ERROR_MODEL, canned_provider
 
     sinks = InMemoryTelemetry()

@@ -8,7 +8,7 @@ import socket
 
 from prometheus_client import CollectorRegistry, start_http_server
 
-from observability._process import free_port, port_in_use
+from observability.demo.process import free_port, port_in_use
 
 
 def serve(port: int) -> tuple[object, object]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from observability._progress import ProgressBar
+from observability.demo.progress import ProgressBar
 
 
 class Terminal(io.StringIO):

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from observability import ConfidenceCallbackHandler, ResponseRecord, TokenLogprob
-from observability._local_model import MODEL_NAME, LocalModelServer
-from observability._types import TokenLogprobs
+from observability.core.types import TokenLogprobs
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
 from observability.exporters._jsonl import FORMAT, JsonlRecorder, RecordFileError, read_records
 from tests.conftest import raw_chat_completion
 from tests.demo_support import korean_tokens, record_for
@@ -144,7 +144,7 @@ def test_the_handler_records_a_response_with_a_lone_surrogate(tmp_path: Path) ->
 
 def test_field_confidence_survives_the_round_trip(tmp_path: Path) -> None:
     from observability import score_confidence
-    from observability._field_confidence import field_confidence
+    from observability.core.fields import field_confidence
 
     pieces = ['{"', "city", '":', ' "', "Se", "oul", '",', ' "', "sure", '":', " true", "}"]
     tokens = TokenLogprobs(TokenLogprob(p, p.encode(), -0.05 * (i + 1), ((p, -0.05 * (i + 1)), ("x", -3.0)))

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from observability._local_model import MODEL_NAME, LocalModelServer
+from observability.demo.model_server import MODEL_NAME, LocalModelServer
 from tests.conftest import raw_chat_completion
 
 ROOT = Path(__file__).resolve().parent.parent

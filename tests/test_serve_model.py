@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from observability._process import free_port
+from observability.demo.process import free_port
 
 pytestmark = pytest.mark.real_model
 STOPPED_WITHIN_S = 10  # the server's own grace is 5 s; loaded machines need some slack

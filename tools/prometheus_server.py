@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from observability._process import ManagedProcess, ProcessStartError, free_port, port_in_use
+from observability.demo.process import ManagedProcess, ProcessStartError, free_port, port_in_use
 
 PROMETHEUS_BIN_ENV = "PROMETHEUS_BIN"
 """Path of the ``prometheus`` binary; default ``/usr/bin/prometheus``, then ``$PATH``."""

@@ -32,8 +32,8 @@ from pathlib import Path
 from types import FrameType
 from typing import TextIO
 
-from observability._demo import DELIBERATE_ERROR, DEMO_CASE_KEY
-from observability._process import ManagedProcess, ProcessStartError, free_port, port_in_use
+from observability.demo.app import DELIBERATE_ERROR, DEMO_CASE_KEY
+from observability.demo.process import ManagedProcess, ProcessStartError, free_port, port_in_use
 from tools.prometheus_server import PrometheusError, PrometheusServer, scrape_job
 
 DEPLOY_DIR = Path(__file__).resolve().parents[1] / "deploy"

@@ -12,7 +12,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
-from observability._types import Exporter
+from observability.core.types import Exporter
 from observability.exporters._content import CAPTURE_CONTENT_ENV
 from observability.exporters._definitions import DEFAULT_PREFIX, HISTOGRAMS, HistogramDefinition
 from observability.exporters._jsonl import JsonlRecorder
@@ -26,6 +26,7 @@ __all__ = [
     "DEFAULT_MAX_LABEL_VALUES",
     "DEFAULT_PREFIX",
     "HISTOGRAMS",
+    "Exporter",
     "HistogramDefinition",
     "JsonlRecorder",
     "MetricLabels",

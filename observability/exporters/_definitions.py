@@ -26,7 +26,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from observability._types import ResponseRecord
+from observability.core.types import ResponseRecord
 
 INSTRUMENTATION_SCOPE = "langchain-confidence"
 """The OpenTelemetry instrumentation scope (tracer and meter name) of our spans and instruments."""

@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import IO, Any
 from uuid import UUID
 
-from observability._types import (
+from observability.core.types import (
     ConfidenceReport,
     FieldConfidence,
     LowConfidenceSpan,

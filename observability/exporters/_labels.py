@@ -24,8 +24,8 @@ import re
 import threading
 from collections.abc import Iterable
 
-from observability._text import utf8_safe
-from observability._types import ResponseRecord
+from observability.core.text import utf8_safe
+from observability.core.types import ResponseRecord
 from observability.exporters._providers import provider_name
 
 DEFAULT_MAX_LABEL_VALUES = 50

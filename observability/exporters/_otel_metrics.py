@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from opentelemetry import metrics, trace
 from opentelemetry.context import Context
 
-from observability._types import ResponseRecord
+from observability.core.types import ResponseRecord
 from observability.exporters._definitions import (
     CALIBRATED_PROBABILITY,
     DEFAULT_PREFIX,

@@ -17,7 +17,7 @@ no tracer provider configured the cost is one no-op span per run.
 
 Peer tracers (``peer_spans``): when OpenInference or OpenLLMetry traces the same model run, the
 ``llm.confidence.*`` attributes and our events go onto their still-open LLM span and we make no
-span of our own (``observability._peers`` finds it and makes sure we see the run's end first;
+span of our own (``observability.langchain.peers`` finds it and makes sure we see the run's end first;
 docs/peer-tracers.md).
 """
 
@@ -35,9 +35,9 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-from observability import _peers
-from observability._text import token_offsets, utf8_safe
-from observability._types import FieldConfidence, ResponseRecord, RunEvicted, RunStart
+from observability.core.text import token_offsets, utf8_safe
+from observability.core.types import FieldConfidence, ResponseRecord, RunEvicted, RunStart
+from observability.exporters import _peer_spans
 from observability.exporters._content import resolve_capture_content
 from observability.exporters._definitions import INSTRUMENTATION_SCOPE, OPERATION_NAMES, finite, package_version
 from observability.exporters._providers import provider_name
@@ -99,7 +99,7 @@ class OpenTelemetryTracingExporter:
             raise ValueError(f"peer_spans must be one of {PEER_SPANS_CHOICES}, got {peer_spans!r}")
         self.peer_spans: PeerSpans = peer_spans
         if peer_spans != "never":
-            _peers.install()
+            _peer_spans.install()
         self.capture_content = resolve_capture_content(capture_content)
         self.trace_run_tree = bool(trace_run_tree)
         self.max_open_runs = max_open_runs
@@ -162,7 +162,7 @@ class OpenTelemetryTracingExporter:
 
     def _onto_peer_spans(self, records: Sequence[ResponseRecord]) -> bool:
         """Put the confidence on the peers' open spans of this run; False when ours is to be made."""
-        spans = _peers.peer_spans(records[0].start.run_id)
+        spans = _peer_spans.find(records[0].start.run_id)
         if not isinstance(spans, list) or not spans:  # no peer span, or a peer we no longer know (BROKEN)
             return self.peer_spans == "always"
         described = False
@@ -175,7 +175,7 @@ class OpenTelemetryTracingExporter:
                     _link(span, records)
                 described = True
             elif getattr(span, "end_time", None) is not None:  # ended before our handler saw the end
-                _peers.log_once("ordering", "a peer ended its span before our handler saw the run end")
+                _peer_spans.log_once("ordering", "a peer ended its span before our handler saw the run end")
         return described or self.peer_spans == "always"
 
     def _parent_context(self, parent_run_id: UUID | None) -> Context:

@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Histogram, values
 
-from observability._types import ResponseRecord
+from observability.core.types import ResponseRecord
 from observability.exporters._definitions import (
     CALIBRATED_PROBABILITY,
     DEFAULT_PREFIX,

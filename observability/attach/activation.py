@@ -15,7 +15,7 @@ it, unless that very handler is already there. Nothing of LangChain is patched.
   twice or lost, and construction costs nothing per run.
 
 The context manager's hook is registered first: when both are active and share exporters, the
-block's handler sees each run first and observes it (see ``observability._dedupe``).
+block's handler sees each run first and observes it (see ``observability.langchain.dedupe``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,7 @@ from typing import Any, cast
 
 from langchain_core.tracers.context import register_configure_hook
 
-from observability import _enable_logprobs
-from observability._config import (
-    DEFAULT_TOP_LOGPROBS,
+from observability.attach.config import (
     NO_LOGPROBS_PATCH,
     NO_METRICS_SERVER,
     OBSERVABILITY_ENABLE_LOGPROBS,
@@ -47,8 +45,10 @@ from observability._config import (
     read_env,
     with_overrides,
 )
-from observability._dedupe import ExportGroups
-from observability._handler import ConfidenceCallbackHandler
+from observability.langchain import enable_logprobs as _enable_logprobs
+from observability.langchain.dedupe import ExportGroups
+from observability.langchain.enable_logprobs import DEFAULT_TOP_LOGPROBS
+from observability.langchain.handler import ConfidenceCallbackHandler
 
 logger = logging.getLogger("observability")
 
@@ -85,7 +85,7 @@ def observe_confidence(*, enable_logprobs: bool = False, top_logprobs: int = DEF
     ``handler_options`` go to ``ConfidenceCallbackHandler`` (``exporters``, ``on_report``,
     ``low_confidence_threshold``, ...). ``enable_logprobs=True`` also makes OpenAI-compatible
     chat models called in the block ask for logprobs with ``top_logprobs`` alternatives when
-    the app did not (see ``observability._enable_logprobs``).
+    the app did not (see ``observability.langchain.enable_logprobs``).
 
     Covers sync and async calls, ``batch`` worker threads, nested chains and LangGraph graphs
     run in the block. Not covered: a bare ``threading.Thread`` started in the block (it does

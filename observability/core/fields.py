@@ -8,7 +8,7 @@ Pure, standard library only.
 For a leaf whose characters are ``[start, end)`` of the response text (a string with its quotes):
     tokens                = every token whose character range overlaps [start, end); a token
                             holding part of a character covers that whole character
-                            (``observability._text.token_offsets``), and a token that also holds
+                            (``observability.core.text.token_offsets``), and a token that also holds
                             the next character (``31,``) still counts
     sequence_logprob      = sum(max(lp, LOGPROB_FLOOR)) over those tokens
     mean_logprob          = sequence_logprob / token_count
@@ -39,9 +39,9 @@ from bisect import bisect_right
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from observability._extract import LOGPROB_FLOOR, POSITIVE_NOISE
-from observability._text import token_offsets
-from observability._types import FieldConfidence, TokenLogprob, token_columns
+from observability.core.extract import LOGPROB_FLOOR, POSITIVE_NOISE
+from observability.core.text import token_offsets
+from observability.core.types import FieldConfidence, TokenLogprob, token_columns
 
 
 def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, ...]:

@@ -36,7 +36,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeGuard
 
-from observability._types import ConfidenceReport
+from observability.core.types import ConfidenceReport
 
 FORMAT = "langchain-confidence.calibration"
 FORMAT_VERSION = 1

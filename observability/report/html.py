@@ -24,10 +24,10 @@ from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
 
-from observability._heatmap import least_confident_field, probability_rgb, token_probability, token_segments
-from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
-from observability._text import token_offsets
-from observability._types import ResponseRecord, TokenLogprob
+from observability.core.score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
+from observability.core.text import token_offsets
+from observability.core.types import ResponseRecord, TokenLogprob
+from observability.report.heatmap import least_confident_field, probability_rgb, token_probability, token_segments
 
 _CSS = """
 body{font:14px/1.5 system-ui,-apple-system,"Segoe UI","Noto Sans","Noto Sans CJK KR",sans-serif;
@@ -163,7 +163,7 @@ def _heatmap_html(record: ResponseRecord, threshold: float) -> str:
     return "".join(parts)
 
 
-# What each figure means, shown on hover (the title attribute). See observability._score.
+# What each figure means, shown on hover (the title attribute). See observability.core.score.
 _EXPLAIN = {
     "sequence probability": "Geometric mean of the token probabilities: exp(mean logprob) = 1 / perplexity. "
                             "1 means the model was sure of every token.",

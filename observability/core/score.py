@@ -22,10 +22,10 @@ from collections.abc import Sequence
 from itertools import chain
 from typing import NamedTuple
 
-from observability._extract import LOGPROB_FLOOR, POSITIVE_NOISE
-from observability._field_confidence import fields_in, may_hold_json
-from observability._text import token_offsets
-from observability._types import (
+from observability.core.extract import LOGPROB_FLOOR, POSITIVE_NOISE
+from observability.core.fields import fields_in, may_hold_json
+from observability.core.text import token_offsets
+from observability.core.types import (
     ConfidenceReport,
     FieldConfidence,
     LowConfidenceSpan,
@@ -52,7 +52,7 @@ def score_confidence(
     """Score one response's tokens. See the module docstring for the formulas.
 
     ``fields`` holds one ``FieldConfidence`` per leaf value when the answer is JSON (see
-    ``observability._field_confidence``), else ``()``.
+    ``observability.core.fields``), else ``()``.
 
     ``skipped`` adds the malformed entries ``extract_token_logprobs`` left out (its
     ``skipped`` attribute) to tokens skipped here (NaN or clearly positive logprobs).

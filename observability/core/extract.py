@@ -15,7 +15,7 @@ from functools import partial
 from itertools import chain, repeat
 from typing import Any
 
-from observability._types import TokenColumns, TokenLogprob, TokenLogprobs
+from observability.core.types import TokenColumns, TokenLogprob, TokenLogprobs
 
 POSITIVE_NOISE = 1e-4
 """Logprobs in (0, POSITIVE_NOISE] are float noise around 0 and read as 0; larger positive

@@ -28,6 +28,8 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
 
+from observability.exporters import _peer_spans
+
 logger = logging.getLogger("observability")
 
 OPENINFERENCE = "openinference"
@@ -50,16 +52,11 @@ BROKEN = _Broken()
 _lock = threading.Lock()
 _seen: dict[str, Any] = {}  # peer → the last handler instance of it seen in a model run
 _installed: list[tuple[type, Callable[..., None]]] = []
-_logged: set[str] = set()
 
 
 def log_once(key: str, message: str) -> None:
     """Warn once per process per ``key``; messages name peers and exception types, never content."""
-    with _lock:
-        if key in _logged:
-            return
-        _logged.add(key)
-    logger.warning("observability: %s; confidence goes on a span of our own for such runs", message)
+    _peer_spans.log_once(key, f"observability: {message}; confidence goes on a span of our own for such runs")
 
 
 def _changed(peer: str, what: str) -> None:
@@ -176,3 +173,6 @@ def _openllmetry_span(handler: Any, run_id: UUID) -> Any:
 
 _LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {OPENINFERENCE: _openinference_span,
                                                    OPENLLMETRY: _openllmetry_span}
+
+
+_peer_spans.connect(find=peer_spans, install=install)

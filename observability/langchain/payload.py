@@ -9,8 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from observability._extract import PAYLOAD_KEYS
-from observability._text import utf8_safe
+from observability.core.extract import PAYLOAD_KEYS
+from observability.core.text import utf8_safe
 
 
 def choices(response: Any) -> list[Any]:

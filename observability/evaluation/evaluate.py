@@ -14,7 +14,7 @@ is oriented so that higher means more confident (``SIGNS``) before it is ranked:
               ``target_precision`` wrong answers, and how many it flags
 
 With ``--calibration OUT.json`` it also fits an isotonic map from one figure to P(right) on the
-labelled responses (``observability._calibration``) for ``ConfidenceCallbackHandler(calibration=)``.
+labelled responses (``observability.core.calibration``) for ``ConfidenceCallbackHandler(calibration=)``.
 
 Standard library only; the numbers are checked against independent computations in the tests.
 """
@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from observability._calibration import (
+from observability.core.calibration import (
     DEFAULT_METRIC,
     CalibrationError,
     CalibrationMap,
@@ -221,7 +221,7 @@ def table(result: dict[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
-    from observability._evaluate_html import write_html
+    from observability.evaluation.html import write_html
     from observability.exporters._jsonl import RecordFileError, read_records
 
     parser = argparse.ArgumentParser(prog=prog, description="Which confidence figure separates right answers "
@@ -270,5 +270,5 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     if args.html:
-        write_html(result, args.html, calibration)
+        write_html(result, table(result), args.html, calibration)
     return 0

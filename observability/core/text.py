@@ -11,7 +11,7 @@ import codecs
 from collections.abc import Sequence
 from itertools import accumulate
 
-from observability._types import TokenLogprob, token_columns
+from observability.core.types import TokenLogprob, token_columns
 
 
 def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, int]]]:

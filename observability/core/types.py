@@ -145,7 +145,7 @@ class LowConfidenceSpan:
 
 @dataclass(frozen=True, slots=True)
 class FieldConfidence:
-    """Confidence figures for one leaf value of a JSON answer. See observability._field_confidence.
+    """Confidence figures for one leaf value of a JSON answer. See observability.core.fields.
 
     ``path`` is the value's RFC 6901 JSON Pointer (``/name``, ``/tags/0``, ``/a~1b`` for the key
     ``a/b``, ``/a~0b`` for ``a~b``). ``start`` and ``end`` are character offsets of the value in

@@ -27,8 +27,7 @@ from langchain_core.runnables.config import patch_config
 from opentelemetry import metrics, trace
 from prometheus_client import REGISTRY, CollectorRegistry, Counter
 
-from observability._handler import ConfidenceCallbackHandler
-from observability._types import ConfidenceReport, ResponseRecord
+from observability.core.types import ConfidenceReport, ResponseRecord
 from observability.exporters._definitions import (
     DEFAULT_PREFIX,
     INSTRUMENTATION_SCOPE,
@@ -36,6 +35,7 @@ from observability.exporters._definitions import (
     package_version,
 )
 from observability.exporters._labels import MetricLabels
+from observability.langchain.handler import ConfidenceCallbackHandler
 
 logger = logging.getLogger("observability")
 

@@ -7,8 +7,7 @@ import html
 from pathlib import Path
 from typing import Any
 
-from observability._calibration import CalibrationMap
-from observability._evaluate import PROBABILITIES, table
+from observability.core.calibration import CalibrationMap
 
 SIZE = 260
 PAD = 30
@@ -62,12 +61,14 @@ def coverage_svg(metrics: dict[str, Any]) -> str:
                   "".join(lines)) + f"<ul>{legend}</ul>"
 
 
-def write_html(result: dict[str, Any], path: Path, calibration: CalibrationMap | None = None) -> None:
-    figures = "".join(reliability_svg(name, result["metrics"][name]["reliability"], calibration)
-                      for name in PROBABILITIES if name in result["metrics"])
+def write_html(result: dict[str, Any], summary: str, path: Path, calibration: CalibrationMap | None = None) -> None:
+    """The page: ``summary`` (the terminal table) and a reliability diagram for each figure that is
+    a probability (those ``evaluate`` gave a ``reliability`` list), then the coverage curves."""
+    figures = "".join(reliability_svg(name, metric["reliability"], calibration)
+                      for name, metric in result["metrics"].items() if "reliability" in metric)
     page = (f"<!doctype html><html lang=\"en\"><meta charset=\"utf-8\"><title>Confidence evaluation</title>"
             f"<style>body{{font-family:sans-serif;margin:2em;color:#1f2933}} figure{{display:inline-block;"
             f"margin:0 2em 1em 0}} pre{{background:#f4f6f8;padding:1em}}</style>"
-            f"<h1>Which figure predicts a wrong answer</h1><pre>{html.escape(table(result))}</pre>"
+            f"<h1>Which figure predicts a wrong answer</h1><pre>{html.escape(summary)}</pre>"
             f"{figures}{coverage_svg(result['metrics'])}</html>\n")
     path.write_text(page, encoding="utf-8")

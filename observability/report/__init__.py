@@ -4,10 +4,10 @@ one self-contained HTML page, and map tokens to characters of the text.
     from observability.report import read_records, render_heatmap, summary_line, write_html_report
 """
 
-from observability._heatmap import render_heatmap, summary_line
-from observability._html_report import render_html_report, write_html_report
-from observability._text import token_offsets
+from observability.core.text import token_offsets
 from observability.exporters._jsonl import RecordFileError, read_records
+from observability.report.heatmap import render_heatmap, summary_line
+from observability.report.html import render_html_report, write_html_report
 
 __all__ = [
     "RecordFileError",

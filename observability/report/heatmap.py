@@ -16,9 +16,9 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
-from observability._text import token_offsets
-from observability._types import ConfidenceReport, FieldConfidence, ResponseRecord, TokenLogprob
+from observability.core.score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
+from observability.core.text import token_offsets
+from observability.core.types import ConfidenceReport, FieldConfidence, ResponseRecord, TokenLogprob
 
 RESET = "\x1b[0m"
 LOW_MARKS = ("«", "»")

@@ -18,7 +18,7 @@ import sys
 import threading
 from pathlib import Path
 
-from observability._process import ManagedProcess, ProcessStartError, free_port, port_in_use
+from observability.demo.process import ManagedProcess, ProcessStartError, free_port, port_in_use
 
 MODEL_NAME = "smollm2-135m"
 _MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
@@ -51,7 +51,7 @@ class LocalModelServer(ManagedProcess):
                 f"port {port} on 127.0.0.1 is already in use: choose another port or stop what uses it"
             )
         self.port = port or free_port()
-        command = [sys.executable, "-m", "observability._local_model", "--port", str(self.port),
+        command = [sys.executable, "-m", "observability.demo.model_server", "--port", str(self.port),
                    "--threads", str(threads), "--parallel", str(parallel), "--ctx", str(ctx),
                    "--exit-with-parent", "--quiet"]
         super().__init__("model-server", command, f"http://127.0.0.1:{self.port}/health",

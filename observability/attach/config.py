@@ -20,8 +20,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from observability._calibration import CalibrationError, CalibrationMap, load_calibration
-from observability._score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
+from observability.core.calibration import CalibrationError, CalibrationMap, load_calibration
+from observability.core.score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
+from observability.langchain.enable_logprobs import DEFAULT_TOP_LOGPROBS, MAX_TOP_LOGPROBS
 
 OBSERVABILITY_LANGCHAIN = "OBSERVABILITY_LANGCHAIN"
 OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD = "OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD"
@@ -36,8 +37,6 @@ VARIABLES = (OBSERVABILITY_LANGCHAIN, OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD, OB
              OBSERVABILITY_TRACE_RUN_TREE, OBSERVABILITY_ENABLE_LOGPROBS, OBSERVABILITY_TOP_LOGPROBS,
              OBSERVABILITY_PROMETHEUS_PORT, OBSERVABILITY_PROMETHEUS_HOST, OBSERVABILITY_CALIBRATION)
 
-DEFAULT_TOP_LOGPROBS = 5
-MAX_TOP_LOGPROBS = 20  # OpenAI's documented upper bound for top_logprobs
 DEFAULT_PROMETHEUS_HOST = "127.0.0.1"
 
 Activation = Literal["auto", "on", "off"]
@@ -115,7 +114,7 @@ class AttachConfig:
 
     enable_logprobs: bool = False
     """``OBSERVABILITY_ENABLE_LOGPROBS``: on makes OpenAI-compatible chat models request
-    logprobs when the app did not ask (see ``observability._enable_logprobs``). Default off:
+    logprobs when the app did not ask (see ``observability.langchain.enable_logprobs``). Default off:
     it changes the request."""
 
     top_logprobs: int = DEFAULT_TOP_LOGPROBS

@@ -14,8 +14,13 @@ import os
 from collections.abc import Mapping
 from typing import TextIO
 
-from observability._attach import DOCTOR_HINT, config_problem_message, logprobs_patch_problem, metrics_server_problem
-from observability._config import (
+from observability.attach.activation import (
+    DOCTOR_HINT,
+    config_problem_message,
+    logprobs_patch_problem,
+    metrics_server_problem,
+)
+from observability.attach.config import (
     OBSERVABILITY_LANGCHAIN,
     VARIABLES,
     AttachConfig,
@@ -40,14 +45,14 @@ def diagnose(environ: Mapping[str, str] | None = None) -> tuple[AttachConfig, li
     config = reading.config
     if bad_activation is None and activation != "off" and not reading.fatal:
         if config.enable_logprobs:
-            from observability import _enable_logprobs
+            from observability.langchain import enable_logprobs as _enable_logprobs
 
             try:
                 _enable_logprobs.base_class()
             except Exception as exc:
                 problems.append(logprobs_patch_problem(exc))
         if config.prometheus_port is not None:
-            from observability._process import port_in_use
+            from observability.demo.process import port_in_use
 
             if port_in_use(config.prometheus_port, config.prometheus_host):
                 problems.append((logging.ERROR, metrics_server_problem(

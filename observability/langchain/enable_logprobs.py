@@ -47,9 +47,10 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from observability._config import DEFAULT_TOP_LOGPROBS, MAX_TOP_LOGPROBS
-
 logger = logging.getLogger("observability")
+
+DEFAULT_TOP_LOGPROBS = 5
+MAX_TOP_LOGPROBS = 20  # OpenAI's documented upper bound for top_logprobs
 
 KNOWN_TO_REJECT: tuple[re.Pattern[str], ...] = (
     re.compile(r"^o\d"),                 # OpenAI o-series reasoning models refuse logprobs

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from observability._demo import DEFAULT_METRICS_PORT, DEFAULT_REQUESTS, DEFAULT_SPANS_FILE, DemoError, DemoOptions
+from observability.demo.app import DEFAULT_METRICS_PORT, DEFAULT_REQUESTS, DEFAULT_SPANS_FILE, DemoError, DemoOptions
 
 
 def _non_negative_int(text: str) -> int:
@@ -134,8 +134,8 @@ def _use_color(disabled: bool) -> bool:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from observability._html_report import write_html_report
     from observability.exporters._jsonl import RecordFileError, read_records
+    from observability.report.html import write_html_report
 
     try:
         records = read_records(args.input)
@@ -165,17 +165,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` and run the command; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["serve-model"]:
-        from observability._local_model import main as serve_model
+        from observability.demo.model_server import main as serve_model
 
         return serve_model(argv[1:], prog="python -m observability serve-model")
     if argv[:1] == ["evaluate"]:
-        from observability._evaluate import main as evaluate
+        from observability.evaluation.evaluate import main as evaluate
 
         return evaluate(argv[1:], prog="python -m observability evaluate")
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "doctor":
-        from observability._doctor import run_doctor
+        from observability.cli.doctor import run_doctor
 
         return run_doctor(sys.stdout)
     if args.command == "demo":
@@ -183,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "report":
             return _report(args)
-        from observability._demo import run_demo
+        from observability.demo.app import run_demo
 
         options = DemoOptions(
             requests=args.requests, pause=args.pause, metrics_port=args.metrics_port, base_url=args.base_url,

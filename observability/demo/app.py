@@ -33,9 +33,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any, TextIO
 
-from observability._heatmap import legend, render_heatmap, summary_line
-from observability._progress import ProgressBar
-from observability._types import ResponseRecord
+from observability.core.types import ResponseRecord
+from observability.demo.progress import ProgressBar
+from observability.report.heatmap import legend, render_heatmap, summary_line
 
 DEFAULT_REQUESTS = 8
 DEFAULT_METRICS_PORT = 9464
@@ -130,7 +130,7 @@ def _on_sigterm() -> Any:
 
 
 def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack, closing: list[str]) -> int:
-    from observability._process import port_in_use
+    from observability.demo.process import port_in_use
 
     out.write("demo: starting (the model, /metrics, OpenTelemetry, then the requests; progress on stderr)\n")
     out.flush()
@@ -257,7 +257,7 @@ def _endpoint(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack
     if options.model:
         raise DemoError("--model needs --base-url URL (or OPENAI_API_KEY for OpenAI); "
                         "without them the demo runs the bundled model")
-    from observability._local_model import MODEL_NAME, LocalModelError, LocalModelServer, model_path
+    from observability.demo.model_server import MODEL_NAME, LocalModelError, LocalModelServer, model_path
 
     try:
         size = f"{model_path().stat().st_size / 1e6:.0f} MB, "
@@ -364,7 +364,7 @@ def _setup_telemetry(spans_file: Path, cleanup: ExitStack) -> str:
 def _attached(options: DemoOptions, on_report: Callable[[ResponseRecord], None]) -> Iterator[dict[str, Any]]:
     """Attach the handler the zero-code way: every run in the block is observed, the app's calls
     carry no callbacks. Yields the (empty) ``config`` the app passes to its calls."""
-    from observability._attach import observe_confidence
+    from observability.attach.activation import observe_confidence
     from observability.exporters import default_exporters
 
     # The default exporters, plus the label that keeps the deliberate failures apart on dashboards.

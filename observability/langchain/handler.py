@@ -27,10 +27,27 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler
 
-from observability._calibration import CalibrationMap, load_calibration
-from observability._dedupe import NOTHING, ExportGroups, Exporting
-from observability._extract import extract_response
-from observability._fields import (
+from observability.core.calibration import CalibrationMap, load_calibration
+from observability.core.extract import extract_response
+from observability.core.score import (
+    DEFAULT_LOW_CONFIDENCE_THRESHOLD,
+    check_threshold,
+    score_confidence,
+)
+from observability.core.text import token_offsets
+from observability.core.types import (
+    ConfidenceReport,
+    Exporter,
+    LogprobsStatus,
+    ResponseRecord,
+    RunEvicted,
+    RunStart,
+    Status,
+    TokenLogprobs,
+)
+from observability.langchain import peers as _peers  # noqa: F401  (connects the span exporter to peer spans)
+from observability.langchain.dedupe import NOTHING, ExportGroups, Exporting
+from observability.langchain.payload import (
     as_int,
     as_mapping,
     as_number,
@@ -40,22 +57,6 @@ from observability._fields import (
     logprobs_payload,
     response_id,
     run_name,
-)
-from observability._score import (
-    DEFAULT_LOW_CONFIDENCE_THRESHOLD,
-    check_threshold,
-    score_confidence,
-)
-from observability._text import token_offsets
-from observability._types import (
-    ConfidenceReport,
-    Exporter,
-    LogprobsStatus,
-    ResponseRecord,
-    RunEvicted,
-    RunStart,
-    Status,
-    TokenLogprobs,
 )
 
 logger = logging.getLogger("observability")
@@ -88,7 +89,7 @@ class _Run:
 
     def __init__(self, start: RunStart, exporting: Exporting) -> None:
         self.start = start
-        self.exporting = exporting  # the exporters this run goes to (see observability._dedupe)
+        self.exporting = exporting  # the exporters this run goes to (see observability.langchain.dedupe)
         self.started_ns = time.monotonic_ns()
         self.first_token_ns: int | None = None  # monotonic
         self.streamed: list[Any] = []  # each streamed chunk's logprobs payload, as received
@@ -122,12 +123,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     Attached twice (explicitly and by a hook): each exporter gets each run once, even when two
     handlers that share it (or that both use the default exporters) see the run; the handler
     that leaves a run to the other counts it in ``duplicate_runs``, and still calls its own
-    ``on_report`` (see ``observability._dedupe``).
+    ``on_report`` (see ``observability.langchain.dedupe``).
     """
 
     run_inline = True  # an executor hop per token would cost ~100 µs in async code
     raise_error = False
-    _before_peer_tracers = True  # moved before OpenInference's / OpenLLMetry's handler (observability._peers)
+    _before_peer_tracers = True  # moved before OpenInference's / OpenLLMetry's handler (observability.langchain.peers)
 
     def __init__(
         self,
@@ -142,7 +143,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     ) -> None:
         super().__init__()
         self.calibration = None if calibration is None else load_calibration(calibration)
-        default_count = 0  # the default exporters are one share group (see observability._dedupe)
+        default_count = 0  # the default exporters are one share group (see observability.langchain.dedupe)
         if exporters is None:
             from observability.exporters import default_exporters
 

@@ -1,0 +1,70 @@
+"""The package's rooms: imports point one way (tools/check_imports.py), the top level stays small,
+and names that moved still import, with a warning."""
+
+from __future__ import annotations
+
+import shutil
+import warnings
+from pathlib import Path
+
+import pytest
+
+import observability
+from tools import check_imports
+
+
+def test_the_package_imports_point_one_way_without_cycles() -> None:
+    assert check_imports.problems() == []
+
+
+@pytest.fixture
+def package_copy(tmp_path: Path) -> Path:
+    root = tmp_path / "observability"
+    shutil.copytree(check_imports.ROOT, root, ignore=shutil.ignore_patterns("__pycache__"))
+    assert check_imports.problems(root) == []
+    return root
+
+
+def _append(path: Path, line: str) -> None:
+    path.write_text(path.read_text(encoding="utf-8") + f"\n{line}\n", encoding="utf-8")
+
+
+@pytest.mark.parametrize(("module", "line", "expected"), [
+    pytest.param("core/score.py", "from observability.langchain import handler", "core may import only []",
+                 id="core-climbs-to-langchain"),
+    pytest.param("exporters/_prometheus.py", "def later():\n    from observability.attach import config",
+                 "exporters may import only ['core']", id="lazy-import-counts"),
+    pytest.param("core/text.py", "import opentelemetry.trace", "the core uses the standard library only",
+                 id="core-imports-a-third-party"),
+    pytest.param("langchain/handler.py", "from observability.demo import progress", "langchain may import only",
+                 id="library-imports-the-demo"),
+    pytest.param("core/types.py", "from observability.core import score", "import cycle:", id="cycle"),
+])
+def test_the_check_catches(package_copy: Path, module: str, line: str, expected: str) -> None:
+    _append(package_copy / module, line)
+    found = check_imports.problems(package_copy)
+    assert any(expected in problem for problem in found), found
+
+
+def test_the_top_level_is_what_an_app_uses() -> None:
+    assert len(observability.__all__) <= 15
+    for name in observability.__all__:
+        assert getattr(observability, name) is not None
+
+
+@pytest.mark.parametrize("name", ["Exporter", "JsonlRecorder", "OpenTelemetryMetricsExporter",
+                                  "OpenTelemetryTracingExporter", "PrometheusExporter", "default_exporters"])
+def test_a_moved_name_still_imports_with_a_warning_naming_its_home(name: str) -> None:
+    import observability.exporters
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        value = getattr(observability, name)
+    assert value is getattr(observability.exporters, name)
+    assert [w.category for w in caught] == [DeprecationWarning]
+    assert "observability.exporters" in str(caught[0].message)
+
+
+def test_an_unknown_name_is_still_an_attribute_error() -> None:
+    with pytest.raises(AttributeError, match="no_such_name"):
+        _ = observability.no_such_name  # type: ignore[attr-defined]
