@@ -50,12 +50,16 @@ def _module(frame: FrameType) -> str | None:
     return name if isinstance(name, str) and name.startswith("observability.") else None
 
 
-def walk_on_llm_end(answer: str = '{"name": "Ada", "age": 36, "tags": ["a", "b"]}') -> Walk:
+JSON_TOKENS = ['{"', "name", '":', ' "', "Ada", '",', ' "', "age", '":', " ", "36", ',"', "tags", '":', ' ["',
+               "a", '","', "b", '"]}']
+
+
+def walk_on_llm_end() -> Walk:
     telemetry = InMemoryTelemetry()
     handler = ConfidenceCallbackHandler(exporters=default_exporters(
         tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
         registry=telemetry.registry))
-    llm = FakeLogprobChatModel(responses=[answer])
+    llm = FakeLogprobChatModel(tokens=JSON_TOKENS, token_logprobs=[-0.05 * (i % 7) for i in range(len(JSON_TOKENS))])
     result = Walk()
     stack: list[str] = []
     recording = [0]
