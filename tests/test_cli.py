@@ -47,6 +47,8 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> sub
     pytest.param(["demo", "--metrics-port", "0", "--model", "gpt-x"], 2, "--model needs --base-url", id="model-alone"),
     pytest.param(["demo", "--metrics-port", "0", "--base-url", "http://127.0.0.1:9/v1"], 2,
                  "--base-url needs --model", id="url-without-model"),
+    pytest.param(["demo", "--metrics-port", "0", "--report", "r.html"], 2, "--report needs --record-to FILE",
+                 id="report-without-records"),
 ])
 def test_bad_arguments(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     result = run_cli(tmp_path, *args)
