@@ -97,8 +97,9 @@ lock:
 	  .venv-lock/bin/python -m pip freeze --all --exclude-editable | grep -v -e '^-e' -e '^pip=='; } > $(LOCK)
 	rm -rf .venv-lock
 
+# Ends with every response appended to demo-records.jsonl and rendered in demo-report.html (its path printed).
 demo: setup
-	$(PY) -m observability demo
+	$(PY) -m observability demo --record-to demo-records.jsonl --report demo-report.html
 
 # Which confidence figure predicts a wrong answer of the bundled model (docs/evaluation.md).
 evaluate: setup

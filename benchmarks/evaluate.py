@@ -5,7 +5,8 @@ benchmarks/capitals.jsonl, records every response (``record_to=``), labels each 
 it names an accepted city, and runs ``python -m observability evaluate`` on them. Writes
 benchmarks/evaluation/{records,labels}.jsonl, result.json, calibration.json (the isotonic map of
 sequence probability, for ``ConfidenceCallbackHandler(calibration=)``) and docs/evaluation.html
-(the plots).
+(the plots). A rerun that fits the same map leaves those files as they were: a new ``fitted_at``
+alone is not written, so the tree stays clean when nothing changed.
 """
 
 from __future__ import annotations
@@ -28,6 +29,27 @@ def plain(text: str) -> str:
 
 def is_right(answer: str, accepted: list[str]) -> bool:
     return any(plain(city) in plain(answer) for city in accepted)
+
+
+def without_fit_time(value: Any) -> Any:
+    """``value`` (parsed JSON) with every ``fitted_at`` key left out, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_fit_time(v) for k, v in value.items() if k != "fitted_at"}
+    if isinstance(value, list):
+        return [without_fit_time(v) for v in value]
+    return value
+
+
+def keep_when_only_fit_time_changed(before: dict[Path, bytes]) -> list[Path]:
+    """Write back each file's earlier bytes when its new content differs from them only in
+    ``fitted_at``; return the files restored. ``before``: path → bytes before this run."""
+    restored = []
+    for path, old in before.items():
+        new = path.read_bytes()
+        if new != old and without_fit_time(json.loads(new)) == without_fit_time(json.loads(old)):
+            path.write_bytes(old)
+            restored.append(path)
+    return restored
 
 
 def main() -> int:
@@ -57,8 +79,13 @@ def main() -> int:
     with labels_path.open("w", encoding="utf-8") as labels:
         for run_id, (answer, accepted) in answers.items():
             labels.write(json.dumps({"run_id": run_id, "correct": is_right(answer, accepted)}) + "\n")
-    return evaluate([str(records_path), "--labels", str(labels_path), "--json", str(OUT / "result.json"),
-                     "--html", str(ROOT / "docs" / "evaluation.html"), "--calibration", str(OUT / "calibration.json")])
+    fitted = (OUT / "result.json", OUT / "calibration.json")
+    before = {path: path.read_bytes() for path in fitted if path.exists()}
+    code = evaluate([str(records_path), "--labels", str(labels_path), "--json", str(fitted[0]),
+                     "--html", str(ROOT / "docs" / "evaluation.html"), "--calibration", str(fitted[1])])
+    if code == 0 and keep_when_only_fit_time_changed(before):
+        print("the same calibration map as before: its fitted_at is kept, so the files are unchanged")
+    return code
 
 
 if __name__ == "__main__":

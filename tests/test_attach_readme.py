@@ -11,9 +11,11 @@ own variable), so the snippets stay as a user would paste them while talking to 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
+import signal
 import socket
 import subprocess
 import sys
@@ -21,6 +23,7 @@ import time
 import tomllib
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -44,10 +47,10 @@ def shell_lines(text: str) -> list[str]:
     return [line.split(" #", 1)[0].strip() for line in joined.splitlines() if line.strip()]
 
 
-def run_snippet(code: str, base_url: str) -> subprocess.CompletedProcess[str]:
+def run_snippet(code: str, base_url: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("OBSERVABILITY_", "OTEL_"))}
     env.update(OPENAI_BASE_URL=base_url, OPENAI_API_KEY="unused")
-    return subprocess.run([sys.executable, "-c", code], env=env, cwd=ROOT, capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-c", code], env=env, cwd=cwd, capture_output=True, text=True,
                           timeout=600)
 
 
@@ -83,35 +86,38 @@ def free_port() -> int:
 
 @pytest.fixture
 def served_model() -> Iterator[str]:
-    """The quickstart's ``serve-model`` command as written, on a free port; yields the base URL."""
+    """The quickstart's ``serve-model`` command as written, on a free port; yields the base URL as soon
+    as the command returns (it must return only once the model answers: the snippet runs next)."""
     [command] = [c for c in shell_lines(quickstart()) if c.startswith(SERVE_MODEL)]
     port = free_port()
-    argv = shlex.split(re.sub(r"--port \d+", f"--port {port}", command.removesuffix("&").strip()))
+    argv = shlex.split(re.sub(r"--port \d+", f"--port {port}", command))
     argv[0] = sys.executable
-    server = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    pid = None
     try:
-        deadline = time.monotonic() + 300
-        while True:
-            if server.poll() is not None:
-                pytest.fail(f"`{command}` exited with {server.returncode}: {server.stderr.read()[-3000:]}"
-                            if server.stderr else f"`{command}` exited with {server.returncode}")
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as answer:
-                    if answer.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"`{command}` did not answer /health within 300 s")
-            time.sleep(0.5)
+        try:
+            started = subprocess.run(argv, capture_output=True, text=True, timeout=300)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"`{command}` did not return within 300 s: the quickstart would wait forever")
+        found = re.search(r"Stop it with: kill (\d+)", started.stdout)
+        pid = int(found[1]) if found else None
+        assert started.returncode == 0 and pid, f"`{command}`: {started.stdout}{started.stderr[-3000:]}"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=10) as answer:
+            assert answer.status == 200  # ready when the command returned, without waiting further
         yield f"http://127.0.0.1:{port}/v1"
     finally:
-        server.terminate()
-        try:
-            server.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
+        if pid is not None:
+            stop_pid(pid)
+
+
+def stop_pid(pid: int) -> None:
+    """Stop the detached server the quickstart started (its PID, as printed): SIGTERM, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGTERM)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            os.kill(pid, 0)  # raises ProcessLookupError once it is gone (re-parented: init reaps it)
+            time.sleep(0.2)
+        os.kill(pid, signal.SIGKILL)
 
 
 @pytest.mark.real_model
@@ -128,9 +134,10 @@ def test_every_python_snippet_runs_as_pasted(local_model: LocalModelServer) -> N
 
 
 @pytest.mark.real_model
-def test_the_quickstart_runs_as_pasted_against_serve_model(served_model: str) -> None:
+def test_the_quickstart_runs_as_pasted_against_serve_model(served_model: str, tmp_path: Path) -> None:
     [snippet] = code_blocks(quickstart(), "python")
-    result = run_snippet(snippet, served_model)
+    assert any(c.startswith("cd ") for c in shell_lines(quickstart()))  # the snippet runs outside the clone
+    result = run_snippet(snippet, served_model, cwd=tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     report_line, *answer = result.stdout.strip().splitlines()
     figures = re.fullmatch(r"ok sequence p (\S+) · least likely token p (\S+) · (\d+)% of tokens below 0\.5",

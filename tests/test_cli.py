@@ -47,6 +47,8 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> sub
     pytest.param(["demo", "--metrics-port", "0", "--model", "gpt-x"], 2, "--model needs --base-url", id="model-alone"),
     pytest.param(["demo", "--metrics-port", "0", "--base-url", "http://127.0.0.1:9/v1"], 2,
                  "--base-url needs --model", id="url-without-model"),
+    pytest.param(["demo", "--metrics-port", "0", "--report", "r.html"], 2, "--report needs --record-to FILE",
+                 id="report-without-records"),
 ])
 def test_bad_arguments(tmp_path: Path, args: list[str], code: int, message: str) -> None:
     result = run_cli(tmp_path, *args)
@@ -190,3 +192,42 @@ def test_doctor_names_a_bad_activation_value(tmp_path: Path) -> None:
     assert result.returncode == 1
     assert "error: OBSERVABILITY_LANGCHAIN='please' is not usable: use 1/true/yes/on or 0/false/no/off" in result.stdout
     assert result.stderr == ""  # `python -m observability` never activates itself
+
+
+def test_doctor_checks_the_endpoint_answers_without_sending_anything(tmp_path: Path) -> None:
+    """Issue 30: `doctor` said "no problems found" for a dead base URL. It now asks GET /models, with
+    no key, no user and no body; any HTTP answer counts (this server refuses with 401)."""
+    seen: list[dict[str, str]] = []
+
+    class Refusing(QuietHandler):
+        def do_GET(self) -> None:
+            seen.append({"path": self.path, **{k.lower(): v for k, v in self.headers.items()}})
+            self.send_response(401)
+            self.end_headers()
+
+    with serving(Refusing) as root:
+        port = root.rsplit(":", 1)[1]
+        answered = run_cli(tmp_path, "doctor", OPENAI_BASE_URL=f"http://user:secret@127.0.0.1:{port}/v1?k=1",
+                           OPENAI_API_KEY="sk-not-sent")
+    assert answered.returncode == 0, answered.stdout + answered.stderr
+    assert f"model endpoint: http://127.0.0.1:{port}/v1 answers (GET /models: HTTP 401" in answered.stdout
+    assert [request["path"] for request in seen] == ["/v1/models"]
+    assert not {"authorization", "content-length"} & set(seen[0])
+    assert "secret" not in answered.stdout and "sk-not-sent" not in answered.stdout
+
+    dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
+    result = run_cli(tmp_path, "doctor", OPENAI_BASE_URL=dead)
+    assert result.returncode == 1
+    assert (f"error: the model endpoint {dead} does not answer (GET /models: ConnectionRefusedError, 3 s "
+            "timeout): check OPENAI_BASE_URL and that the server runs and listens there") in result.stdout
+    assert result.stdout.endswith("1 problem(s) found\n")
+    unset = run_cli(tmp_path, "doctor")
+    assert "model endpoint: not checked (set OPENAI_BASE_URL, or OPENAI_API_KEY for OpenAI)" in unset.stdout
+
+
+def test_doctor_shows_nothing_in_effect_when_a_bad_value_detaches_the_handler(tmp_path: Path) -> None:
+    result = run_cli(tmp_path, "doctor", OBSERVABILITY_LANGCHAIN="1", OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD="2")
+    assert result.returncode == 1
+    assert "the handler is not attached" in result.stdout
+    assert "in effect: nothing: the handler is not attached (the error below says why)" in result.stdout
+    assert "threshold 2" not in result.stdout and "threshold 0.5" not in result.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -82,12 +83,23 @@ def stop(process: subprocess.Popen[bytes], signum: int, output: Path) -> int:
                     "of every thread:\n" + output.read_text(errors="replace")[-6000:])
 
 
+def make_demo_arguments() -> list[str]:
+    """The arguments `make demo` gives ``python -m observability demo`` (the Makefile's recipe)."""
+    makefile = (Path(__file__).resolve().parent.parent / "Makefile").read_text()
+    recipe = re.search(r"^demo: .*\n\t\$\(PY\) -m observability demo(.*)$", makefile, flags=re.M)
+    assert recipe, "no `demo` target running `$(PY) -m observability demo` in the Makefile"
+    return shlex.split(recipe[1])
+
+
 def test_demo_runs_every_status_and_serves_metrics(tmp_path: Path) -> None:
     tag, port = new_tag(), free_port()
-    records_file, spans_file = tmp_path / "records.jsonl", tmp_path / "spans.jsonl"
-    process, output = start_demo(tmp_path, tag, "--requests", "8", "--metrics-port", str(port), "--linger", "600",
-                                 "--record-to", str(records_file), "--spans-file", str(spans_file),
-                                 FORCE_COLOR="1")
+    spans_file = tmp_path / "spans.jsonl"
+    # as `make demo` runs it (in the clone's folder; here tmp_path), plus what the test needs
+    make_demo = make_demo_arguments()
+    records_file = tmp_path / make_demo[make_demo.index("--record-to") + 1]
+    report_file = tmp_path / make_demo[make_demo.index("--report") + 1]
+    process, output = start_demo(tmp_path, tag, *make_demo, "--requests", "8", "--metrics-port", str(port),
+                                 "--linger", "600", "--spans-file", str(spans_file), FORCE_COLOR="1")
     try:
         wait_for(lambda: "8 requests:" in output.read_text(), process, 900, "end of the 8 requests", output)
         exposition = scrape(port)
@@ -130,6 +142,14 @@ def test_demo_runs_every_status_and_serves_metrics(tmp_path: Path) -> None:
     assert 'demo_case="deliberate_error"' in exposition
     assert [r.start.question for r in records if r.status != "ok"] == [
         "Tell me a long story about a dragon who learns to cook.", "Explain photosynthesis."]
+
+    # the demo ends by rendering the record file as the HTML report, and names the page to open last
+    assert plain.rstrip().splitlines()[-1] == (f"report: 8 responses from {records_file.name} (every run appends "
+                                               f"to it); open {report_file.resolve().as_uri()}")
+    page = report_file.read_text(encoding="utf-8")
+    assert 'data-responses="8"' in page
+    assert page.count('<section class="response"') == 8
+    assert all(f'data-status="{r.status}"' in page for r in records)
 
     # every response's span is in the span file, under the trace id the record points at
     span_trace_ids = {json.loads(line)["context"]["trace_id"].removeprefix("0x")

@@ -209,3 +209,35 @@ def test_calibration_refuses_too_few_labels_and_bad_options(
     result = run_evaluate(str(records_path), "--labels", str(few), "--calibration", str(out),
                           "--calibration-metric", "length")
     assert result.returncode == 2 and "invalid choice: 'length'" in result.stderr
+
+
+def test_a_rerun_that_fits_the_same_map_leaves_the_files_unchanged(tmp_path: Path) -> None:
+    """Issue 30: `make evaluate` rewrote result.json and calibration.json with a new fitted_at only."""
+    from benchmarks.evaluate import keep_when_only_fit_time_changed
+
+    old_map = {"metric": "sequence_probability", "points": [[0.2, 0.1], [0.8, 0.9]],
+               "fitted_at": "2026-11-27T13:01:34Z"}
+    same, moved = tmp_path / "calibration.json", tmp_path / "result.json"
+    before = {same: json.dumps(old_map, indent=2).encode(),
+              moved: json.dumps({"accuracy": 0.8, "calibration": old_map}, indent=2).encode()}
+    same.write_text(json.dumps({**old_map, "fitted_at": "2026-12-07T20:00:00Z"}, indent=2))
+    changed = {"accuracy": 0.75, "calibration": {**old_map, "fitted_at": "2026-12-07T20:00:00Z"}}
+    moved.write_text(json.dumps(changed, indent=2))
+    assert keep_when_only_fit_time_changed(before) == [same]
+    assert same.read_bytes() == before[same]  # the old bytes, old fitted_at included
+    assert json.loads(moved.read_text()) == changed  # a real change keeps the new fit time
+
+
+def test_one_response_is_not_plural() -> None:
+    from observability.evaluation.evaluate import table
+    from observability.evaluation.html import reliability_svg
+
+    result = {"labelled": 3, "accuracy": 2 / 3, "target_precision": 0.9, "metrics": {
+        "sequence_probability": {"auroc": 1.0, "brier": 0.1, "ece": 0.1,
+                                 "coverage": [{"coverage": 0.5, "accuracy": 1.0}],
+                                 "flag": {"threshold": 0.4, "flagged": 1}}}}
+    assert table(result).splitlines()[-1].endswith("< 0.4: 1 response")
+    bins = [{"low": 0.0, "high": 0.1, "count": 1, "mean_probability": 0.05, "accuracy": 0.0},
+            {"low": 0.9, "high": 1.0, "count": 2, "mean_probability": 0.95, "accuracy": 1.0}]
+    page = reliability_svg("sequence_probability", bins)
+    assert "0.0–0.1: 1 response, mean p" in page and "0.9–1.0: 2 responses, mean p" in page

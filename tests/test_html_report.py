@@ -361,3 +361,37 @@ def test_report_text_is_escaped() -> None:
     page = render_html_report([replace(record, tokens=evil, text=None)])
     assert "<script>alert(1)" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "\"><img>" not in page
+
+
+def test_the_page_explains_what_it_does_not_draw() -> None:
+    """Issue 30: the error badge shows the class name (as the terminal does), the chart says which
+    responses have no bar, the empty end-of-text piece is explained, the histogram's axis reaches 1.0."""
+    import math
+    import re
+    from dataclasses import replace
+
+    from observability import TokenLogprob, score_confidence
+    from observability.core.types import TokenLogprobs
+
+    # llama.cpp's non-streamed answers end with the end-of-generation token: empty text, its own logprob
+    tokens = TokenLogprobs([*korean_tokens(), TokenLogprob("", b"", math.log(0.9), (("", math.log(0.9)),))])
+    ended = replace(record_for(tokens), report=score_confidence(tokens))
+    failed = replace(record_for(korean_tokens(), status="error"), report=None, tokens=(), text=None,
+                     logprobs="not_returned", error_type="openai.APITimeoutError")
+    unscored = replace(record_for(korean_tokens()), report=None, tokens=(), logprobs="not_requested")
+    page = render_html_report([ended, failed, unscored])
+
+    badges = re.findall(r'<span class="badge status-(\w+)"( title="[^"]*")?>([^<]*)</span>', page)
+    assert badges[1] == ("error", ' title="openai.APITimeoutError"', "error (APITimeoutError)")
+    assert re.search(r'data-omitted="2">2 of 3 responses not drawn: no logprobs came back to score '
+                     r'\(#2, #3\)</p>', page)
+    assert '<span class="empty-mark"></span> = a token with no text (the end-of-text token' in page
+    assert "= a token with no text" not in render_html_report([failed])  # explained only where one is drawn
+    assert "not drawn" not in render_html_report([ended])
+
+    histogram = re.search(r'<svg width="(\d+)"[^>]*aria-label="token probability histogram">(.*?)</svg>', page)
+    assert histogram
+    labels = re.findall(r'<text x="([\d.]+)"[^>]*text-anchor="middle">([\d.]+)</text>', histogram[2])
+    assert [label for _, label in labels] == ["0.0", "0.2", "0.4", "0.6", "0.8", "1.0"]
+    width = int(histogram[1])
+    assert all(12 <= float(x) <= width - 12 for x, _ in labels)  # room for half a label on either side

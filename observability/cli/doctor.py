@@ -3,14 +3,19 @@
 Prints what each ``OBSERVABILITY_*`` variable holds and means, and every problem activation
 would log (the same messages), also for the parts activation starts: the logprobs patch
 (langchain-openai present, its private methods as the patch expects) and the ``/metrics`` port
-(free on its address). Exit code 0 when nothing is wrong, 1 otherwise, for CI jobs that want to
-fail fast. It reads the environment and binds the port for a moment; it attaches nothing.
+(free on its address). It also checks that the model endpoint the openai client would use
+(``OPENAI_BASE_URL``; OpenAI itself when only ``OPENAI_API_KEY`` is set) answers at all: one
+``GET /models`` with a short timeout, no credentials and no content sent, any HTTP answer counts.
+Exit code 0 when nothing is wrong, 1 otherwise, for CI jobs that want to fail fast. It reads the
+environment and binds the port for a moment; it attaches nothing and calls no model.
 """
 
 from __future__ import annotations
 
 import logging
 import os
+import urllib.error
+import urllib.request
 from collections.abc import Mapping
 from typing import TextIO
 
@@ -60,6 +65,42 @@ def diagnose(environ: Mapping[str, str] | None = None) -> tuple[AttachConfig, li
     return config, problems
 
 
+OPENAI_DEFAULT_BASE_URL = "https://api.openai.com/v1"
+ENDPOINT_TIMEOUT_S = 3.0
+
+
+def check_endpoint(env: Mapping[str, str]) -> tuple[str, tuple[int, str] | None]:
+    """The line about the model endpoint, and its problem (level, message) when it does not answer.
+
+    Sends ``GET {base}/models`` without credentials or content: any HTTP status (401 included)
+    means something answers there. Names the URL scrubbed (no user, password or query) and the
+    failure by type only."""
+    from observability.langchain.enable_logprobs import scrub_url
+
+    base = (env.get("OPENAI_BASE_URL") or "").strip().rstrip("/")
+    if not base:
+        if not (env.get("OPENAI_API_KEY") or "").strip():
+            return "model endpoint: not checked (set OPENAI_BASE_URL, or OPENAI_API_KEY for OpenAI)", None
+        base = OPENAI_DEFAULT_BASE_URL
+    shown = scrub_url(base)
+    if not base.startswith(("http://", "https://")):
+        return f"model endpoint: {shown}", (logging.ERROR, f"OPENAI_BASE_URL={shown!r} is not an http(s) URL: "
+                                                           "use e.g. http://127.0.0.1:8080/v1")
+    try:
+        # to the scrubbed URL: no user or password in the request either
+        with urllib.request.urlopen(f"{shown.rstrip('/')}/models", timeout=ENDPOINT_TIMEOUT_S) as answer:
+            status = answer.status
+    except urllib.error.HTTPError as exc:
+        status = exc.code
+    except (OSError, ValueError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"model endpoint: {shown}", (
+            logging.ERROR, f"the model endpoint {shown} does not answer (GET /models: "
+                           f"{type(reason).__name__}, {ENDPOINT_TIMEOUT_S:g} s timeout): check OPENAI_BASE_URL and "
+                           "that the server runs and listens there")
+    return f"model endpoint: {shown} answers (GET /models: HTTP {status}; nothing sent but the request)", None
+
+
 def run_doctor(out: TextIO, environ: Mapping[str, str] | None = None) -> int:
     """Print the diagnosis; return 0 when nothing is wrong, else 1."""
     env = os.environ if environ is None else environ
@@ -72,7 +113,9 @@ def run_doctor(out: TextIO, environ: Mapping[str, str] | None = None) -> int:
         out.write(f"  {name:<{width}}  {shown}\n")
     activation = read_activation(env)[0]
     out.write(f"activation: {activation} ({OBSERVABILITY_LANGCHAIN}): {_MEANING[activation]}\n")
-    if activation != "off":
+    if activation != "off" and read_env(env).fatal:
+        out.write("in effect: nothing: the handler is not attached (the error below says why)\n")
+    elif activation != "off":
         metrics = f"{config.prometheus_host}:{config.prometheus_port}" if config.prometheus_port else "off"
         calibration = config.calibration
         calibrated = (f"on ({calibration.metric}, {calibration.method}, {calibration.labels} labels)"
@@ -81,6 +124,10 @@ def run_doctor(out: TextIO, environ: Mapping[str, str] | None = None) -> int:
                   f"{list(config.metadata_labels)}, run-tree spans {'on' if config.trace_run_tree else 'off'}, "
                   f"logprobs patch {f'on (top {config.top_logprobs})' if config.enable_logprobs else 'off'}, "
                   f"/metrics {metrics}, calibration {calibrated}\n")
+    endpoint, unreachable = check_endpoint(env)
+    out.write(endpoint + "\n")
+    if unreachable is not None:
+        problems = [*problems, unreachable]
     for level, message in problems:
         text = message.removeprefix("observability: ").removesuffix(DOCTOR_HINT)
         out.write(f"{logging.getLevelName(level).lower()}: {text}\n")

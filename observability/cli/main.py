@@ -91,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--record-to", type=Path, metavar="FILE",
                       help="also append every response (text and tokens: content) to this JSON-lines file, "
                            "for `report`")
+    demo.add_argument("--report", type=Path, metavar="FILE",
+                      help="when the demo ends (or is stopped), render the whole --record-to file as an HTML page "
+                           "at FILE and print its path (needs --record-to)")
     demo.add_argument("--spans-file", type=Path, default=Path(DEFAULT_SPANS_FILE), metavar="FILE",
                       help=f"where spans go when OTEL_EXPORTER_OTLP_ENDPOINT is not set (default {DEFAULT_SPANS_FILE})")
     demo.add_argument("--max-tokens", type=_positive_int, default=48, metavar="N",
@@ -122,6 +125,8 @@ def _check_demo_arguments(parser: argparse.ArgumentParser, args: argparse.Namesp
     """Combinations argparse cannot express; exit 2 like every other bad argument."""
     if args.base_url and not args.model:
         parser.error("--base-url needs --model NAME: the model to ask at that endpoint")
+    if args.report and not args.record_to:
+        parser.error("--report needs --record-to FILE: the page renders the responses recorded there")
     if args.model and not args.base_url and not os.environ.get("OPENAI_API_KEY"):
         parser.error("--model needs --base-url URL (or OPENAI_API_KEY for OpenAI); without them the demo runs "
                      "the bundled model")
@@ -157,7 +162,7 @@ def _report(args: argparse.Namespace) -> int:
         raise DemoError(f"cannot write {args.output} ({exc.strerror}): check the folder exists and is "
                         "writable") from None
     tokens = sum(len(r.tokens) for r in records)
-    print(f"wrote {path}: {len(records)} responses, {tokens} tokens")
+    print(f"wrote {path}: {len(records)} response{'' if len(records) == 1 else 's'}, {tokens} tokens")
     return 0
 
 
@@ -187,7 +192,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         options = DemoOptions(
             requests=args.requests, pause=args.pause, metrics_port=args.metrics_port, base_url=args.base_url,
-            model=args.model, record_to=args.record_to, spans_file=args.spans_file,
+            model=args.model, record_to=args.record_to, report=args.report, spans_file=args.spans_file,
             color=_use_color(args.no_color), linger=args.linger, max_tokens=args.max_tokens,
         )
         return run_demo(options)

@@ -79,6 +79,7 @@ class DemoOptions:
     base_url: str | None = None
     model: str | None = None
     record_to: Path | None = None
+    report: Path | None = None  # needs record_to: the page renders that file when the demo ends
     spans_file: Path = Path(DEFAULT_SPANS_FILE)
     color: bool = True
     linger: float = 0.0
@@ -108,14 +109,35 @@ def run_demo(options: DemoOptions, *, out: TextIO | None = None, err: TextIO | N
         with ExitStack() as cleanup:
             code = _run(options, out, err, cleanup, closing)
         out.write("".join(closing))  # after the clean-up: what it says is closed is closed
+        _write_report(options, out)  # the record file is closed now: every response is in it
         out.flush()
         return code
     except KeyboardInterrupt:
         out.write("\nstopped; everything the demo started is shut down.\n")
+        _write_report(options, out)
         return 0
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+def _write_report(options: DemoOptions, out: TextIO) -> None:
+    """Render the whole record file as the HTML report and print the path to open (the last line)."""
+    if options.report is None or options.record_to is None or not options.record_to.exists():
+        return
+    from observability.exporters._jsonl import RecordFileError, read_records
+    from observability.report.html import write_html_report
+
+    try:
+        records = read_records(options.record_to)
+        path = write_html_report(records, options.report, title="langchain-confidence demo")
+    except (OSError, UnicodeDecodeError, RecordFileError) as exc:
+        raise DemoError(f"cannot write the report {options.report} from {options.record_to} "
+                        f"({type(exc).__name__}): check both paths, or render it later with "
+                        f"`python -m observability report {options.record_to}`") from None
+    out.write(f"report: {len(records)} response{'' if len(records) == 1 else 's'} from {options.record_to} "
+              f"(every run appends to it); open {path.resolve().as_uri()}\n")
+    out.flush()
 
 
 def _on_sigterm() -> Any:
@@ -188,7 +210,7 @@ def _run(options: DemoOptions, out: TextIO, err: TextIO, cleanup: ExitStack, clo
     deliberate = " (the cancelled stream and the 1 ms-deadline error are deliberate)" if (
         counts.get("cancelled") or counts.get("error")) else ""
     out.write(f"\n{done} requests: {summary}{deliberate}. Spans in {spans_to}.\n")
-    if options.record_to:
+    if options.record_to and not options.report:
         out.write(f"Render the records: python -m observability report {options.record_to} -o report.html\n")
     server = "the model server and " if endpoint.started_here else ""
     if options.linger > 0:

@@ -5,7 +5,8 @@ process bound to 127.0.0.1 on a free port, waits for ``/health`` and stops exact
 process (by PID) on ``stop()`` or when the ``with`` block exits, also on failure.
 
 ``python -m observability serve-model [--port N]`` serves it in the foreground until Ctrl-C or
-SIGTERM (``main`` below).
+SIGTERM (``main`` below); with ``--detach`` it starts the server in the background, returns once
+``/health`` answers and prints the PID to stop it with.
 """
 
 from __future__ import annotations
@@ -117,6 +118,47 @@ def _serve(port: int, threads: int, parallel: int, ctx: int, *, exit_with_parent
         print("model server stopped", flush=True)
 
 
+def _detach(args: argparse.Namespace, timeout: float) -> int:
+    """Start the server in its own session (it outlives this command and the shell), wait until
+    ``/health`` answers 200, print where it serves and how to stop it. Its output goes to a log
+    file in the temporary folder, named in what is printed."""
+    import subprocess
+    import tempfile
+    import time
+
+    from observability.demo.process import http_ok
+
+    model_path()  # fail here, with the install hint, rather than in the detached child
+    log_path = Path(tempfile.gettempdir()) / f"observability-serve-model-{args.port}.log"
+    command = [sys.executable, "-m", "observability.demo.model_server", "--port", str(args.port), "--threads",
+               str(args.threads), "--parallel", str(args.parallel), "--ctx", str(args.ctx)]
+    with log_path.open("wb") as log:
+        server = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                  start_new_session=True)
+    print(f"starting the model server (pid {server.pid}, log {log_path}) …", flush=True)
+    deadline = time.monotonic() + timeout
+    try:
+        while not http_ok(f"http://127.0.0.1:{args.port}/health"):
+            if server.poll() is not None:
+                tail = log_path.read_bytes()[-2000:].decode(errors="replace")
+                print(f"the model server exited with code {server.returncode}:\n{tail}", file=sys.stderr)
+                return 1
+            if time.monotonic() > deadline:
+                raise TimeoutError
+            time.sleep(0.2)
+    except BaseException as exc:  # not ready in time, or Ctrl-C while waiting: leave nothing behind
+        server.terminate()
+        server.wait(timeout=STOP_GRACE_S + 5)
+        if isinstance(exc, TimeoutError):
+            print(f"the model server did not answer /health within {timeout:.0f} s; stopped it (log "
+                  f"{log_path})", file=sys.stderr)
+            return 1
+        raise
+    print(f"serving model {MODEL_NAME!r} at http://127.0.0.1:{args.port}/v1 (OpenAI-compatible; any API key), "
+          f"ready. Stop it with: kill {server.pid}", flush=True)
+    return 0
+
+
 def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     """``python -m observability serve-model``: serve the bundled model until Ctrl-C or SIGTERM."""
     parser = argparse.ArgumentParser(prog=prog, description="Serve the bundled SmolLM2-135M model with "
@@ -125,6 +167,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="CPU threads (default 2)")
     parser.add_argument("--parallel", type=int, default=4, help="requests served at once (default 4)")
     parser.add_argument("--ctx", type=int, default=8192, help="context size in tokens, shared by the slots")
+    parser.add_argument("--detach", action="store_true",
+                        help="start the server in the background and return once it answers (prints its PID)")
     parser.add_argument("--exit-with-parent", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -137,6 +181,8 @@ def main(argv: list[str] | None = None, prog: str | None = None) -> int:
         print(f"port {args.port} on 127.0.0.1 is already in use: choose another with --port", file=sys.stderr)
         return 2
     try:
+        if args.detach:
+            return _detach(args, timeout=300)
         _serve(args.port, args.threads, args.parallel, args.ctx, exit_with_parent=args.exit_with_parent,
                quiet=args.quiet)
     except LocalModelError as exc:

@@ -214,7 +214,8 @@ def table(result: dict[str, Any]) -> str:
         half = next(point["accuracy"] for point in m["coverage"] if point["coverage"] == 0.5)
         flag = m["flag"]
         flagged = "no threshold reaches it" if flag["threshold"] is None else (
-            f"{'<' if SIGNS[name] > 0 else '>'} {flag['threshold']:.4g}: {flag['flagged']} responses")
+            f"{'<' if SIGNS[name] > 0 else '>'} {flag['threshold']:.4g}: {flag['flagged']} "
+            f"response{'' if flag['flagged'] == 1 else 's'}")
         lines.append(f"{name:<24}{_cell(m['auroc'], 7, '.3f')}{_cell(m.get('brier'), 8, '.3f')}"
                      f"{_cell(m.get('ece'), 7, '.3f')}{_cell(half, 9, '.1%')}   {flagged}")
     return "\n".join(lines)

@@ -44,7 +44,8 @@ def reliability_svg(name: str, bins: list[dict[str, float]], calibration: Calibr
     bars = "".join(
         f'<rect x="{PAD + b["low"] * SIZE + 1:.1f}" y="{PAD + (1 - b["accuracy"]) * SIZE:.1f}" '
         f'width="{(b["high"] - b["low"]) * SIZE - 2:.1f}" height="{b["accuracy"] * SIZE:.1f}" fill="#1b6ca8" '
-        f'fill-opacity="0.7"><title>{b["low"]:.1f}–{b["high"]:.1f}: {b["count"]:.0f} responses, mean p '
+        f'fill-opacity="0.7"><title>{b["low"]:.1f}–{b["high"]:.1f}: {b["count"]:.0f} '
+        f'response{"" if b["count"] == 1 else "s"}, mean p '
         f'{b["mean_probability"]:.2f}, accuracy {b["accuracy"]:.0%}</title></rect>' for b in bins)
     return _frame(title, name.replace("_", " "), "accuracy", diagonal + bars)
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import html
 import json
 import math
+import re
 import time
 from collections import Counter
 from collections.abc import Sequence
@@ -26,7 +27,7 @@ from pathlib import Path
 
 from observability.core.score import DEFAULT_LOW_CONFIDENCE_THRESHOLD
 from observability.core.text import token_offsets
-from observability.core.types import ResponseRecord, TokenLogprob
+from observability.core.types import ConfidenceReport, ResponseRecord, TokenLogprob
 from observability.report.heatmap import least_confident_field, probability_rgb, token_probability, token_segments
 
 _CSS = """
@@ -60,7 +61,7 @@ svg a.bar text{font-size:10px;fill:#1d232a}svg a.bar:hover rect{stroke:#1d232a;s
 .heatmap{white-space:pre-wrap;word-break:break-word;font:15px/1.9 ui-monospace,"DejaVu Sans Mono",
  "Noto Sans Mono CJK KR",monospace;padding:6px 0}
 .tok{border-radius:3px;padding:1px 0;cursor:default}.tok.low{border-bottom:3px solid #5a0000;font-weight:700}
-.tok.empty::after{content:"\\220E";color:#8a939c;font-size:11px}
+.tok.empty::after,.empty-mark::after{content:"\\220E";color:#8a939c;font-size:11px}
 .legend span{display:inline-block;padding:0 6px;margin-right:2px;border-radius:3px;font-size:12px;font-weight:600}
 #tip{position:fixed;display:none;background:#1d232a;color:#fff;border-radius:6px;padding:8px 10px;
  font-size:12px;max-width:360px;pointer-events:none;z-index:10;white-space:pre}
@@ -276,7 +277,9 @@ def _question_html(record: ResponseRecord) -> str:
 
 def _response_html(number: int, record: ResponseRecord) -> str:
     threshold = record.report.low_confidence_threshold if record.report else DEFAULT_LOW_CONFIDENCE_THRESHOLD
-    status = record.status + (f" ({record.error_type})" if record.error_type else "")
+    # the class name, as on the terminal; its dotted path on hover
+    status = record.status + (f" ({record.error_type.rsplit('.', 1)[-1]})" if record.error_type else "")
+    badge_title = f' title="{_esc(record.error_type)}"' if record.error_type else ""
     trace = f" · trace {_esc(record.trace['trace_id'])}" if record.trace.get("trace_id") else ""
     started = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(record.start.started_at_ns / 1e9))
     heatmap = _heatmap_html(record, threshold) if record.tokens else (
@@ -284,7 +287,8 @@ def _response_html(number: int, record: ResponseRecord) -> str:
     return (
         f'<section class="response" id="response-{number}" data-number="{number}" '
         f'data-status="{_esc(record.status)}" data-token-count="{len(record.tokens)}">'
-        f'<header><strong>#{number}</strong><span class="badge status-{_esc(record.status)}">{_esc(status)}</span>'
+        f'<header><strong>#{number}</strong><span class="badge status-{_esc(record.status)}"'
+        f'{badge_title}>{_esc(status)}</span>'
         f'<span>{_esc(record.model or "unknown model")}</span><span class="muted">{_esc(record.start.name)} · '
         f'{started} UTC · choice {record.choice_index}{trace}</span></header>'
         f"{_question_html(record)}{_headline(record, threshold)}{_figures(record, threshold)}"
@@ -294,9 +298,23 @@ def _response_html(number: int, record: ResponseRecord) -> str:
 
 def _bar_chart(records: Sequence[ResponseRecord]) -> str:
     """Sequence probability per response (bar) with its least likely token (dark tick); each bar is
-    labelled with its card's number and links to the card."""
+    labelled with its card's number and links to the card. A note under it names the responses
+    that have no bar (no logprobs came back, so there is nothing to draw)."""
     scored = [(i + 1, r.report) for i, r in enumerate(records)
               if r.report and r.report.sequence_probability is not None]
+    drawn = {number for number, _ in scored}
+    return _bar_svg(scored) + _omitted_note(len(records), [n for n in range(1, len(records) + 1) if n not in drawn])
+
+
+def _omitted_note(total: int, numbers: Sequence[int]) -> str:
+    if not numbers:
+        return ""
+    shown = ", ".join(f"#{n}" for n in numbers[:12]) + (", …" if len(numbers) > 12 else "")
+    return (f'<p class="muted omitted" data-omitted="{len(numbers)}">{len(numbers)} of {total} '
+            f'response{"" if total == 1 else "s"} not drawn: no logprobs came back to score ({shown})</p>')
+
+
+def _bar_svg(scored: Sequence[tuple[int, ConfidenceReport]]) -> str:
     width, height, pad, top, bottom = max(420, 40 + 26 * len(scored)), 200, 24, 10, 52
     span = height - bottom - top  # plot height
     base = height - bottom
@@ -336,15 +354,15 @@ def _histogram(records: Sequence[ResponseRecord], bins: int = 10) -> str:
             counts[min(int(token_probability(token) * bins), bins - 1)] += 1
     width, height, pad = 360, 160, 24
     top = max(counts) or 1
-    step = (width - pad) / bins
+    step = (width - 2 * pad) / bins  # a margin on each side, so the 0.0 and 1.0 labels fit
     bars = []
     for i, count in enumerate(counts):
         h = (height - pad) * (count / top)
         bars.append(f'<rect x="{pad + i * step + 1:.1f}" y="{height - pad - h:.1f}" width="{step - 2:.1f}" '
                     f'height="{h:.1f}" fill="{_css_rgb((i + 0.5) / bins)}"><title>p in [{i / bins:.1f}, '
                     f'{(i + 1) / bins:.1f}): {count} tokens</title></rect>')
-    ticks = "".join(f'<text x="{pad + i * step:.1f}" y="{height - 8}" font-size="10">{i / bins:.1f}</text>'
-                    for i in range(0, bins + 1, 2))
+    ticks = "".join(f'<text x="{pad + i * step:.1f}" y="{height - 8}" font-size="10" text-anchor="middle">'
+                    f'{i / bins:.1f}</text>' for i in range(0, bins + 1, 2))
     return (f'<svg width="{width}" height="{height}" role="img" aria-label="token probability histogram">'
             f'<text x="{pad}" y="12" font-size="10">{top} tokens</text>{"".join(bars)}{ticks}</svg>')
 
@@ -359,6 +377,7 @@ def _overview(records: Sequence[ResponseRecord]) -> str:
 
 
 LEGEND_STEPS = (0.0, 0.2, 0.4, 0.6, 0.8, 1.0)
+_EMPTY_PIECE = re.compile(r'<span class="tok[^"]* empty"')
 
 
 def render_html_report(records: Sequence[ResponseRecord], *, title: str = "Model confidence report") -> str:
@@ -366,14 +385,17 @@ def render_html_report(records: Sequence[ResponseRecord], *, title: str = "Model
     tokens = sum(len(r.tokens) for r in records)
     legend = "".join(f'<span style="{_chip_style(p)}">{p:.1f}</span>' for p in LEGEND_STEPS)
     sections = "".join(_response_html(i + 1, r) for i, r in enumerate(records))
+    empty = ('; <span class="empty-mark"></span> = a token with no text (the end-of-text token '
+             "some servers return last), coloured by its probability") if _EMPTY_PIECE.search(sections) else ""
     return (
         "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">"
         "<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">"
         f"<title>{_esc(title)}</title><style>{_CSS}</style></head>"
         f'<body data-responses="{len(records)}" data-tokens="{tokens}">'
-        f"<h1>{_esc(title)}</h1><p class=\"muted\">{len(records)} responses, {tokens} tokens. "
+        f"<h1>{_esc(title)}</h1><p class=\"muted\">{len(records)} response{'' if len(records) == 1 else 's'}, "
+        f"{tokens} tokens. "
         f'Colour = token probability <span class="legend">{legend}</span>; underlined = below the low-confidence '
-        "threshold. Hover a token for its alternatives.</p><ul id=\"page-errors\"></ul>"
+        f"threshold{empty}. Hover a token for its alternatives.</p><ul id=\"page-errors\"></ul>"
         '<h2>Across responses</h2><div class="charts">'
         f'<div class="chart"><h3>Sequence probability per response</h3>{_bar_chart(records)}</div>'
         f'<div class="chart"><h3>Token probabilities</h3>{_histogram(records)}</div>'
