@@ -205,7 +205,7 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
                     a, b, c, d, e = top
                     la, lb, lc, ld, le = a["logprob"], b["logprob"], c["logprob"], d["logprob"], e["logprob"]
                     # best first, none above 0, no NaN; a logprob of 0 may be JSON's `false`: check it
-                    if not 0.0 >= la >= lb >= lc >= ld >= le or not la and type(la) is not float:
+                    if not 0.0 >= la >= lb >= lc >= ld >= le or (not la and type(la) is not float):
                         raise _Defect
                     p1, p2, pc, pd, pe = exp(la), exp(lb), exp(lc), exp(ld), exp(le)
                     z = p1 + p2 + pc + pd + pe
@@ -215,7 +215,7 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
                     z = weighted = previous = p1 = p2 = 0.0
                     for alternative in top:
                         alp = alternative["logprob"]
-                        if not alp <= previous or not alp and type(alp) is not float:  # out of order, NaN, ...
+                        if not alp <= previous or (not alp and type(alp) is not float):  # out of order, NaN, ...
                             raise _Defect
                         previous = alp
                         p = exp(alp)

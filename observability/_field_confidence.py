@@ -199,7 +199,7 @@ class _Open:
             while container is not None and container.path is None:
                 segments.append(container.segment)
                 container = container.parent
-            prefix = "" if container is None else container.path
+            prefix = "" if container is None or container.path is None else container.path
             self.path = prefix + "".join(f"/{segment}" for segment in reversed(segments[:-1] if container is None
                                                                                 else segments))
         return self.path

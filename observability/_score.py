@@ -21,8 +21,9 @@ import math
 from collections.abc import Sequence
 from itertools import compress, count, repeat
 from operator import lt
+from typing import NamedTuple
 
-from observability._extract import LOGPROB_FLOOR
+from observability._extract import LOGPROB_FLOOR, extract_response
 from observability._field_confidence import fields_in
 from observability._text import Located, locate
 from observability._types import (
@@ -34,7 +35,8 @@ from observability._types import (
     TokenSums,
 )
 
-__all__ = ["DEFAULT_LOW_CONFIDENCE_THRESHOLD", "LOGPROB_FLOOR", "check_threshold", "score_confidence"]
+__all__ = ["DEFAULT_LOW_CONFIDENCE_THRESHOLD", "LOGPROB_FLOOR", "ScoredResponse", "check_threshold", "score_confidence",
+           "score_response"]
 
 DEFAULT_LOW_CONFIDENCE_THRESHOLD = 0.5
 """A token is low-confidence when the model gave it less than even odds: some other token
@@ -64,6 +66,33 @@ def score_confidence(
     threshold = check_threshold(low_confidence_threshold)
     if not isinstance(tokens, TokenLogprobs):
         tokens = TokenLogprobs(tokens, int(getattr(tokens, "skipped", 0) or 0))
+    return _scored(tokens, threshold).report
+
+
+class ScoredResponse(NamedTuple):
+    """One response read and scored: its ``tokens`` and their ``report``, and ``located``, where
+    its characters are, if scoring needed them (``text`` makes them otherwise)."""
+
+    tokens: TokenLogprobs
+    report: ConfidenceReport
+    located: Located | None
+
+    @property
+    def text(self) -> str:
+        """The text the tokens spell (see ``observability._text``)."""
+        return (self.located or Located(self.tokens.columns)).text
+
+
+def score_response(end_payload: object, streamed: Sequence[object], *,
+                   low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD) -> ScoredResponse | None:
+    """What the handler calls, once per response: read its logprobs (``_extract.extract_response``:
+    ``end_payload`` from the end event, ``streamed`` each chunk's) and score them. None when
+    neither holds any."""
+    tokens = extract_response(end_payload, streamed)
+    return None if tokens is None else _scored(tokens, check_threshold(low_confidence_threshold))
+
+
+def _scored(tokens: TokenLogprobs, threshold: float) -> ScoredResponse:
     columns = tokens.columns
     sums = columns.sums
     logprobs = columns.logprobs
@@ -72,7 +101,8 @@ def score_confidence(
     located = locate(columns, low=bool(low)) if sums.n else None
     spans = _spans(low, logprobs, located) if low and located is not None else ()
     fields = () if located is None else fields_in(tokens, located)
-    return _report(threshold, sums.skipped + tokens.skipped, sums, len(low), spans, fields)
+    return ScoredResponse(tokens, _report(threshold, sums.skipped + tokens.skipped, sums, len(low), spans, fields),
+                          located)
 
 
 def _report(threshold: float, skipped: int, sums: TokenSums, low: int, spans: tuple[LowConfidenceSpan, ...],
@@ -120,26 +150,42 @@ def check_threshold(value: object) -> float:
 def _spans(low: list[int], logprobs: Sequence[float], located: Located) -> tuple[LowConfidenceSpan, ...]:
     """Merge adjacent low-confidence tokens (their indices, increasing) into character ranges of
     the response text; only the tokens at a span's edges are located."""
-    spans: list[LowConfidenceSpan] = []
-    new_span = object.__new__
-    set_field = object.__setattr__
+    firsts: list[int] = []
+    lasts: list[int] = []
+    lowest: list[float] = []
     run_start = run_end = low[0]
-    lowest = logprobs[run_start]
-    for index in [*low[1:], -1]:
+    least = logprobs[run_start]
+    for index in low[1:]:
         if index == run_end + 1:
             run_end = index
             lp = logprobs[index]
-            if lp < lowest:  # what min() keeps
-                lowest = lp
+            if lp < least:  # what min() keeps
+                least = lp
             continue
-        # A frozen dataclass's __init__ costs a microsecond or two a span; filling the slots
-        # directly gives the same object (``LowConfidenceSpan`` has no __post_init__).
-        span = new_span(LowConfidenceSpan)
-        set_field(span, "start", located.start(run_start))
-        set_field(span, "end", located.end(run_end))
-        set_field(span, "min_probability", _exp(lowest if lowest < 0.0 else 0.0))
-        set_field(span, "token_count", run_end - run_start + 1)
-        spans.append(span)
+        firsts.append(run_start)
+        lasts.append(run_end)
+        lowest.append(least)
         run_start = run_end = index
-        lowest = logprobs[index] if index >= 0 else 0.0
+        least = logprobs[index]
+    firsts.append(run_start)
+    lasts.append(run_end)
+    lowest.append(least)
+    starts, ends = located.edges(firsts, lasts)
+    # A frozen dataclass's __init__ costs a microsecond or two a span; filling the slots directly
+    # gives the same object (``LowConfidenceSpan`` has no __post_init__ and no validation).
+    spans = []
+    for start, end, least, first, last in zip(starts, ends, lowest, firsts, lasts, strict=True):
+        span = _new_span(LowConfidenceSpan)
+        _set_start(span, start)
+        _set_end(span, end)
+        _set_min_probability(span, _exp(least if least < 0.0 else 0.0))
+        _set_token_count(span, last - first + 1)
+        spans.append(span)
     return tuple(spans)
+
+
+_new_span = object.__new__
+_set_start = LowConfidenceSpan.start.__set__  # type: ignore[attr-defined]  # the slots' descriptors
+_set_end = LowConfidenceSpan.end.__set__  # type: ignore[attr-defined]
+_set_min_probability = LowConfidenceSpan.min_probability.__set__  # type: ignore[attr-defined]
+_set_token_count = LowConfidenceSpan.token_count.__set__  # type: ignore[attr-defined]

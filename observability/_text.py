@@ -50,8 +50,8 @@ def locate(columns: TokenColumns, *, low: bool) -> Located | None:
 
 class Located:
     """The text one response's tokens spell (``text``) and each token's character range in it:
-    ``start(i)`` / ``end(i)`` for a few tokens (asked in increasing order, as spans ask), or
-    ``ranges()`` for all of them.
+    ``edges(...)`` for a few runs of tokens (the low-confidence spans), or ``ranges()`` for all
+    of them.
 
     The tokens' raw pieces are joined and decoded once. In valid UTF-8 a character position is the
     byte position less the continuation bytes before it, so the positions of a few tokens cost a
@@ -59,7 +59,7 @@ class Located:
     that. Text that is not valid UTF-8 (invalid bytes, a character cut at the very end) is decoded
     token by token (``piece_offsets``), as before."""
 
-    __slots__ = ("_byte_ends", "_continuation", "_counted_at", "_counted", "_ranges", "_whole", "text")
+    __slots__ = ("_byte_ends", "_continuation", "_ranges", "_whole", "text")
 
     def __init__(self, columns: TokenColumns) -> None:
         pieces: Sequence[Any] = columns.pieces
@@ -72,7 +72,6 @@ class Located:
         self._whole = whole
         self._ranges: tuple[list[int], list[int]] | None = None
         self._continuation = b""
-        self._counted_at = self._counted = 0
         try:
             self.text = whole.decode()
         except UnicodeDecodeError:
@@ -82,33 +81,28 @@ class Located:
         if not self.text.isascii():
             self._continuation = whole.translate(_CONTINUATION)
 
-    def start(self, index: int) -> int:
-        """The first character of token ``index`` (a token finishing a character begun by an
-        earlier one starts at that character)."""
+    def edges(self, firsts: Sequence[int], lasts: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The character ranges of a few runs of tokens (``firsts[i]`` .. ``lasts[i]``, runs in
+        increasing order, as spans are): where each first token starts (a token finishing a
+        character begun by an earlier one starts at that character) and where each last token ends
+        (a token beginning a character that a later one finishes covers it). Only these tokens are
+        located: the continuation bytes are counted between consecutive edges, in C."""
         if self._ranges is not None:
-            return self._ranges[0][index]
-        at = self._byte_ends[index - 1] if index else 0
-        if not self._continuation:
-            return at
-        inside = at < len(self._whole) and self._continuation[at]  # begins inside a character
-        return at - self._continuation_before(at) - inside
-
-    def end(self, index: int) -> int:
-        """Just after the last character of token ``index`` (a token beginning a character that a
-        later one finishes covers it)."""
-        if self._ranges is not None:
-            return self._ranges[1][index]
-        at = self._byte_ends[index]
-        return at - self._continuation_before(at) if self._continuation else at
-
-    def _continuation_before(self, at: int) -> int:
-        """How many continuation bytes come before byte ``at``: counted on from the last position
-        asked, so that increasing positions cost one pass over the text in all."""
-        if at < self._counted_at:
-            self._counted_at = self._counted = 0
-        self._counted += self._continuation.count(1, self._counted_at, at)
-        self._counted_at = at
-        return self._counted
+            starts, ends = self._ranges
+            return [starts[i] for i in firsts], [ends[i] for i in lasts]
+        byte_ends = self._byte_ends
+        begins = [byte_ends[i - 1] if i else 0 for i in firsts]
+        finishes = [byte_ends[i] for i in lasts]
+        continuation = self._continuation
+        if not continuation:
+            return begins, finishes
+        # Edges in byte order: begin, finish, begin, finish ... (runs are disjoint and increasing).
+        positions = [at for pair in zip(begins, finishes, strict=True) for at in pair]
+        before = list(accumulate(map(continuation.count, repeat(1), [0, *positions[:-1]], positions)))
+        size = len(continuation)
+        return ([at - counted - (continuation[at] if at < size else 0)
+                 for at, counted in zip(begins, before[0::2], strict=True)],
+                list(map(sub, finishes, before[1::2])))
 
     def ranges(self) -> tuple[list[int], list[int]]:
         """Every token's character range, as a list of starts and a list of ends."""
