@@ -1,6 +1,7 @@
-"""The column reading of plain chat entries (``_extract._plain``, what the handler scores) against
-the general per-field reader (``_extract._entry``, which handles every shape): the same tokens and
-the same report, float for float, on random OpenAI chat payloads, plain and with one defect each."""
+"""The inline reading of plain chat entries (``_extract.read_columns``, what the handler scores)
+against the general per-field reader (``_extract._entry``, which handles every shape): the same
+tokens and the same report, float for float, on random OpenAI chat payloads, plain and with one
+defect each. (``test_core_reference.py`` checks both against the formulas, computed apart.)"""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from hypothesis import strategies as st
 
 from observability import TokenLogprob, extract_token_logprobs, score_confidence
 from observability.core.extract import _entry
-from observability.core.types import TokenColumns, TokenLogprobs
+from observability.core.text import _piece
+from observability.core.types import TokenLogprobs, token_columns
 from tests.fuzzing import fuzz
 from tests.test_core_extract import seed_english_stream, seed_korean_payload
 
@@ -119,8 +121,10 @@ def test_inline_reading_gives_what_the_general_reader_gives(case: tuple[list[Any
     expected, skipped = general_reading(entries)
     # What scoring reads, before any token object exists, then the tokens themselves.
     assert len(tokens) == len(expected) and tokens.skipped == skipped
-    columns, reference = tokens.columns, TokenColumns.of(expected)
-    assert repr([list(c) for c in columns[:3]]) == repr([list(c) for c in reference[:3]])
+    columns, reference = tokens.columns, token_columns(expected)
+    assert repr([list(columns.texts), list(columns.logprobs), columns.sums]) == repr(
+        [list(reference.texts), list(reference.logprobs), reference.sums])
+    assert list(map(_piece, columns.pieces, columns.texts)) == list(map(_piece, reference.pieces, reference.texts))
     assert repr(score_confidence(tokens)) == repr(score_confidence(TokenLogprobs(expected, skipped)))
     assert list(tokens) == expected
     assert repr(list(tokens)) == repr(expected)  # float for float, -0.0 included

@@ -597,3 +597,59 @@ def test_plain_answers_and_reports_without_json_get_no_fields() -> None:
     assert score_confidence([]).fields == ()
     report = score_confidence(tokens_of('{"', "a", '":', " 1", "}"))
     assert [(f.path, f.token_count) for f in report.fields] == [("/a", 1)]
+
+
+# --- a key written twice: the value a parser keeps (issue 25, item 3) ---------------------------
+
+def test_a_repeated_key_is_judged_on_the_value_a_json_parser_keeps() -> None:
+    #                   0      1       2      3      4       5       6    7
+    tokens = tokens_of('{"', "age", '": ', "31", ', "', "age", '": ', "7", "}")
+    text = text_of(tokens)
+    assert json.loads(text) == {"age": 7}
+    (age,) = field_confidence(tokens)
+    assert (age.path, text[age.start:age.end], age.duplicate_key) == ("/age", "7", True)
+    assert (age.token_count, age.sequence_logprob) == (1, lp_sum(7))
+    from observability import score_confidence
+
+    assert score_confidence(tokens).fields == (age,)  # what confidence_fallback(metric="/age") reads
+
+
+def test_a_repeated_key_drops_the_earlier_value_whole_and_marks_what_it_holds() -> None:
+    raw = '{"a": {"x": 1, "y": [2, 3]}, "b": "k", "a": {"x": 4}, "c": {"d": 5, "d": 6}, "e": 7}'
+    fields = field_confidence([tok(raw)])
+    assert [(f.path, raw[f.start:f.end], f.duplicate_key) for f in fields] == [
+        ("/b", '"k"', False), ("/a/x", "4", True), ("/c/d", "6", True), ("/e", "7", False)]
+    parsed = json.loads(raw)
+    assert sorted((f.path, json.loads(raw[f.start:f.end])) for f in fields) == sorted(leaves_of(parsed))
+    assert not any(f.duplicate_key for f in field_confidence([tok('{"a": 1, "b": {"a": 2}}')]))
+
+
+# --- cost: linear whatever the nesting (issue 25, item 5) ------------------------------------------
+
+@pytest.mark.parametrize("piece", ["[", '{"a":', '{"a": [{"b": '])
+def test_ten_thousand_open_levels_keep_memory_linear(piece: str) -> None:
+    """A model stuck repeating `[` or `{"a":`: what the scan keeps per open level is bounded (it
+    kept each level's whole JSON Pointer: 1.5 GB for 10,000 tokens of `[`)."""
+    import tracemalloc
+
+    tokens = [tok(piece) for _ in range(10_000)] + [tok("1"), tok("]")]
+    extracted = extract_token_logprobs([{"token": t.token, "bytes": list(t.bytes or b""), "logprob": -0.5,
+                                         "top_logprobs": []} for t in tokens])
+    tracemalloc.start()
+    try:
+        fields = field_confidence(extracted)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 2_000 * len(tokens) * len(piece), f"{peak:,} bytes at the peak"
+    assert len(fields) == 1 and fields[0].token_count == 1
+
+
+def test_json_fields_read_the_columns_not_token_objects() -> None:
+    """The field pass makes a token object only for the token whose alternatives a field reports."""
+    raw = json.dumps({"name": "Ann", "tags": ["a", "b"], "n": 3})
+    tokens = extract_token_logprobs([{"token": char, "bytes": list(char.encode()), "logprob": -0.25,
+                                      "top_logprobs": [{"token": char, "logprob": -0.25}]} for char in raw])
+    fields = field_confidence(tokens)
+    assert [f.path for f in fields] == ["/name", "/tags/0", "/tags/1", "/n"]
+    assert tokens._tokens is None

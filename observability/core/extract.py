@@ -1,8 +1,12 @@
-"""Provider payload -> ``TokenLogprobs``. Knows provider formats and nothing else.
+"""Provider payload -> ``TokenLogprobs``: the core's reading step, the one place that knows provider formats.
 
-The usual payload (JSON entries of the OpenAI chat shape) is read as columns, what scoring
-reads, and its ``TokenLogprob`` objects are made only if something asks for them; every other
-shape is read entry by entry. Standard library only. Never raises: a malformed entry is left out and counted in
+The usual payload (JSON entries of the OpenAI chat shape) is read in one pass, ``read_columns``,
+into the columns scoring reads: each token's text, raw bytes and logprob, and the per-token
+arithmetic over its alternatives (entropy, negentropy, top margin, top-k mass) added up on the way,
+because that pass is where each alternative's logprob is in hand (reading the entries is most of
+the cost; a second pass over them would double it). Its ``TokenLogprob`` objects are made only if
+something asks for them. Every other shape is read entry by entry into tokens, whose columns come
+from the same pass. Standard library only. Never raises: a malformed entry is left out and counted in
 ``TokenLogprobs.skipped``; an unrecognised payload counts as one skipped entry.
 """
 
@@ -12,10 +16,9 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from functools import partial
-from itertools import chain, repeat
 from typing import Any
 
-from observability.core.types import TokenColumns, TokenLogprob, TokenLogprobs
+from observability.core.types import TokenColumns, TokenLogprob, TokenLogprobs, TokenSums
 
 POSITIVE_NOISE = 1e-4
 """Logprobs in (0, POSITIVE_NOISE] are float noise around 0 and read as 0; larger positive
@@ -46,9 +49,9 @@ def extract_token_logprobs(payload: object) -> TokenLogprobs:
     """
     entries = _entry_list(payload)
     if entries:
-        plain = _plain(entries)
-        if plain is not None:
-            return plain
+        columns, left_out = read_columns(entries)
+        return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries),
+                                        None if left_out else partial(_entry_token, entries), left_out)
     out = _Reading()
     try:
         _extract(payload, out, 0)
@@ -161,50 +164,189 @@ def _entries(entries: Sequence[Any], out: _Reading) -> None:
             out.append(token)
 
 
-def _plain(entries: list[Any]) -> TokenLogprobs | None:
-    """The common payload, read as columns in whole-list passes (each a loop in C): JSON-decoded
-    entries (dicts), each with a float logprob <= 0, a str or None token, bytes a list of ints or
-    None, and a list (or None) of alternatives that are dicts with float logprobs. For these the
-    columns hold what ``_entry`` gives, except that the alternatives stay in the order sent:
-    scoring checks they are best first, as providers send them, and else reads the tokens
-    ``_entry`` makes. The tokens are made by ``_entry``, when first read. None when an entry is
-    not of this shape; the caller then reads entry by entry."""
-    get = dict.get
-    try:
-        logprobs: list[Any] = list(map(get, entries, repeat("logprob")))
-        if set(map(type, logprobs)) != _FLOAT or not all(map(operator.le, logprobs, repeat(0.0))):
-            return None  # NaN, positive (maybe noise to read as 0), or not a float
-        texts: list[Any] = list(map(get, entries, repeat("token")))
-        raws: list[Any] = list(map(get, entries, repeat("bytes")))
-        tops: list[Any] = list(map(get, entries, repeat("top_logprobs")))
-        if not set(map(type, texts)) <= _TEXT_TYPES or not set(map(type, raws)) <= _LIST_OR_NONE:
-            return None
-        kinds = set(map(type, tops))
-        if not kinds <= _LIST_OR_NONE:
-            return None
-        if _NONE_TYPE in kinds:
-            tops = [top or () for top in tops]
-        pieces = list(map(bytes, raws)) if _NONE_TYPE not in set(map(type, raws)) else [
-            None if raw is None else bytes(raw) for raw in raws]
-        flat = list(map(_LOGPROB, chain.from_iterable(tops)))  # KeyError / TypeError: not dicts
-        if not set(map(type, flat)) <= _FLOAT:
-            return None
-    except (KeyError, TypeError, ValueError):
+def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
+    """One pass over a response's entries: the token columns, and how many entries were left out.
+
+    An entry is a JSON-decoded dict of the chat shape (``token``, ``bytes``, ``logprob``,
+    ``top_logprobs``: dicts with a ``logprob``, best first) or a ``TokenLogprob``. A dict of that
+    shape with float logprobs <= 0 is read inline; anything else (a ``TokenLogprob``, another
+    provider's object, an entry with alternatives out of order, NaN, positive or missing values) is
+    cleaned alone (``_cleaned``) and read by the same pass as a one-entry response, so that a
+    defect costs only its own token. A dict entry ``_entry`` would refuse is left out and counted;
+    a ``TokenLogprob`` is always kept, a NaN or clearly positive logprob counting as skipped.
+
+    Per token with k alternatives of logprobs l_i (p_i = exp(l_i), z = sum p_i, w = sum p_i l_i
+    over p_i > 0): entropy H = ln z - w / z (>= 0), top-k mass min(z, 1), and for k >= 2
+    negentropy 1 - H / ln k (in [0, 1]) and top margin p_1 - p_2. Summed in token order (see
+    ``TokenSums``), each expression as ``_score``'s module docstring gives it.
+
+    This runs once per response on every model call (benchmarks/RESULTS.md), so it is inline: the
+    clamps are written ``x = 0.0 if x < 0.0 else x`` (min/max without the call), each ``exp`` is
+    taken once and reused for z, w and the margin."""
+    exp, log, floor, log_k, tabled = math.exp, math.log, LOGPROB_FLOOR, _LOG_K, len(_LOG_K)
+    texts: list[Any] = []
+    pieces: list[Any] = []
+    logprobs: list[Any] = []
+    add_text, add_piece, add_logprob = texts.append, pieces.append, logprobs.append
+    left_out = skipped = 0
+    total = min_lp = entropy_sum = mass_sum = negentropy_sum = margin_sum = 0.0
+    entropy_n = negentropy_n = 0
+    for entry in entries:
+        try:
+            lp = entry["logprob"]
+            top = entry["top_logprobs"]
+            text = entry["token"]
+            piece = entry["bytes"]
+            if not lp <= 0.0:  # NaN, positive (maybe noise to read as 0), None: cleaned below
+                raise _Defect
+            if top:
+                k = len(top)
+                if k == 5:  # the usual count: unrolled (each exp once, reused for z, w and the margin)
+                    a, b, c, d, e = top
+                    la, lb, lc, ld, le = a["logprob"], b["logprob"], c["logprob"], d["logprob"], e["logprob"]
+                    # best first, none above 0, no NaN; a logprob of 0 may be JSON's `false`: check it
+                    if not 0.0 >= la >= lb >= lc >= ld >= le or (not la and type(la) is not float):
+                        raise _Defect
+                    p1, p2, pc, pd, pe = exp(la), exp(lb), exp(lc), exp(ld), exp(le)
+                    z = p1 + p2 + pc + pd + pe
+                    # (an alternative of probability 0 adds nothing: its ln is -inf, 0 * -inf is NaN)
+                    weighted = p1 * la + p2 * lb + pc * lc + pd * ld + pe * le if pe else _weighted(top)
+                else:
+                    z = weighted = previous = p1 = p2 = 0.0
+                    for alternative in top:
+                        alp = alternative["logprob"]
+                        if not alp <= previous or (not alp and type(alp) is not float):  # out of order, NaN, ...
+                            raise _Defect
+                        previous = alp
+                        p = exp(alp)
+                        z += p
+                        if p:
+                            weighted += p * alp
+                    if k >= 2:
+                        p1, p2 = exp(top[0]["logprob"]), exp(top[1]["logprob"])
+                # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z
+                entropy = log(z) - weighted / z if z > 0.0 else 0.0
+                if entropy < 0.0:
+                    entropy = 0.0
+                entropy_sum += entropy
+                entropy_n += 1
+                mass_sum += 1.0 if z > 1.0 else z
+                if k >= 2:
+                    log_of_k = log_k[k] if k < tabled else log(k)
+                    # 1 - H / ln k, clamped to [0, 1] (H >= 0 already)
+                    negentropy_sum += 1.0 - entropy / log_of_k if entropy < log_of_k else 0.0
+                    negentropy_n += 1
+                    margin_sum += p1 - p2
+            total += lp if lp > floor else floor
+            if lp < min_lp:
+                min_lp = lp
+            add_text(text)
+            add_piece(piece)
+            add_logprob(lp)
+        except Exception:
+            cleaned = _cleaned(entry)
+            if cleaned is None:
+                left_out += 1
+                continue
+            if type(cleaned) is TokenLogprob:  # a NaN or clearly positive logprob: kept, not scored
+                skipped += 1
+                add_text(cleaned.token)
+                add_piece(cleaned.bytes)
+                add_logprob(cleaned.logprob)
+                continue
+            if type(entry) is dict and entry.get("_cleaned") is _CLEANED:
+                raise  # a cleaned entry the inline reading refused: a bug here, never a loop
+            (text_1,), (piece_1,), (lp_1,), one = read_columns([cleaned])[0]
+            add_text(text_1)
+            add_piece(piece_1)
+            add_logprob(lp_1)
+            skipped += one.skipped
+            total += one.total
+            if one.min_logprob < min_lp:
+                min_lp = one.min_logprob
+            entropy_sum += one.entropy_sum
+            mass_sum += one.mass_sum
+            entropy_n += one.entropy_n
+            negentropy_sum += one.negentropy_sum
+            margin_sum += one.margin_sum
+            negentropy_n += one.negentropy_n
+    if not _FLOAT.issuperset(map(type, logprobs)) or not _TEXT_TYPES.issuperset(map(type, texts)):
+        # An int or bool logprob, or a text that is not a string, read inline: read every entry
+        # cleaned instead (rare, so the common pass checks types once, here, not per token).
+        tokens = [entry if isinstance(entry, TokenLogprob) else _read_entry(entry) for entry in entries]
+        kept = [token for token in tokens if token is not None]
+        columns, _ = read_columns(kept)
+        return columns, len(tokens) - len(kept)
+    return TokenColumns(texts, pieces, logprobs, TokenSums(
+        skipped, len(logprobs) - skipped, total, min_lp, entropy_sum, mass_sum, entropy_n,
+        negentropy_sum, margin_sum, negentropy_n)), left_out
+
+
+class _Defect(Exception):
+    """An entry the inline reading does not take as it is."""
+
+
+_CLEANED = object()
+
+
+def _cleaned(entry: Any) -> dict[str, Any] | TokenLogprob | None:
+    """A defective entry as ``read_columns`` reads it inline: its token's text, bytes, logprob and
+    alternatives, the alternatives' logprobs cleaned as ``_best_first`` cleans them. A
+    ``TokenLogprob`` whose logprob is NaN or clearly positive comes back as is (kept, not scored);
+    None when ``_entry`` leaves the entry out."""
+    token = entry if isinstance(entry, TokenLogprob) else _read_entry(entry)
+    if token is None:
         return None
-    columns = TokenColumns(texts, pieces, logprobs, flat, list(map(len, tops)))
-    return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries))
+    text, piece, lp, alternatives = token
+    if not lp <= POSITIVE_NOISE:
+        return TokenLogprob(text, piece, lp, alternatives)
+    return {"token": text, "bytes": piece, "logprob": float(0.0 if lp > 0.0 else lp), "_cleaned": _CLEANED,
+            "top_logprobs": [{"logprob": alp} for alp in _best_first(alternatives)]}
+
+
+def _best_first(alternatives: Sequence[tuple[str | None, float]]) -> list[float]:
+    """The logprobs of a token's alternatives: NaN and clearly positive ones left out, float noise
+    above 0 read as 0, best first (ties in the order given, as extraction sorts them)."""
+    return sorted((float(0.0 if lp > 0.0 else lp) for _, lp in alternatives if lp <= POSITIVE_NOISE), reverse=True)
+
+
+def _weighted(top: list[Any]) -> float:
+    """sum p ln p over alternatives (best first), those of probability 0 left out, in order."""
+    weighted = 0.0
+    for alternative in top:
+        alp = alternative["logprob"]
+        p = math.exp(alp)
+        if p:
+            weighted += p * alp
+    return weighted
+
+
+_LOG_K = [0.0, 0.0, *(math.log(k) for k in range(2, 33))]  # ln k for the usual alternative counts
 
 
 def _entry_tokens(entries: list[Any]) -> list[TokenLogprob]:
-    """The tokens ``_entry`` reads from entries that ``_plain`` accepted (so none is left out)."""
-    return list(map(_entry, entries))  # type: ignore[arg-type]
+    """The tokens ``_entry`` reads from the entries (those it refuses left out, as the pass did)."""
+    return [token for token in map(_read_entry, entries) if token is not None]
+
+
+def _entry_token(entries: list[Any], index: int) -> TokenLogprob:
+    """The token of ``entries[index]`` alone, for a response none of whose entries was left out."""
+    token = _read_entry(entries[index])
+    assert token is not None
+    return token
+
+
+def _read_entry(entry: Any) -> TokenLogprob | None:
+    """``_entry``, an entry that raises when read (a hostile object) left out like a malformed one."""
+    try:
+        return _entry(entry)
+    except Exception:
+        return None
 
 
 _FLOAT = {float}
 _NONE_TYPE = type(None)
 _TEXT_TYPES = {str, _NONE_TYPE}
-_LIST_OR_NONE = {list, _NONE_TYPE}
-_LOGPROB = operator.itemgetter("logprob")
 
 
 def _entry(entry: Any) -> TokenLogprob | None:

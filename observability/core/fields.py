@@ -28,6 +28,14 @@ the first Markdown code fence (```` ``` ```` or ```` ```json ````) whose content
 reported up to where the text stops being JSON (the end of a truncated answer, a syntax error);
 a number at the very end of the text is not reported (it may have been cut). Text after the
 complete top-level value (a closing fence, a remark) is ignored. Anything else gives ``()``.
+
+A key written twice in one object (``{"age": 31, "age": 7}``) is judged on the value a JSON parser
+keeps, the last: the earlier value's leaves are not reported, and the kept value's leaves have
+``duplicate_key`` set (also for the leaves inside a kept object or array).
+
+Cost: linear in the answer's length whatever the nesting. An open object or array keeps a few
+numbers and a link to the one enclosing it; a leaf's JSON Pointer is built only when the leaf is
+reported (from the pointer of its container, made once per container that holds a reported leaf).
 """
 
 from __future__ import annotations
@@ -40,55 +48,47 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from observability.core.extract import LOGPROB_FLOOR, POSITIVE_NOISE
-from observability.core.text import token_offsets
-from observability.core.types import FieldConfidence, TokenLogprob, token_columns
+from observability.core.text import Located, locate, may_hold_json
+from observability.core.types import FieldConfidence, TokenLogprob, TokenLogprobs
+
+__all__ = ["field_confidence", "fields_in", "json_leaves", "may_hold_json"]
 
 
 def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, ...]:
     """One ``FieldConfidence`` per complete leaf value of the JSON in the response, in document
     order; ``()`` when the response holds no JSON object or array. See the module docstring."""
-    if not tokens or not may_hold_json(tokens):
-        return ()
-    text, offsets = token_offsets(tokens)
-    return fields_in(tokens, text, offsets)
+    if not isinstance(tokens, TokenLogprobs):
+        tokens = TokenLogprobs(tokens)
+    located = locate(tokens.columns, low=False)
+    return () if located is None else fields_in(tokens, located)
 
 
-def may_hold_json(tokens: Sequence[TokenLogprob]) -> bool:
-    """False only when the answer surely holds no JSON object or array: the tokens' texts, joined,
-    neither open with one nor hold a Markdown fence. Cheap (no decoding, no offsets): a plain
-    answer skips ``token_offsets``. A token without text (bytes only) answers True."""
-    texts = token_columns(tokens).texts
-    if None in texts:
-        return True
-    text = "".join(texts)  # type: ignore[arg-type]  # no None, as just checked
-    return text.lstrip(_BLANK).startswith(("{", "[")) or "```" in text
-
-
-def fields_in(tokens: Sequence[TokenLogprob], text: str,
-              offsets: Sequence[tuple[int, int]]) -> tuple[FieldConfidence, ...]:
-    """``field_confidence`` given ``token_offsets(tokens)`` (``score_confidence`` has them already)."""
-    leaves = json_leaves(text)
+def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence, ...]:
+    """``field_confidence`` given where the tokens' characters are (``score_confidence`` has that
+    already). Reads the token columns; a token object is made only for the token whose
+    alternatives a field reports."""
+    leaves = json_leaves(located.text)
     if not leaves:
         return ()
+    starts, ends = located.ranges()
     # Token ranges never move backwards (start and end both non-decreasing), so the first token
     # overlapping [start, end) is found by bisecting the ends.
-    ends = [end for _, end in offsets]
+    logprobs = tokens.columns.logprobs
+    count = len(logprobs)
     fields = []
-    for path, start, end, content in leaves:
-        first = bisect_right(ends, start)
+    for path, start, end, content, duplicate in leaves:
+        index = bisect_right(ends, start)
         n = 0
         total = 0.0
         min_lp = 0.0
         alternatives: tuple[tuple[str | None, float], ...] = ()
         found_content = False
-        index = first
-        while index < len(offsets) and offsets[index][0] < end:
-            token_start, token_end = offsets[index]
-            tok = tokens[index]
+        while index < count and starts[index] < end:
+            token_start, token_end = starts[index], ends[index]
             if not found_content and token_start <= content < token_end:
                 found_content = True
-                alternatives = _alternatives(tok)
-            lp = tok.logprob
+                alternatives = _alternatives(tokens.token(index))
+            lp = logprobs[index]
             if token_start < token_end and lp <= POSITIVE_NOISE:  # no characters; NaN, real positives
                 if lp > 0.0:
                     lp = 0.0
@@ -103,6 +103,7 @@ def fields_in(tokens: Sequence[TokenLogprob], text: str,
             mean_logprob=total / n if n else None,
             min_token_probability=math.exp(min_lp) if n else None,
             alternatives=alternatives,
+            duplicate_key=duplicate,
         ))
     return tuple(fields)
 
@@ -117,9 +118,10 @@ def _alternatives(tok: TokenLogprob) -> tuple[tuple[str | None, float], ...]:
 
 # --- the tolerant scanner -------------------------------------------------------------------
 
-Leaf = tuple[str, int, int, int]
-"""``(path, start, end, content_start)``: a leaf's JSON Pointer, its character range, and where
-its content begins (after a string's opening quote)."""
+Leaf = tuple[str, int, int, int, bool]
+"""``(path, start, end, content_start, duplicate_key)``: a leaf's JSON Pointer, its character
+range, where its content begins (after a string's opening quote), and whether its key or an
+enclosing one was written twice in its object (see the module docstring)."""
 
 _BLANK = " \t\n\r"
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
@@ -131,8 +133,9 @@ _AFTER_VALUE = _BLANK + ",}]"
 
 
 def json_leaves(text: str) -> list[Leaf]:
-    """The complete leaf values of the JSON object or array the answer holds, in document order.
-    See the module docstring for which text counts as JSON."""
+    """The complete leaf values of the JSON object or array the answer holds, in document order,
+    a value whose key comes again later in its object left out. See the module docstring for which
+    text counts as JSON."""
     start = _json_start(text)
     return [] if start is None else _scan(text, start)
 
@@ -170,75 +173,119 @@ def _escape(key: str) -> str:
 
 @dataclass(slots=True)
 class _Open:
-    """A container the scanner is inside: an object or array, its JSON Pointer, and for an array
-    the index of its current element."""
+    """An object or array the scanner is inside. ``segment`` is its own last pointer segment (in
+    ``parent``); ``member`` the segment of the value being read in it (an object's escaped key, an
+    array's index); ``path`` its JSON Pointer, made when a leaf in it is first reported. For an
+    object, ``first_leaf`` is where the current member's leaves begin in the leaf list and
+    ``members`` the leaf range of each key read so far; ``duplicate`` says whether the current
+    member's key, or an enclosing one, was written twice."""
 
     is_object: bool
-    path: str
+    parent: _Open | None
+    segment: str
+    inherited_duplicate: bool
+    member: str = ""
     index: int = 0
+    path: str | None = None
+    first_leaf: int = 0
+    members: dict[str, tuple[int, int]] | None = None
+    duplicate: bool = False
+
+    def pointer(self) -> str:
+        """This container's JSON Pointer: its segments up to the top, joined (made once)."""
+        if self.path is None:
+            segments = []
+            container: _Open | None = self
+            while container is not None and container.path is None:
+                segments.append(container.segment)
+                container = container.parent
+            prefix = "" if container is None or container.path is None else container.path
+            self.path = prefix + "".join(f"/{segment}" for segment in reversed(segments[:-1] if container is None
+                                                                                else segments))
+        return self.path
+
+    def begin_member(self, key: str, leaves: list[Leaf | None]) -> None:
+        """An object's next member, ``key`` (escaped): a key seen before drops the leaves of its
+        earlier value (a parser keeps the last)."""
+        self.member = key
+        self.first_leaf = len(leaves)
+        earlier = None if self.members is None else self.members.get(key)
+        self.duplicate = self.inherited_duplicate or earlier is not None
+        if earlier is not None:
+            leaves[earlier[0]:earlier[1]] = [None] * (earlier[1] - earlier[0])
+
+    def end_member(self, leaves: list[Leaf | None]) -> None:
+        if self.members is None:
+            self.members = {}
+        self.members[self.member] = (self.first_leaf, len(leaves))
 
 
 def _scan(text: str, index: int) -> list[Leaf]:
     """Walk the JSON object or array at ``index`` and record each complete leaf. Stops quietly
-    where the text ends or stops being JSON. Iterative, so nesting depth is unbounded."""
-    leaves: list[Leaf] = []
+    where the text ends or stops being JSON. Iterative, so nesting depth is unbounded; nothing kept
+    per open level grows with the depth (see ``_Open``)."""
+    leaves: list[Leaf | None] = []
     length = len(text)
-    stack: list[_Open] = []
-    path = ""  # the JSON Pointer of the value expected next
+    container: _Open | None = None  # the innermost open container
     expect_value = True  # a value comes next (at the top, after `[`, `:`, or `,` in an array)
     while True:
         index = _skip_blank(text, index)
         if index >= length:
-            return leaves
+            break
         char = text[index]
         if expect_value:
             if char in "{[":
-                container = _Open(char == "{", path)
-                stack.append(container)
+                container = _Open(char == "{", container, "" if container is None else container.member,
+                                  container is not None and container.duplicate)
+                container.duplicate = container.inherited_duplicate
                 index = _skip_blank(text, index + 1)
                 if text.startswith("}" if container.is_object else "]", index):  # empty: no leaves
-                    stack.pop()
+                    container = container.parent
                     index += 1
                     expect_value = False
-                    if not stack:
-                        return leaves
+                    if container is None:
+                        break
                 elif container.is_object:
                     key = _key(text, index)
                     if key is None:
-                        return leaves
-                    segment, index = key
-                    path = f"{container.path}/{segment}"
+                        break
+                    container.begin_member(key[0], leaves)
+                    index = key[1]
                 else:
-                    path = f"{container.path}/0"
+                    container.member = "0"
                 continue
             end = _leaf_end(text, index)
-            if end is None:
-                return leaves
-            leaves.append((path, index, end, index + 1 if char == '"' else index))
+            if end is None or container is None:
+                break
+            leaves.append((f"{container.pointer()}/{container.member}", index, end,
+                           index + 1 if char == '"' else index, container.duplicate))
             index = end
             expect_value = False
             continue
         # After a value: `,` or the closing bracket of the innermost container.
-        container = stack[-1]
+        if container is None:
+            break
         if char == ",":
             index += 1
             if container.is_object:
+                container.end_member(leaves)
                 key = _key(text, _skip_blank(text, index))
                 if key is None:
-                    return leaves
-                segment, index = key
-                path = f"{container.path}/{segment}"
+                    break
+                container.begin_member(key[0], leaves)
+                index = key[1]
             else:
                 container.index += 1
-                path = f"{container.path}/{container.index}"
+                container.member = str(container.index)
             expect_value = True
         elif char == ("}" if container.is_object else "]"):
-            stack.pop()
+            container = container.parent
             index += 1
-            if not stack:
-                return leaves
+            if container is None:
+                break
         else:
-            return leaves
+            break
+    return [leaf for leaf in leaves if leaf is not None]
 
 
 def _key(text: str, index: int) -> tuple[str, int] | None:

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import codecs
 from collections.abc import Sequence
-from itertools import accumulate
+from itertools import accumulate, chain, repeat
+from operator import sub
+from typing import Any
 
-from observability.core.types import TokenLogprob, token_columns
+from observability.core.types import TokenColumns, TokenLogprob, token_columns
 
 
 def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, int]]]:
@@ -20,12 +22,118 @@ def token_offsets(tokens: Sequence[TokenLogprob]) -> tuple[str, list[tuple[int, 
     Bytes that are not valid UTF-8 become U+FFFD. A token whose bytes finish a character begun
     by an earlier token starts at that character.
     """
-    columns = token_columns(tokens)
-    pieces = columns.pieces
-    if None in pieces:
-        pieces = [token_bytes(text) if piece is None else piece
-                  for piece, text in zip(pieces, columns.texts, strict=True)]
-    return piece_offsets(pieces)  # type: ignore[arg-type]  # no None left
+    located = Located(token_columns(tokens))
+    starts, ends = located.ranges()
+    return located.text, list(zip(starts, ends, strict=True))
+
+
+def may_hold_json(texts: Sequence[str | None]) -> bool:
+    """False only when the answer surely holds no JSON object or array: the tokens' texts, joined,
+    neither open with one nor hold a Markdown fence. Cheap (no decoding, no offsets): a plain
+    answer skips ``locate``. A token without text (bytes only) answers True."""
+    if None in texts:
+        return True
+    text = "".join(texts)  # type: ignore[arg-type]  # no None, as just checked
+    return text.lstrip(_BLANK).startswith(("{", "[")) or "```" in text
+
+
+_BLANK = " \t\n\r"
+
+
+def locate(columns: TokenColumns, *, low: bool) -> Located | None:
+    """Where the tokens' characters are, when something needs it: low-confidence tokens (``low``,
+    for their spans) or an answer that may hold JSON (for its fields). None otherwise."""
+    if not low and not may_hold_json(columns.texts):
+        return None
+    return Located(columns)
+
+
+class Located:
+    """The text one response's tokens spell (``text``) and each token's character range in it:
+    ``edges(...)`` for a few runs of tokens (the low-confidence spans), or ``ranges()`` for all
+    of them.
+
+    The tokens' raw pieces are joined and decoded once. In valid UTF-8 a character position is the
+    byte position less the continuation bytes before it, so the positions of a few tokens cost a
+    count of continuation bytes up to them and nothing per token; an ASCII text needs not even
+    that. Text that is not valid UTF-8 (invalid bytes, a character cut at the very end) is decoded
+    token by token (``piece_offsets``), as before."""
+
+    __slots__ = ("_byte_ends", "_continuation", "_ranges", "_whole", "text")
+
+    def __init__(self, columns: TokenColumns) -> None:
+        pieces: Sequence[Any] = columns.pieces
+        try:  # TypeError / ValueError: a None or malformed piece, read as ``_piece`` reads it
+            whole = bytes(chain.from_iterable(pieces))
+        except (TypeError, ValueError):
+            pieces = list(map(_piece, pieces, columns.texts))
+            whole = b"".join(pieces)
+        self._byte_ends = list(accumulate(map(len, pieces)))
+        self._whole = whole
+        self._ranges: tuple[list[int], list[int]] | None = None
+        self._continuation = b""
+        try:
+            self.text = whole.decode()
+        except UnicodeDecodeError:
+            self.text, offsets = piece_offsets([bytes(piece) for piece in pieces])
+            self._ranges = [start for start, _ in offsets], [end for _, end in offsets]
+            return
+        if not self.text.isascii():
+            self._continuation = whole.translate(_CONTINUATION)
+
+    def edges(self, firsts: Sequence[int], lasts: Sequence[int]) -> tuple[list[int], list[int]]:
+        """The character ranges of a few runs of tokens (``firsts[i]`` .. ``lasts[i]``, runs in
+        increasing order, as spans are): where each first token starts (a token finishing a
+        character begun by an earlier one starts at that character) and where each last token ends
+        (a token beginning a character that a later one finishes covers it). Only these tokens are
+        located: the continuation bytes are counted between consecutive edges, in C."""
+        if self._ranges is not None:
+            starts, ends = self._ranges
+            return [starts[i] for i in firsts], [ends[i] for i in lasts]
+        byte_ends = self._byte_ends
+        begins = [byte_ends[i - 1] if i else 0 for i in firsts]
+        finishes = [byte_ends[i] for i in lasts]
+        continuation = self._continuation
+        if not continuation:
+            return begins, finishes
+        # Edges in byte order: begin, finish, begin, finish ... (runs are disjoint and increasing).
+        positions = [at for pair in zip(begins, finishes, strict=True) for at in pair]
+        before = list(accumulate(map(continuation.count, repeat(1), [0, *positions[:-1]], positions)))
+        size = len(continuation)
+        return ([at - counted - (continuation[at] if at < size else 0)
+                 for at, counted in zip(begins, before[0::2], strict=True)],
+                list(map(sub, finishes, before[1::2])))
+
+    def ranges(self) -> tuple[list[int], list[int]]:
+        """Every token's character range, as a list of starts and a list of ends."""
+        if self._ranges is None:
+            byte_ends = self._byte_ends
+            byte_starts = [0, *byte_ends[:-1]] if byte_ends else []
+            continuation = self._continuation
+            if not continuation:
+                self._ranges = byte_starts, byte_ends
+            else:
+                before = list(accumulate(map(continuation.count, repeat(1), byte_starts, byte_ends)))
+                size = len(continuation)
+                self._ranges = ([at - counted - (continuation[at] if at < size else 0)
+                                 for at, counted in zip(byte_starts, [0, *before], strict=False)],
+                                list(map(sub, byte_ends, before)))
+        return self._ranges
+
+
+_CONTINUATION = bytes(1 if 0x80 <= byte < 0xC0 else 0 for byte in range(256))
+"""``bytes.translate`` table: 1 for a UTF-8 continuation byte (10xxxxxx), else 0."""
+
+
+def _piece(piece: Any, text: Any) -> bytes:
+    """A token's raw UTF-8 as ``_extract`` reads it: its bytes (a list of ints, bytes), else the
+    UTF-8 of its text (a piece it cannot read counts as none)."""
+    if isinstance(piece, (bytes, bytearray, list, tuple)):
+        try:
+            return bytes(piece)
+        except (TypeError, ValueError):
+            pass
+    return token_bytes(text if isinstance(text, str) else None)
 
 
 def token_bytes(text: str | None) -> bytes:
@@ -34,10 +142,7 @@ def token_bytes(text: str | None) -> bytes:
 
 
 def piece_offsets(pieces: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]]:
-    """``token_offsets`` over the tokens' raw UTF-8 pieces (their bytes, else ``token_bytes``)."""
-    whole = _whole_characters(pieces)
-    if whole is not None:
-        return whole
+    """``token_offsets`` over the tokens' raw UTF-8 pieces, decoded token by token."""
     decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
     parts: list[str] = []
     offsets: list[tuple[int, int]] = []
@@ -55,21 +160,6 @@ def piece_offsets(pieces: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]]:
         end = length + len(tail)
         offsets = [(s, end if e > length else e) for s, e in offsets]
     return "".join(parts), offsets
-
-
-def _whole_characters(pieces: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]] | None:
-    """The common case, fast: every piece decodes on its own (no character split across
-    tokens, nothing invalid). Then the incremental decoder above would give each token exactly
-    its own decoded text, so the ranges are running lengths. None otherwise."""
-    try:
-        parts = list(map(_DECODE, pieces))
-    except (UnicodeDecodeError, TypeError):  # TypeError: a bytearray, which the decoder above reads
-        return None
-    ends = list(accumulate(map(len, parts)))
-    return "".join(parts), list(zip([0, *ends], ends, strict=False))  # starts: 0, then each end
-
-
-_DECODE = bytes.decode  # UTF-8, strict
 
 
 def utf8_safe(text: str) -> str:

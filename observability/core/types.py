@@ -8,8 +8,6 @@ record file) can point at the span it made.
 from __future__ import annotations
 
 import builtins
-import itertools
-import operator
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, NamedTuple, Protocol, overload, runtime_checkable
@@ -39,30 +37,36 @@ class TokenLogprob(NamedTuple):
     top_logprobs: tuple[tuple[str | None, float], ...] = ()
 
 
+class TokenSums(NamedTuple):
+    """What the reading pass adds up over one response's tokens (see ``_extract.read_columns``):
+    ``skipped``, tokens whose logprob is NaN or clearly positive (only a hand-made token list has
+    them: extraction leaves such entries out); ``n`` the tokens scored; ``total`` the sum of their
+    logprobs (each at least ``LOGPROB_FLOOR``) and ``min_logprob`` the least; then, over the tokens
+    with alternatives, the sums of entropy, of top-k mass and their count, and over those with two
+    or more, the sums of negentropy and of top margin and their count."""
+
+    skipped: int = 0
+    n: int = 0
+    total: float = 0.0
+    min_logprob: float = 0.0
+    entropy_sum: float = 0.0
+    mass_sum: float = 0.0
+    entropy_n: int = 0
+    negentropy_sum: float = 0.0
+    margin_sum: float = 0.0
+    negentropy_n: int = 0
+
+
 class TokenColumns(NamedTuple):
     """One response's tokens as parallel lists, what scoring reads: each token's ``text``, its raw
-    UTF-8 ``piece`` (its bytes, None where the provider sent none) and its ``logprob``; then the
-    ``alternatives``' logprobs of all tokens, token after token, each token's in the order held
-    (extraction holds them best first), and ``counts``, how many of them each token has. (One flat
-    list, not a tuple per token: scoring a response makes no object per token.)"""
+    UTF-8 ``piece`` as the provider sent it (bytes or a list of ints; None where it sent none) and
+    its ``logprob``; and ``sums``, what the reading pass added up over the tokens and their
+    alternatives. (Columns, not an object per token: scoring a response makes none.)"""
 
     texts: Sequence[str | None]
-    pieces: Sequence[builtins.bytes | None]
+    pieces: Sequence[builtins.bytes | Sequence[int] | None]
     logprobs: Sequence[float]
-    alternatives: Sequence[float]
-    counts: Sequence[int]
-
-    @classmethod
-    def of(cls, tokens: Sequence[TokenLogprob]) -> TokenColumns:
-        """The columns of any token sequence (for ``TokenLogprobs``, use its ``columns``)."""
-        if not tokens:
-            return cls((), (), (), (), ())
-        texts, pieces, logprobs, alternatives = zip(*tokens, strict=True)
-        return cls(texts, pieces, logprobs, list(map(_LOGPROB_OF_PAIR, itertools.chain.from_iterable(alternatives))),
-                   list(map(len, alternatives)))
-
-
-_LOGPROB_OF_PAIR = operator.itemgetter(1)
+    sums: TokenSums
 
 
 class TokenLogprobs(Sequence[TokenLogprob]):
@@ -75,31 +79,42 @@ class TokenLogprobs(Sequence[TokenLogprob]):
     scored and exported without an object per token and per alternative.
     """
 
-    __slots__ = ("_build", "_columns", "_tokens", "skipped")
+    __slots__ = ("_build", "_columns", "_one", "_tokens", "skipped")
 
     def __init__(self, tokens: Iterable[TokenLogprob] = (), skipped: int = 0) -> None:
         self._tokens: list[TokenLogprob] | None = list(tokens)
         self._columns: TokenColumns | None = None
         self._build: Callable[[], list[TokenLogprob]] | None = None
+        self._one: Callable[[int], TokenLogprob] | None = None
         self.skipped = skipped
 
     @classmethod
-    def read_later(cls, columns: TokenColumns, build: Callable[[], list[TokenLogprob]]) -> TokenLogprobs:
-        """Tokens known by their ``columns``; ``build()`` makes the same tokens as objects, on first access."""
-        tokens = cls()
-        tokens._tokens, tokens._columns, tokens._build = None, columns, build
+    def read_later(cls, columns: TokenColumns, build: Callable[[], list[TokenLogprob]],
+                   one: Callable[[int], TokenLogprob] | None, skipped: int = 0) -> TokenLogprobs:
+        """Tokens known by their ``columns``; ``build()`` makes the same tokens as objects, on first
+        access, ``one(i)`` (if given) the token at index ``i`` alone."""
+        tokens = cls(skipped=skipped)
+        tokens._tokens, tokens._columns, tokens._build, tokens._one = None, columns, build, one
         return tokens
 
     @property
     def columns(self) -> TokenColumns:
         if self._columns is None:
-            self._columns = TokenColumns.of(self._list())
+            from observability.core.extract import read_columns  # the reading pass (it imports this module)
+
+            self._columns = read_columns(self._list())[0]
         return self._columns
+
+    def token(self, index: int) -> TokenLogprob:
+        """The token at ``index``, without making the others (``tokens[index]`` makes them all)."""
+        if self._tokens is None and self._one is not None:
+            return self._one(index)
+        return self._list()[index]
 
     def _list(self) -> list[TokenLogprob]:
         if self._tokens is None:
             assert self._build is not None
-            self._tokens, self._build = self._build(), None
+            self._tokens, self._build, self._one = self._build(), None, None
         return self._tokens
 
     def __len__(self) -> int:
@@ -129,7 +144,7 @@ class TokenLogprobs(Sequence[TokenLogprob]):
 
 def token_columns(tokens: Sequence[TokenLogprob]) -> TokenColumns:
     """The columns of ``tokens``: kept by ``TokenLogprobs``, made for any other sequence."""
-    return tokens.columns if isinstance(tokens, TokenLogprobs) else TokenColumns.of(tokens)
+    return (tokens if isinstance(tokens, TokenLogprobs) else TokenLogprobs(tokens)).columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,6 +178,9 @@ class FieldConfidence:
     mean_logprob: float | None
     min_token_probability: float | None
     alternatives: tuple[tuple[str | None, float], ...] = ()
+    duplicate_key: bool = False
+    """True when the value's key, or the key of an object member holding it, was written more than
+    once in its object: the value reported is the last one, the one a JSON parser keeps."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,8 @@
 
 Per-run state lives in one dict keyed by run id, bounded, popped on end and on error. The
 per-chunk path keeps a reference to the chunk's logprobs payload (nothing is read there); at the
-end, ``_extract.extract_response`` reconciles the chunks' entries with the end event's (the longer,
+end, one call into the core, ``_score.score_response``, reads and scores the response (its reading,
+``_extract.extract_response``, reconciles the chunks' entries with the end event's: the longer,
 consistent list wins; see there): some streaming paths (langchain-core 1.8's v3 events) end with
 only the last chunk's logprobs, and a stream that fails may hand over a partial result or none.
 Durations use a monotonic clock; the wall clock only gives timestamps. Nothing here raises into
@@ -28,13 +29,12 @@ from uuid import UUID
 from langchain_core.callbacks import BaseCallbackHandler
 
 from observability.core.calibration import CalibrationMap, load_calibration
-from observability.core.extract import extract_response
 from observability.core.score import (
     DEFAULT_LOW_CONFIDENCE_THRESHOLD,
+    ScoredResponse,
     check_threshold,
-    score_confidence,
+    score_response,
 )
-from observability.core.text import token_offsets
 from observability.core.types import (
     ConfidenceReport,
     Exporter,
@@ -43,7 +43,6 @@ from observability.core.types import (
     RunEvicted,
     RunStart,
     Status,
-    TokenLogprobs,
 )
 from observability.langchain import peers as _peers  # noqa: F401  (connects the span exporter to peer spans)
 from observability.langchain.dedupe import NOTHING, ExportGroups, Exporting
@@ -400,17 +399,15 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             payload = logprobs_payload(generation)
             # Streamed chunks belong to the one choice a stream has.
             streamed = run.streamed if len(generations) <= 1 else ()
-            tokens = extract_response(payload, streamed)
-            report = (None if tokens is None else
-                      score_confidence(tokens, low_confidence_threshold=self.low_confidence_threshold))
-            records.append(self._record(run, generation, llm_output, tokens,
-                                        report, status, error, index, ended, duration))
+            scored = score_response(payload, streamed, low_confidence_threshold=self.low_confidence_threshold)
+            records.append(self._record(run, generation, llm_output, scored, status, error, index, ended, duration))
         self._deliver(records, run.exporting.exporters)
 
     def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
-                tokens: TokenLogprobs | None, report: ConfidenceReport | None, status: Status,
+                scored: ScoredResponse | None, status: Status,
                 error: BaseException | None, index: int, ended: int, duration: int) -> ResponseRecord:
         start = run.start
+        tokens, report = (None, None) if scored is None else (scored.tokens, scored.report)
         info = as_mapping(getattr(generation, "generation_info", None))
         message = getattr(generation, "message", None)
         meta = as_mapping(getattr(message, "response_metadata", None))
@@ -421,7 +418,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         first = None if run.first_token_ns is None else max(0, run.first_token_ns - run.started_ns)
         text = getattr(generation, "text", None)
         if not isinstance(text, str) or (tokens and not text):
-            text = token_offsets(tokens)[0] if tokens else None
+            text = scored.text if scored is not None and tokens else None
         return ResponseRecord(
             start=start,
             status=status,
