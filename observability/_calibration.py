@@ -85,10 +85,9 @@ class CalibrationMap:
         if i == len(xs):
             return self.points[-1][1]
         (x0, p0), (x1, p1) = self.points[i - 1], self.points[i]
-        if math.isfinite(x1 - x0):
-            share = (figure - x0) / (x1 - x0)
-        else:  # points near the float limits: their distance overflows, halves do not
-            share = (figure / 2 - x0 / 2) / (x1 / 2 - x0 / 2)
+        # Near the float limits the points' distance overflows; their halves' does not.
+        share = ((figure - x0) / (x1 - x0) if math.isfinite(x1 - x0)
+                 else (figure / 2 - x0 / 2) / (x1 / 2 - x0 / 2))
         return p0 + (p1 - p0) * share
 
     def apply(self, report: ConfidenceReport) -> float | None:
