@@ -375,3 +375,164 @@ def test_a_map_fitted_on_real_answers_applies_on_a_real_call(tmp_path: Path, cha
     [point] = histogram_points(telemetry, "llm.response.calibrated_probability")
     assert point.count == 1 and math.isclose(point.sum, expected, abs_tol=1e-9)
     telemetry.shutdown()
+
+
+# ---- hostile files: only CalibrationError, and the app runs on without calibration -------------------
+
+HUGE = 10 ** 400
+"""A valid JSON integer too large for a float."""
+DEEP = "[" * 100_000 + "]" * 100_000
+
+
+def hostile(text: str) -> str:
+    return json.dumps(GOOD).replace('"points": [[0.2, 0.1]', f'"points": [[{text}, 0.1]')
+
+
+@pytest.mark.parametrize("text", [
+    pytest.param(hostile(str(HUGE)), id="400-digit-figure"),
+    pytest.param(json.dumps({**GOOD, "points": [[0.2, 0.1], [0.6, HUGE]]}), id="400-digit-probability"),
+    pytest.param(json.dumps({**GOOD, "version": HUGE}), id="400-digit-version"),
+    pytest.param(json.dumps({**GOOD, "labels": -HUGE}), id="400-digit-negative-count"),
+    pytest.param(hostile("1e400"), id="overflowing-float"),
+    pytest.param(hostile("NaN"), id="nan"),
+    pytest.param(hostile("-Infinity"), id="minus-infinity"),
+    pytest.param(DEEP, id="nested-100k-deep"),
+    pytest.param(json.dumps({**GOOD, "points": "X"}).replace('"X"', DEEP), id="nested-inside"),
+    pytest.param(json.dumps({**GOOD, "points": [[[0.2], {"a": [0.1]}]]}), id="nested-junk-point"),
+    pytest.param(json.dumps({**GOOD, "metric": ["sequence_probability"]}), id="metric-list"),
+    pytest.param(json.dumps({**GOOD, "metric": {"a": 1}}), id="metric-dict"),
+    pytest.param(json.dumps({**GOOD, "orientation": None}), id="orientation-null"),
+    pytest.param(json.dumps({**GOOD, "labels": 30.0}), id="labels-float"),
+    pytest.param(json.dumps({**GOOD, "correct": True}), id="correct-bool"),
+    pytest.param(json.dumps({**GOOD, "points": [[True, 0.1]]}), id="figure-bool"),
+    pytest.param(json.dumps({**GOOD, "points": [["0.2", "0.1"]]}), id="figure-string"),
+    pytest.param(json.dumps({**GOOD, "points": {"0.2": 0.1}}), id="points-dict"),
+    pytest.param(json.dumps([GOOD]), id="a-list"),
+    pytest.param('"langchain-confidence.calibration"', id="a-string"),
+    pytest.param("", id="empty"),
+    pytest.param("\ufeff" + json.dumps(GOOD), id="byte-order-mark"),
+    pytest.param(str(HUGE) * 20, id="5000-digit-number"),
+])
+def test_a_hostile_file_raises_only_the_documented_error(tmp_path: Path, text: str) -> None:
+    path = tmp_path / "calibration.json"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(CalibrationError, match=f"calibration file {path}"):
+        load_calibration(path)
+
+
+def test_a_huge_or_undecodable_file_is_refused_unread(tmp_path: Path) -> None:
+    from observability.core.calibration import MAX_FILE_BYTES
+
+    path = tmp_path / "calibration.json"
+    path.write_text(" " * MAX_FILE_BYTES + json.dumps(GOOD), encoding="utf-8")  # valid JSON, too big
+    with pytest.raises(CalibrationError, match="larger than 16 MiB"):
+        load_calibration(path)
+    path.write_bytes(b'{"format": "\xff\xfe"}')
+    with pytest.raises(CalibrationError, match=r"cannot be read \(UnicodeDecodeError\)"):
+        load_calibration(path)
+    with pytest.raises(CalibrationError, match="larger than 16 MiB"):
+        load_calibration("/dev/zero")  # endless: read no further than the limit
+
+
+json_values = st.recursive(st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
+                           lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=3), inner,
+                                                                                        max_size=4), max_leaves=12)
+
+
+@fuzz(400)
+@given(st.sampled_from(sorted(GOOD)), json_values)
+def test_any_value_in_any_field_raises_only_the_documented_error(field: str, value: Any) -> None:
+    try:
+        calibration = CalibrationMap.from_json({**GOOD, field: value})
+    except CalibrationError:
+        return
+    assert 0.0 <= calibration(0.5) <= 1.0  # accepted: then it maps like a map
+
+
+def test_points_at_the_float_limits_map_inside_zero_to_one() -> None:
+    calibration = CalibrationMap.from_json({**GOOD, "points": [[-1.7e308, 0.0], [1.7e308, 1.0]]})
+    assert calibration(0.0) == 0.5 and calibration(1.6e308) == pytest.approx(0.5 + 1.6 / 3.4)
+
+
+ENV_CALL = """
+import logging, sys
+import observability
+from observability.attach import activation as _attach
+from observability.testing import FakeLogprobChatModel
+handler = _attach.process_wide_handler()
+seen = []
+handler.on_report = seen.append
+FakeLogprobChatModel(tokens=["o", "k"], token_logprobs=[-0.4, -0.5]).invoke("hi")
+print("attached" if handler else "not attached", len(seen), seen[0].calibrated_probability)
+"""
+
+
+def test_a_hostile_file_in_the_variable_leaves_the_handler_attached_and_doctor_says_why(tmp_path: Path) -> None:
+    path = tmp_path / "calibration.json"
+    path.write_text(hostile(str(HUGE)), encoding="utf-8")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OBSERVABILITY_")}
+    env.update(OBSERVABILITY_LANGCHAIN="1", OBSERVABILITY_CALIBRATION=str(path))
+    result = subprocess.run([sys.executable, "-c", ENV_CALL], env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["attached", "1", "None"]  # scored and exported, without calibration
+    [line] = [line for line in result.stderr.splitlines() if line.startswith("observability:")]
+    assert f"{OBSERVABILITY_CALIBRATION}=" in line and "points[0] is not a [figure, probability] pair" in line
+    assert NO_CALIBRATION in line and "Traceback" not in result.stderr
+    doctor = subprocess.run([sys.executable, "-m", "observability", "doctor"], env=env, cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert doctor.returncode == 1
+    assert "calibration off (OBSERVABILITY_CALIBRATION is set but unusable: see the error below)" in doctor.stdout
+    assert f"error: {OBSERVABILITY_CALIBRATION}=" in doctor.stdout and "points[0]" in doctor.stdout
+
+
+# ---- what the fit writes always loads ------------------------------------------------------------
+
+
+def ulps_apart(base: float, steps: int) -> float:
+    for _ in range(steps):
+        base = math.nextafter(base, math.inf)
+    return base
+
+
+close_figures = st.lists(st.tuples(st.sampled_from([0.1, 0.5, 0.7, 3.0, 1e300, 4.49e307]), st.integers(0, 3),
+                                   st.booleans()), min_size=MIN_LABELS, max_size=60)
+
+
+@fuzz(300)
+@given(close_figures, st.booleans())
+def test_a_fit_on_figures_a_few_ulps_apart_always_loads(rows: list[tuple[float, int, bool]],
+                                                        increasing: bool) -> None:
+    figures = [ulps_apart(base, steps) for base, steps, _ in rows]
+    correct = [y for _, _, y in rows]
+    if sum(correct) in (0, len(correct)):
+        return
+    fitted = fit_isotonic(figures, correct, metric="perplexity", increasing=increasing)
+    assert CalibrationMap.from_json(fitted.to_json()) == fitted
+    probabilities = [p for _, p in fitted.points]
+    assert probabilities == sorted(probabilities, reverse=not increasing)
+    assert all(min(figures) <= x <= max(figures) for x, _ in fitted.points)
+
+
+def test_figures_a_few_ulps_apart_pool_into_one_point(tmp_path: Path) -> None:
+    """Found by a search: four groups at 0.1 plus 0..3 ulps whose pooled means rounded to one figure
+    ("figures must be strictly ascending" on loading what the fit wrote)."""
+    groups = {0: (1, 2), 1: (4, 1), 2: (3, 6), 3: (3, 4)}  # ulps above 0.1: (right, wrong)
+    figures = [ulps_apart(0.1, k) for k, (right, wrong) in groups.items() for _ in range(right + wrong)]
+    correct = [y for right, wrong in groups.values() for y in [True] * right + [False] * wrong]
+    path = tmp_path / "calibration.json"
+    write_calibration(fit_isotonic(figures, correct), path)
+    loaded = load_calibration(path)
+    assert [p for _, p in loaded.points] == sorted(p for _, p in loaded.points)
+    assert all(0.1 <= x <= ulps_apart(0.1, 3) for x, _ in loaded.points)
+
+
+def test_an_unwritable_map_is_refused_before_writing(tmp_path: Path) -> None:
+    path = tmp_path / "calibration.json"
+    broken = CalibrationMap("perplexity", "decreasing", ((1.0, 0.9), (math.inf, 0.0)), 30, 20, "now")
+    with pytest.raises(CalibrationError, match=r"the fitted calibration map: points\[1\]"):
+        write_calibration(broken, path)
+    assert not path.exists()
+    with pytest.raises(CalibrationError, match="1 of 21 labelled responses have a figure that is not a finite"):
+        fit_isotonic([math.inf] + [float(i) for i in range(20)], [i % 2 == 0 for i in range(21)],
+                     metric="perplexity", increasing=False)

@@ -241,3 +241,27 @@ def test_one_response_is_not_plural() -> None:
             {"low": 0.9, "high": 1.0, "count": 2, "mean_probability": 0.95, "accuracy": 1.0}]
     page = reliability_svg("sequence_probability", bins)
     assert "0.0–0.1: 1 response, mean p" in page and "0.9–1.0: 2 responses, mean p" in page
+
+
+def test_calibrating_on_perplexity_with_impossible_answers_writes_a_map_that_loads(tmp_path: Path) -> None:
+    """Five one-token answers of logprob -inf have the largest perplexity the handler records
+    (finite, near the float maximum); their pooled mean used to overflow into a point (inf, 0.0)."""
+    records_path, labels_path, out = tmp_path / "records.jsonl", tmp_path / "labels.jsonl", tmp_path / "map.json"
+    handler = ConfidenceCallbackHandler(exporters=(), record_to=records_path)
+    perplexities = []
+    with labels_path.open("w", encoding="utf-8") as labels:
+        for i in range(25):
+            logprobs = [-math.inf] if i < 5 else [-0.1 * i]
+            seen: list[Any] = []
+            handler.on_report = seen.append
+            FakeLogprobChatModel(tokens=["a"], token_logprobs=logprobs).invoke("q", config={"callbacks": [handler]})
+            perplexities.append(seen[0].report.perplexity)
+            labels.write(json.dumps({"run_id": str(seen[0].start.run_id), "correct": i >= 5 and i % 2 == 1}) + "\n")
+    assert all(math.isfinite(p) and p > 1e307 for p in perplexities[:5])
+    result = run_evaluate(str(records_path), "--labels", str(labels_path), "--calibration", str(out),
+                          "--calibration-metric", "perplexity")
+    assert result.returncode == 0, result.stderr
+    loaded = ConfidenceCallbackHandler(exporters=(), calibration=out).calibration
+    assert loaded is not None
+    figure, probability = loaded.points[-1]  # the impossible answers' block (with the wrong answers pooled in)
+    assert math.isfinite(figure) and 1e307 < figure <= perplexities[0] and probability == 0.0

@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import Iterator
-from typing import Any
+from typing import Annotated, Any, TypedDict
 
 import pytest
-from langchain_core.messages import AIMessage
+from langchain_core.messages import AIMessage, BaseMessage
 from langchain_core.runnables import RunnableLambda
+from langgraph.graph import END, START, StateGraph
+from langgraph.graph.message import add_messages
 
 from observability import ConfidenceCallbackHandler, ConfidenceReport, ResponseRecord
 from observability.langchain.gate import ConfidenceMissing, confidence_fallback
@@ -125,11 +127,50 @@ def test_a_figure_equal_to_the_threshold_keeps_the_answer(primary: Any, telemetr
     assert gate(primary, telemetry, exact + 1e-12).invoke(question) == FALLBACK
 
 
+class State(TypedDict):
+    messages: Annotated[list[BaseMessage], add_messages]
+
+
+def never(_: ConfidenceReport) -> bool:
+    return False
+
+
 def test_stream_yields_the_chosen_answer_once_after_the_decision(primary: Any, telemetry: InMemoryTelemetry) -> None:
-    chunks = list(gate(primary, telemetry, 1.0 + 1e-9).stream(QUESTIONS[0]))  # nothing reaches 1 + 1e-9
+    chunks = list(gate(primary, telemetry, 0.5, metric=never).stream(QUESTIONS[0]))
     assert chunks == [FALLBACK]
     kept = list(gate(primary, telemetry, 0.0).stream(QUESTIONS[0]))
     assert len(kept) == 1 and isinstance(kept[0], AIMessage)
+
+
+def test_a_chat_ui_on_the_real_model_never_shows_the_rejected_answer(
+        primary: Any, chat_model: Any, telemetry: InMemoryTelemetry) -> None:
+    """LangGraph ``stream_mode="messages"`` over ChatOpenAI on the bundled model: rejected, the
+    UI shows only the fallback model's tokens; kept, only the primary's, token by token."""
+    def shown(confident: Any) -> list[str]:
+        builder = StateGraph(State)
+        builder.add_node("answer", lambda state: {"messages": [confident.invoke(state["messages"])]})
+        builder.add_edge(START, "answer")
+        builder.add_edge("answer", END)
+        stream = builder.compile().stream({"messages": [("user", QUESTIONS[3])]}, stream_mode="messages")
+        return [message.text for message, _ in stream if message.text]
+
+    # The fallback: the same model asked for a different, fixed-length answer (max_tokens=4).
+    fallback = chat_model(max_tokens=4)
+    rejected = shown(gate(primary, telemetry, 0.5, metric=never, fallback=fallback))
+    direct = fallback.invoke(QUESTIONS[3]).text  # temperature 0: the same answer
+    assert "".join(rejected) == direct and len(rejected) > 1  # only the fallback's tokens, as they came
+    primary_answer = primary.invoke(QUESTIONS[3]).text
+    kept = shown(gate(primary, telemetry, 0.0, fallback=fallback))
+    assert "".join(kept) == primary_answer and len(kept) > 1
+
+
+def test_keyword_arguments_reach_the_model(primary: Any, telemetry: InMemoryTelemetry) -> None:
+    """``stop`` reaches the real server through the gate as through ``with_fallbacks``."""
+    plain = primary.invoke(QUESTIONS[0]).text
+    assert " " in plain.strip()
+    stopped = gate(primary, telemetry, 0.0).invoke(QUESTIONS[0], stop=[" "])
+    assert stopped.text == plain[:plain.index(" ")]
+    assert stopped.text == primary.with_fallbacks([primary]).invoke(QUESTIONS[0], stop=[" "]).text
 
 
 def test_other_metrics_and_a_callable(primary: Any, telemetry: InMemoryTelemetry) -> None:
@@ -166,7 +207,7 @@ def test_a_failing_fallback_raises_to_the_app(primary: Any, telemetry: InMemoryT
         raise LookupError("the escalation queue is down")
 
     with pytest.raises(LookupError, match="escalation queue"):
-        gate(primary, telemetry, 1.5, fallback=RunnableLambda(broken)).invoke(QUESTIONS[0])
+        gate(primary, telemetry, 0.5, metric=never, fallback=RunnableLambda(broken)).invoke(QUESTIONS[0])
     (span,) = [s for s in telemetry.spans() if s.name.startswith("confidence_gate")]
     assert not span.status.is_ok and (span.attributes or {})["llm.confidence.gate.outcome"] == "fell_back"
 

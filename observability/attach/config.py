@@ -285,6 +285,9 @@ def _calibration(env: Mapping[str, str]) -> CalibrationMap | None:
         return load_calibration(raw.strip())
     except CalibrationError as exc:
         raise ConfigError(OBSERVABILITY_CALIBRATION, raw, str(exc)) from None
+    except Exception as exc:  # the loader promises CalibrationError; the handler stays attached regardless
+        raise ConfigError(OBSERVABILITY_CALIBRATION, raw, f"the file cannot be used ({type(exc).__name__}); "
+                          "write one with: python -m observability evaluate ... --calibration OUT.json") from None
 
 
 _READERS: tuple[tuple[str, Callable[[Mapping[str, str]], Any], str], ...] = (

@@ -26,6 +26,7 @@ from observability.attach.activation import (
     metrics_server_problem,
 )
 from observability.attach.config import (
+    OBSERVABILITY_CALIBRATION,
     OBSERVABILITY_LANGCHAIN,
     VARIABLES,
     AttachConfig,
@@ -119,7 +120,7 @@ def run_doctor(out: TextIO, environ: Mapping[str, str] | None = None) -> int:
         metrics = f"{config.prometheus_host}:{config.prometheus_port}" if config.prometheus_port else "off"
         calibration = config.calibration
         calibrated = (f"on ({calibration.metric}, {calibration.method}, {calibration.labels} labels)"
-                      if calibration is not None else "off")
+                      if calibration is not None else _no_calibration(env))
         out.write(f"in effect: threshold {config.low_confidence_threshold}, metadata labels "
                   f"{list(config.metadata_labels)}, run-tree spans {'on' if config.trace_run_tree else 'off'}, "
                   f"logprobs patch {f'on (top {config.top_logprobs})' if config.enable_logprobs else 'off'}, "
@@ -133,3 +134,9 @@ def run_doctor(out: TextIO, environ: Mapping[str, str] | None = None) -> int:
         out.write(f"{logging.getLevelName(level).lower()}: {text}\n")
     out.write("no problems found\n" if not problems else f"{len(problems)} problem(s) found\n")
     return 1 if problems else 0
+
+
+def _no_calibration(env: Mapping[str, str]) -> str:
+    if env.get(OBSERVABILITY_CALIBRATION, "").strip():
+        return f"off ({OBSERVABILITY_CALIBRATION} is set but unusable: see the error below)"
+    return "off"

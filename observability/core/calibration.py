@@ -47,6 +47,9 @@ MIN_LABELS = 20
 FIGURES = tuple(f.name for f in dataclasses.fields(ConfidenceReport) if f.type == "float | None")
 """The report figures a map can be fitted on (every float figure of ``ConfidenceReport``)."""
 ORIENTATIONS = ("increasing", "decreasing")
+MAX_FILE_BYTES = 16 * 2**20
+"""A larger file is refused unread: a map has one line of about 45 bytes per point, so this is room
+for some 350,000 points (at most one per distinct labelled figure)."""
 _HOW_TO_MAKE = ("write one with: python -m observability evaluate RECORDS.jsonl --labels LABELS.jsonl "
                 "--calibration OUT.json")
 
@@ -82,7 +85,10 @@ class CalibrationMap:
         if i == len(xs):
             return self.points[-1][1]
         (x0, p0), (x1, p1) = self.points[i - 1], self.points[i]
-        return p0 + (p1 - p0) * (figure - x0) / (x1 - x0)
+        # Near the float limits the points' distance overflows; their halves' does not.
+        share = ((figure - x0) / (x1 - x0) if math.isfinite(x1 - x0)
+                 else (figure / 2 - x0 / 2) / (x1 / 2 - x0 / 2))
+        return p0 + (p1 - p0) * share
 
     def apply(self, report: ConfidenceReport) -> float | None:
         """The calibrated probability of a response, None when its figure is missing or not finite."""
@@ -150,8 +156,12 @@ def fit_isotonic(figures: Sequence[float], correct: Sequence[bool], *, metric: s
         raise ValueError("figures and correct must have the same length")
     if metric not in FIGURES:
         raise CalibrationError(f"cannot calibrate on {metric!r}: choose one of {', '.join(FIGURES)}")
-    if not all(_is_number(v) for v in figures):
-        raise CalibrationError(f"cannot calibrate on {metric}: a figure is not a finite number")
+    unusable = sum(not _is_number(v) for v in figures)
+    if unusable:
+        raise CalibrationError(f"cannot calibrate on {metric}: {unusable} of {len(figures)} labelled responses have "
+                               "a figure that is not a finite number (an infinite perplexity or entropy comes from "
+                               "a token of probability 0); calibrate on a bounded figure such as "
+                               "--calibration-metric sequence_probability")
     right = sum(bool(y) for y in correct)
     if len(figures) < min_labels:
         raise CalibrationError(f"only {len(figures)} labelled responses have a {metric}; a calibration map needs "
@@ -165,22 +175,33 @@ def fit_isotonic(figures: Sequence[float], correct: Sequence[bool], *, metric: s
         counts = tied.setdefault(float(figure), [0.0, 0.0])
         counts[0] += bool(y)
         counts[1] += 1
-    blocks: list[list[float]] = []  # [sum of figures, right answers, responses], pooled, least confident first
+    blocks: list[tuple[float, float, float]] = []  # (mean figure, right answers, responses), least confident first
     for figure in sorted(tied, key=lambda x: sign * x):
         hits, count = tied[figure]
-        blocks.append([figure * count, hits, count])
-        while len(blocks) > 1 and blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]:
-            last = blocks.pop()
-            blocks[-1] = [a + b for a, b in zip(blocks[-1], last, strict=True)]
-    points = [(total / count, hits / count) for total, hits, count in blocks]
+        blocks.append((figure, hits, count))
+        # Pool while the accuracies do not rise, or while rounding puts two means at one figure
+        # (figures a few ulps apart): the file needs strictly ascending figures.
+        while len(blocks) > 1 and (blocks[-2][1] / blocks[-2][2] >= blocks[-1][1] / blocks[-1][2]
+                                   or sign * blocks[-2][0] >= sign * blocks[-1][0]):
+            blocks[-2:] = [_pooled(blocks[-2], blocks[-1])]
+    points = [(mean, hits / count) for mean, hits, count in blocks]
     if not increasing:
         points.reverse()
     return CalibrationMap(metric, "increasing" if increasing else "decreasing", tuple(points), len(figures),
                           right, datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"))
 
 
+def _pooled(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Two adjacent blocks as one; the mean is weighted so that it cannot overflow (a sum of
+    figures near the float maximum would)."""
+    count = a[2] + b[2]
+    return a[0] * (a[2] / count) + b[0] * (b[2] / count), a[1] + b[1], count
+
+
 def write_calibration(calibration: CalibrationMap, path: str | os.PathLike[str]) -> None:
-    """The map as a JSON file, one point a line."""
+    """The map as a JSON file, one point a line; checked as the loader checks it first, so what is
+    written always loads (``CalibrationError`` otherwise, and nothing is written)."""
+    CalibrationMap.from_json(calibration.to_json(), "the fitted calibration map")
     data = calibration.to_json()
     points = ",\n".join(f"    {json.dumps(point)}" for point in data.pop("points"))
     text = json.dumps(data, indent=2).removesuffix("\n}")
@@ -198,21 +219,33 @@ def load_calibration(source: object) -> CalibrationMap:
         raise TypeError(f"calibration must be a file path or a CalibrationMap, got {source!r}")
     path = Path(source)
     try:
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as file:
+            raw = file.read(MAX_FILE_BYTES + 1)
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise CalibrationError(f"calibration file {path} does not exist; {_HOW_TO_MAKE}") from None
     except (OSError, ValueError) as exc:  # a directory, no permission, not UTF-8, a NUL in the path
         raise CalibrationError(f"calibration file {path} cannot be read ({type(exc).__name__}); "
                                "give the path of a calibration map JSON file") from None
+    if len(raw) > MAX_FILE_BYTES:
+        raise CalibrationError(f"calibration file {path} is larger than {MAX_FILE_BYTES // 2**20} MiB, far more "
+                               f"than any map; {_HOW_TO_MAKE}")
     try:
         data = json.loads(text)
-    except ValueError as exc:
-        raise CalibrationError(f"calibration file {path} is not JSON ({exc.args[0]}); {_HOW_TO_MAKE}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: brackets nested thousands deep
+        problem = exc.args[0] if isinstance(exc, ValueError) and exc.args else "nested too deeply"
+        raise CalibrationError(f"calibration file {path} is not JSON ({problem}); {_HOW_TO_MAKE}") from None
     return CalibrationMap.from_json(data, f"calibration file {path}")
 
 
 def _is_number(value: object) -> bool:
-    return not isinstance(value, bool) and isinstance(value, (int, float)) and math.isfinite(value)
+    """A finite int or float; an integer too large for a float (JSON allows 400 digits) is not."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:
+        return False
 
 
 def _is_count(value: object) -> TypeGuard[int]:

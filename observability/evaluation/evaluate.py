@@ -264,8 +264,12 @@ def main(argv: Sequence[str] | None = None, prog: str | None = None) -> int:
     result = evaluate(labelled, args.target_precision)
     print(table(result))
     if calibration is not None:
+        try:
+            write_calibration(calibration, args.calibration)  # checked first: what is written loads
+        except CalibrationError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         result["calibration"] = calibration.to_json()
-        write_calibration(calibration, args.calibration)
         print(f"\ncalibration map of {calibration.metric} ({len(calibration.points)} points, fitted on "
               f"{calibration.labels} labelled responses) written to {args.calibration}")
     if args.json:

@@ -5,7 +5,8 @@ report of the model run inside it (the last one to end, choice 0: for a chain or
 final answer) and returns ``primary``'s output when the figure is at least ``threshold``;
 otherwise it runs ``fallback`` on the same input and returns that. Errors are never a reason to
 fall back: an error of either branch reaches the caller as it is (``with_fallbacks`` is
-LangChain's tool for errors, and the two compose).
+LangChain's tool for errors, and the two compose). What a consumer streams from a gate never holds
+the rejected answer (``_gate_hold``).
 
 Every decision is counted (Prometheus ``{prefix}_confidence_gate_decisions_total`` and OTel
 ``{prefix}.confidence.gate.decisions``, by gate name and outcome) and traced (an INTERNAL span
@@ -15,9 +16,10 @@ Every decision is counted (Prometheus ``{prefix}_confidence_gate_decisions_total
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import weakref
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractContextManager
 from typing import Any, Literal
 
@@ -35,6 +37,7 @@ from observability.exporters._definitions import (
     package_version,
 )
 from observability.exporters._labels import MetricLabels
+from observability.langchain.gate_hold import hold_streaming_consumers
 from observability.langchain.handler import ConfidenceCallbackHandler
 
 logger = logging.getLogger("observability")
@@ -75,20 +78,37 @@ def confidence_fallback(primary: Runnable[Any, Any], fallback: Runnable[Any, Any
         registry / meter_provider / tracer_provider / prefix: where decisions are counted and
             traced (default: the process-wide ones).
 
-    ``invoke``, ``ainvoke``, ``batch`` and ``abatch`` decide per input. ``stream`` yields the chosen
-    answer once, after the decision: a gate cannot stream before it knows.
+    ``invoke``, ``ainvoke``, ``batch``, ``abatch``, ``stream`` and ``astream`` decide per input and pass
+    keyword arguments (``stop=[...]``) on to both branches, as ``with_fallbacks`` does. Nothing a
+    consumer streams from a gate holds a rejected answer: the primary's run reaches streaming
+    handlers (``astream_events``, LangGraph ``"messages"``) only once its answer is kept (see
+    ``_gate_hold``); ``stream`` yields a kept answer once, after the decision, and a fallback's
+    chunks as they come.
     """
     if not isinstance(primary, Runnable) or not isinstance(fallback, Runnable):
         raise TypeError("primary and fallback must be LangChain Runnables (a model, a chain, an agent)")
-    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
-        raise TypeError(f"threshold must be a number, got {threshold!r}")
     if not callable(metric) and not (isinstance(metric, str) and (metric in METRICS or metric.startswith("/"))):
         raise ValueError(f"metric must be one of {', '.join(METRICS)}, a field's JSON Pointer such as '/age', "
                          f"or a callable (ConfidenceReport) -> bool; got {metric!r}")
+    _check_threshold(threshold, metric)
     if on_missing not in ("keep", "fallback", "raise"):
         raise ValueError(f"on_missing must be 'keep', 'fallback' or 'raise', got {on_missing!r}")
     return ConfidenceGate(primary, fallback, float(threshold), metric, on_missing, name,
                           _Decisions(name, check_prefix(prefix), registry, meter_provider, tracer_provider))
+
+
+def _check_threshold(threshold: object, metric: Metric) -> None:
+    """Every named figure and field figure is a probability-like number in [0, 1]; a callable's
+    threshold is only recorded, but must still be a finite number (it goes on the span)."""
+    if isinstance(threshold, bool) or not isinstance(threshold, (int, float)):
+        raise TypeError(f"threshold must be a number, got {threshold!r}")
+    if callable(metric):
+        if not math.isfinite(threshold):
+            raise ValueError(f"threshold must be a finite number (with a callable metric it is only recorded), "
+                             f"got {threshold!r}")
+    elif not 0.0 <= threshold <= 1.0:  # also refuses NaN, which compares false
+        raise ValueError(f"threshold for {metric!r} must be between 0 and 1 (a probability-like figure; "
+                         f"0.6, not 60), got {threshold!r}")
 
 
 class ConfidenceGate(Runnable[Any, Any]):
@@ -110,32 +130,102 @@ class ConfidenceGate(Runnable[Any, Any]):
     async def ainvoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Any:
         return await self._acall_with_config(self._ainvoke, input, config, **kwargs)
 
-    def _invoke(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig) -> Any:
-        reports: list[ResponseRecord] = []
-        output = self.primary.invoke(input, self._child(config, run_manager, reports))
-        outcome, figure, use_fallback, answer = self._decide(reports)
-        with self._decisions.span(outcome, figure, self, answer):
+    def stream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Iterator[Any]:
+        yield from self._transform_stream_with_config(iter([input]), self._stream, config, **kwargs)
+
+    async def astream(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> AsyncIterator[Any]:
+        async for chunk in self._atransform_stream_with_config(_one(input), self._astream, config, **kwargs):
+            yield chunk
+
+    def _invoke(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig,
+                **kwargs: Any) -> Any:
+        output, use_fallback, span = self._primary(input, run_manager, config, kwargs)
+        with span:
             if use_fallback:
-                return self.fallback.invoke(input, self._child(config, run_manager))
+                return self.fallback.invoke(input, self._child(config, run_manager), **kwargs)
             return output
 
-    async def _ainvoke(self, input: Any, run_manager: AsyncCallbackManagerForChainRun,
-                       config: RunnableConfig) -> Any:
-        reports: list[ResponseRecord] = []
-        output = await self.primary.ainvoke(input, self._child(config, run_manager, reports))
-        outcome, figure, use_fallback, answer = self._decide(reports)
-        with self._decisions.span(outcome, figure, self, answer):
+    async def _ainvoke(self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig,
+                       **kwargs: Any) -> Any:
+        output, use_fallback, span = await self._aprimary(input, run_manager, config, kwargs)
+        with span:
             if use_fallback:
-                return await self.fallback.ainvoke(input, self._child(config, run_manager))
+                return await self.fallback.ainvoke(input, self._child(config, run_manager), **kwargs)
             return output
+
+    def _stream(self, inputs: Iterator[Any], run_manager: CallbackManagerForChainRun, config: RunnableConfig,
+                **kwargs: Any) -> Iterator[Any]:
+        (input,) = inputs
+        output, use_fallback, span = self._primary(input, run_manager, config, kwargs)
+        with span:
+            if use_fallback:  # the fallback's answer is final: it streams as it comes
+                yield from self.fallback.stream(input, self._child(config, run_manager), **kwargs)
+            else:
+                yield output
+
+    async def _astream(self, inputs: AsyncIterator[Any], run_manager: AsyncCallbackManagerForChainRun,
+                       config: RunnableConfig, **kwargs: Any) -> AsyncIterator[Any]:
+        input = await anext(inputs)
+        output, use_fallback, span = await self._aprimary(input, run_manager, config, kwargs)
+        with span:
+            if use_fallback:
+                async for chunk in self.fallback.astream(input, self._child(config, run_manager), **kwargs):
+                    yield chunk
+            else:
+                yield output
+
+    def _primary(self, input: Any, run_manager: CallbackManagerForChainRun, config: RunnableConfig,
+                 kwargs: dict[str, Any]) -> tuple[Any, bool, AbstractContextManager[trace.Span]]:
+        """Run the primary held back from streaming consumers, decide, and release its events to
+        them when its answer is kept (also on its error: errors are not rejections)."""
+        reports: list[ResponseRecord] = []
+        callbacks = self._scored_child(run_manager, reports)
+        held = hold_streaming_consumers(callbacks)
+        try:
+            output = self.primary.invoke(input, patch_config(config, callbacks=callbacks), **kwargs)
+            outcome, figure, use_fallback, answer = self._decide(reports)
+        except BaseException as exc:
+            if held is not None and isinstance(exc, ConfidenceMissing):
+                held.drop()
+            elif held is not None:
+                held.release()
+            raise
+        if held is not None and use_fallback:
+            held.drop()
+        elif held is not None:
+            held.release()
+        return output, use_fallback, self._decisions.span(outcome, figure, self, answer)
+
+    async def _aprimary(self, input: Any, run_manager: AsyncCallbackManagerForChainRun, config: RunnableConfig,
+                        kwargs: dict[str, Any]) -> tuple[Any, bool, AbstractContextManager[trace.Span]]:
+        reports: list[ResponseRecord] = []
+        callbacks = self._scored_child(run_manager, reports)
+        held = hold_streaming_consumers(callbacks)
+        try:
+            output = await self.primary.ainvoke(input, patch_config(config, callbacks=callbacks), **kwargs)
+            outcome, figure, use_fallback, answer = self._decide(reports)
+        except BaseException as exc:
+            if held is not None and isinstance(exc, ConfidenceMissing):
+                held.drop()
+            elif held is not None:
+                await held.arelease()
+            raise
+        if held is not None and use_fallback:
+            held.drop()
+        elif held is not None:
+            await held.arelease()
+        return output, use_fallback, self._decisions.span(outcome, figure, self, answer)
 
     @staticmethod
-    def _child(config: RunnableConfig, run_manager: Any, reports: list[ResponseRecord] | None = None
-               ) -> RunnableConfig:
+    def _scored_child(run_manager: Any, reports: list[ResponseRecord]) -> Any:
+        """The primary's callbacks, with a private scorer for its model runs that exports nothing."""
         callbacks = run_manager.get_child()
-        if reports is not None:  # a private scorer for the primary's model runs, exporting nothing
-            callbacks.add_handler(ConfidenceCallbackHandler(exporters=(), on_report=reports.append), inherit=True)
-        return patch_config(config, callbacks=callbacks)
+        callbacks.add_handler(ConfidenceCallbackHandler(exporters=(), on_report=reports.append), inherit=True)
+        return callbacks
+
+    @staticmethod
+    def _child(config: RunnableConfig, run_manager: Any) -> RunnableConfig:
+        return patch_config(config, callbacks=run_manager.get_child())
 
     def _decide(self, records: list[ResponseRecord]
                 ) -> tuple[Outcome, float | None, bool, ResponseRecord | None]:
@@ -225,3 +315,7 @@ def _prometheus_counter(registry: CollectorRegistry, prefix: str) -> Counter | N
                                "decisions are not counted in Prometheus", prefix)
                 per_registry[prefix] = None
         return per_registry[prefix]
+
+
+async def _one(value: Any) -> AsyncIterator[Any]:
+    yield value
