@@ -16,12 +16,14 @@ import signal
 import threading
 
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 import observability
 from observability.attach import activation as _attach
 
-model = ChatOpenAI(model=os.environ["APP_MODEL"], base_url=os.environ["APP_BASE_URL"], api_key="unused",
-                   temperature=0, max_tokens=8, timeout=300, max_retries=0)
+# max_completion_tokens is the typed name of ChatOpenAI's max_tokens field (its alias)
+model = ChatOpenAI(model=os.environ["APP_MODEL"], base_url=os.environ["APP_BASE_URL"], api_key=SecretStr("unused"),
+                   temperature=0, max_completion_tokens=8, timeout=300, max_retries=0)
 
 model.invoke("Say one.")
 explicit = observability.ConfidenceCallbackHandler()  # default exporters, like the process-wide one

@@ -63,7 +63,7 @@ def otlp_spans(bodies: Sequence[bytes]) -> list[dict[str, Any]]:
 def otlp_metric_names(bodies: Sequence[bytes]) -> set[str]:
     from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportMetricsServiceRequest
 
-    names = set()
+    names: set[str] = set()
     for body in bodies:
         request = ExportMetricsServiceRequest()
         request.ParseFromString(body)

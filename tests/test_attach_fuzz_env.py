@@ -21,6 +21,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from langchain_openai import ChatOpenAI
+from pydantic import SecretStr
 
 from observability.attach import activation as _attach
 from observability.attach.config import VARIABLES
@@ -81,7 +82,7 @@ def provider() -> Iterator[dict[str, Any]]:
 
 
 def test_any_environment_activates_or_not_and_the_call_proceeds(busy_port: int, provider: dict[str, Any]) -> None:
-    model = ChatOpenAI(model="m", base_url=provider["base_url"], api_key="unused", max_retries=0, timeout=60)
+    model = ChatOpenAI(model="m", base_url=provider["base_url"], api_key=SecretStr("unused"), max_retries=0, timeout=60)
 
     @fuzz(60)
     @given(env=environments(busy_port), instrumentor=st.booleans())

@@ -43,7 +43,7 @@ APP_CALLS = 5  # examples/app.py: invoke, stream, batch of two, async invoke
 
 def imported_modules(path: Path) -> set[str]:
     """Top-level names of every module a script imports."""
-    names = set()
+    names: set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name.split(".")[0] for alias in node.names)

@@ -19,6 +19,7 @@ from langchain_core.messages import AIMessage
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.outputs import ChatGeneration, LLMResult
 from langchain_core.prompts import ChatPromptTemplate
+from pydantic import SecretStr
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.demo.model_server import MODEL_NAME, LocalModelServer
@@ -183,7 +184,7 @@ def test_async_stream_broken_off_is_cancelled(chat_model: Any) -> None:
             seen += bool(chunk.response_metadata.get("logprobs"))
             if seen == 3:
                 break
-        await stream.aclose()  # type: ignore[attr-defined]
+        await stream.aclose()
         return seen
 
     seen = asyncio.run(main())
@@ -216,7 +217,7 @@ def test_legacy_completions_class(local_model: LocalModelServer) -> None:
     from langchain_openai import OpenAI
 
     handler, records = make_handler()
-    llm = OpenAI(model=MODEL_NAME, base_url=local_model.base_url, api_key="unused", temperature=0,
+    llm = OpenAI(model=MODEL_NAME, base_url=local_model.base_url, api_key=SecretStr("unused"), temperature=0,
                  max_tokens=8, logprobs=3, max_retries=0)
     text = llm.invoke("The capital of France is", config={"callbacks": [handler]})
     streamed = "".join(llm.stream("The capital of France is", config={"callbacks": [handler]}))

@@ -97,6 +97,7 @@ def _mounts(service: dict[str, Any]) -> dict[str, Path]:
             source, target = volume.split(":")[:2]
             kind = "bind" if source.startswith(("/", ".")) else "volume"
         if kind == "bind":
+            assert source is not None, f"bind mount without a source: {volume}"
             mounts[target] = Path(source)
     return mounts
 

@@ -19,7 +19,7 @@ from opentelemetry.semconv._incubating.attributes import gen_ai_attributes
 from opentelemetry.semconv._incubating.metrics import gen_ai_metrics
 from prometheus_client import CollectorRegistry
 
-from observability.exporters import HISTOGRAMS, MetricLabels, OpenTelemetryMetricsExporter, PrometheusExporter
+from observability.exporters import HISTOGRAMS, Exporter, MetricLabels, OpenTelemetryMetricsExporter, PrometheusExporter
 from tests.export_support import make_record, make_report
 
 OUR_ATTRIBUTES = "llm.confidence."
@@ -57,8 +57,10 @@ def export_both(prefix: str = "llm") -> tuple[Any, CollectorRegistry]:
     provider = MeterProvider(metric_readers=[reader], shutdown_on_exit=False)
     registry = CollectorRegistry()
     labels = MetricLabels(["route"])
-    exporters = [OpenTelemetryMetricsExporter(meter_provider=provider, prefix=prefix, labels=labels),
-                 PrometheusExporter(registry=registry, prefix=prefix, labels=labels)]
+    exporters: list[Exporter] = [
+        OpenTelemetryMetricsExporter(meter_provider=provider, prefix=prefix, labels=labels),
+        PrometheusExporter(registry=registry, prefix=prefix, labels=labels),
+    ]
     for exporter in exporters:
         exporter.export(records())
     data = reader.get_metrics_data()
@@ -248,7 +250,7 @@ def check(attributes: Any, spec: dict[str, tuple[type, str]], where: str) -> lis
                 problems.append(f"{where}: {key} is a registry name the spec does not put here")
             elif not isinstance(value, spec[key][0]) or (spec[key][0] is int and isinstance(value, bool)):
                 problems.append(f"{where}: {key}={value!r} is not {spec[key][0].__name__}")
-            elif spec[key][0] is tuple and not all(isinstance(v, str) for v in value):
+            elif spec[key][0] is tuple and isinstance(value, tuple) and not all(isinstance(v, str) for v in value):
                 problems.append(f"{where}: {key} is not a string array")
         elif not (key.startswith(OUR_ATTRIBUTES) or key in OTHER_REGISTRY_KEYS or key in KNOWN_OUTSIDE_OUR_NAMESPACE):
             problems.append(f"{where}: {key} is neither a registry name nor under {OUR_ATTRIBUTES}")
@@ -302,8 +304,8 @@ def test_required_and_conditionally_required_span_attributes() -> None:
                 assert event_attributes["gen_ai.evaluation.score.label"] in ("low", "high")
                 if "gen_ai.response.id" in attributes:
                     assert event_attributes["gen_ai.response.id"] == attributes["gen_ai.response.id"]
-    streamed = [s for s in model_spans if "gen_ai.request.stream" in (s.attributes or {})]
-    assert sorted(s.attributes["gen_ai.response.time_to_first_chunk"] for s in streamed) == [0.1, 0.25]
+    streamed_spans = [s for s in model_spans if "gen_ai.request.stream" in (s.attributes or {})]
+    assert sorted(s.attributes["gen_ai.response.time_to_first_chunk"] for s in streamed_spans) == [0.1, 0.25]
     [anonymous] = [s for s in model_spans if s.name == "chat"]
     assert anonymous.attributes["gen_ai.provider.name"] == "unknown"
 
@@ -314,5 +316,5 @@ def test_the_operation_names_are_the_registrys_and_one_table() -> None:
 
     values = {member.value for member in gen_ai_attributes.GenAiOperationNameValues}
     assert set(OPERATION_NAMES.values()) <= values
-    assert _otel_spans.OPERATION_NAMES is OPERATION_NAMES  # imported, not a copy
+    assert vars(_otel_spans)["OPERATION_NAMES"] is OPERATION_NAMES  # imported, not a copy
     assert not [name for name in vars(_otel_spans) if name in ("_OPERATIONS", "OPERATIONS")]

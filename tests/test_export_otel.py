@@ -9,19 +9,22 @@ from __future__ import annotations
 import logging
 import math
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import openai
 import pytest
 from langchain_core.output_parsers import StrOutputParser
 from langchain_core.prompts import ChatPromptTemplate
+from opentelemetry.sdk.trace import Event, ReadableSpan
 from opentelemetry.trace import NoOpTracerProvider, SpanKind, StatusCode
+from opentelemetry.util.types import AnyValue
+from pydantic import SecretStr
 
 from observability import ConfidenceCallbackHandler, ResponseRecord, RunStart
 from observability.demo.model_server import MODEL_NAME
 from observability.demo.process import free_port
-from observability.exporters import HISTOGRAMS, OpenTelemetryMetricsExporter, OpenTelemetryTracingExporter
+from observability.exporters import HISTOGRAMS, Exporter, OpenTelemetryMetricsExporter, OpenTelemetryTracingExporter
 from observability.exporters._content import CAPTURE_CONTENT_ENV
 from observability.exporters._otel_spans import EVALUATION_EVENT, HEADLINE_SCORES, LOW_CONFIDENCE_TOKEN_EVENT
 from tests.export_support import SDK_REPORT_FIELDS, OtelSinks, make_record, make_report
@@ -39,10 +42,18 @@ def otel() -> Iterator[OtelSinks]:
 def handler_for(otel: OtelSinks, **span_options: Any) -> tuple[ConfidenceCallbackHandler, list[ResponseRecord]]:
     records: list[ResponseRecord] = []
     threshold = span_options.pop("low_confidence_threshold", 0.5)
-    exporters = [OpenTelemetryTracingExporter(tracer_provider=otel.tracer_provider, **span_options),
-                 OpenTelemetryMetricsExporter(meter_provider=otel.meter_provider)]
+    exporters: list[Exporter] = [
+        OpenTelemetryTracingExporter(tracer_provider=otel.tracer_provider, **span_options),
+        OpenTelemetryMetricsExporter(meter_provider=otel.meter_provider),
+    ]
     return (ConfidenceCallbackHandler(exporters=exporters, on_report=records.append,
                                       low_confidence_threshold=threshold), records)
+
+
+def attributes(item: ReadableSpan | Event) -> Mapping[str, AnyValue]:
+    """A finished SDK span's or event's attributes: typed Optional by the SDK, but always a mapping here."""
+    assert item.attributes is not None
+    return item.attributes
 
 
 def model_spans(otel: OtelSinks) -> list[Any]:
@@ -70,6 +81,7 @@ def test_chat_span_joins_the_app_trace_with_exact_attributes(otel: OtelSinks, ch
     assert attrs["gen_ai.request.temperature"] == 0.0 and attrs["gen_ai.request.max_tokens"] == 24
     assert attrs["gen_ai.response.id"] == record.response_id and record.response_id
     assert attrs["gen_ai.response.finish_reasons"] == (record.finish_reason,)
+    assert record.input_tokens is not None and record.output_tokens is not None
     assert attrs["gen_ai.usage.input_tokens"] == record.input_tokens > 0
     assert attrs["gen_ai.usage.output_tokens"] == record.output_tokens > 0
     assert attrs["llm.confidence.status"] == "ok" and attrs["llm.confidence.logprobs"] == "present"
@@ -166,10 +178,13 @@ def test_run_tree_spans_when_asked(otel: OtelSinks, chat_model: Any) -> None:
     spans = {s.name: s for s in otel.spans()}
     sequence = spans["RunnableSequence"]
     model = spans[f"chat {MODEL_NAME}"]
-    assert sequence.parent is None and sequence.attributes["llm.confidence.run.kind"] == "chain"
+    assert sequence.parent is None and attributes(sequence)["llm.confidence.run.kind"] == "chain"
     assert model.parent is not None and model.parent.span_id == sequence.context.span_id
-    assert spans["ChatPromptTemplate"].parent.span_id == sequence.context.span_id  # type: ignore[union-attr]
+    prompt = spans["ChatPromptTemplate"]
+    assert prompt.parent is not None and prompt.parent.span_id == sequence.context.span_id
     assert {s.context.trace_id for s in spans.values()} == {sequence.context.trace_id}
+    assert sequence.start_time is not None and model.start_time is not None
+    assert model.end_time is not None and sequence.end_time is not None
     assert sequence.start_time <= model.start_time <= model.end_time <= sequence.end_time
     assert records[0].trace["span_id"] == format(model.context.span_id, "016x")
     assert handler.exporters[0].open_runs == 0  # type: ignore[attr-defined]
@@ -180,7 +195,7 @@ def test_streamed_text_completion_span_and_metrics(otel: OtelSinks, local_model:
     from langchain_openai import OpenAI
 
     handler, records = handler_for(otel)
-    llm = OpenAI(model=MODEL_NAME, base_url=local_model.base_url, api_key="unused", temperature=0,
+    llm = OpenAI(model=MODEL_NAME, base_url=local_model.base_url, api_key=SecretStr("unused"), temperature=0,
                  max_tokens=8, logprobs=3, max_retries=0)
     "".join(llm.stream("The capital of France is", config={"callbacks": [handler]}))
     [record] = records
@@ -238,10 +253,12 @@ def test_bad_values_never_reach_attributes_or_histograms(otel: OtelSinks) -> Non
     spans.export([record])
     metrics.export([record])
     [span] = otel.spans()
-    assert span.name == "chat" and "llm.confidence.perplexity" not in span.attributes
-    assert "llm.confidence.mean_logprob" not in span.attributes
-    assert "llm.confidence.mean_top_margin" not in span.attributes
-    assert span.attributes["llm.confidence.sequence_probability"] == record.report.sequence_probability  # type: ignore[union-attr]
+    attrs = attributes(span)
+    assert record.report is not None
+    assert span.name == "chat" and "llm.confidence.perplexity" not in attrs
+    assert "llm.confidence.mean_logprob" not in attrs
+    assert "llm.confidence.mean_top_margin" not in attrs
+    assert attrs["llm.confidence.sequence_probability"] == record.report.sequence_probability
     collected = otel.all_metric_points()
     assert "llm.response.mean_top_margin" not in collected  # its one value was None
     [point] = collected["llm.response.sequence_probability"]
@@ -267,8 +284,8 @@ def test_several_choices_make_one_span_with_per_choice_events(otel: OtelSinks) -
                             report=make_report(sequence_probability=0.4), ended_at_ns=first.ended_at_ns + 5)
     exporter.export([first, second])
     [span] = otel.spans()
-    assert span.attributes["gen_ai.request.choice.count"] == 2 and span.end_time == second.ended_at_ns
-    scores = [(e.attributes["llm.confidence.choice_index"], e.attributes["gen_ai.evaluation.score.value"])
-              for e in span.events if e.attributes["gen_ai.evaluation.name"] == "sequence_probability"]
+    assert attributes(span)["gen_ai.request.choice.count"] == 2 and span.end_time == second.ended_at_ns
+    scores = [(attributes(e)["llm.confidence.choice_index"], attributes(e)["gen_ai.evaluation.score.value"])
+              for e in span.events if attributes(e)["gen_ai.evaluation.name"] == "sequence_probability"]
     assert scores == [(0, 0.9), (1, 0.4)]
     assert first.trace == second.trace and first.trace["span_id"] == format(span.context.span_id, "016x")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import math
 import re
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from prometheus_client import CollectorRegistry, Gauge
@@ -73,8 +73,8 @@ def test_histograms_and_counter_match_the_records(chat_model: Any) -> None:
         # every histogram has a _sum: prometheus_client drops it only for negative buckets
         assert registry.get_sample_value(f"{name}_sum", LABELS) == pytest.approx(sum(values))
         for bound in definition.buckets:
-            expected = sum(1 for v in values if v <= bound)
-            assert registry.get_sample_value(f"{name}_bucket", {**LABELS, "le": _le(bound)}) == expected
+            expected_count = sum(1 for v in values if v <= bound)
+            assert registry.get_sample_value(f"{name}_bucket", {**LABELS, "le": _le(bound)}) == expected_count
         assert registry.get_sample_value(f"{name}_bucket", {**LABELS, "le": "+Inf"}) == len(values)
 
     def total(status: str, logprobs: str) -> float | None:
@@ -112,7 +112,7 @@ def strict_families(registry: CollectorRegistry) -> dict[str, str]:
 def _le(bound: float) -> str:
     from prometheus_client.utils import floatToGoString
 
-    return floatToGoString(bound)
+    return cast(str, floatToGoString(bound))  # prometheus_client leaves it unannotated
 
 
 def test_two_handlers_on_one_registry_share_the_metrics() -> None:

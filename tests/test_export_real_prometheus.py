@@ -161,7 +161,9 @@ def test_promql_and_exemplars_on_a_real_prometheus(served_registry: tuple[Collec
               for s in series for e in s["exemplars"]}
     assert stored and {trace_id for trace_id, *_ in stored} <= our_ids
     last = ok_scored[-1]
-    value = last.report.sequence_probability  # type: ignore[union-attr]
+    assert last.report is not None
+    value = last.report.sequence_probability
+    assert value is not None
     bound = next(b for b in DEFINITIONS["response_sequence_probability"].buckets if value <= b)
     assert (last.trace["trace_id"], last.trace["span_id"], value, floatToGoString(bound)) in stored
     assert {s["seriesLabels"]["model"] for s in series} == {MODEL_NAME}

@@ -10,14 +10,15 @@ from __future__ import annotations
 
 import math
 import random
+from collections.abc import Callable
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, TypeGuard
 from uuid import uuid4
 
 from hypothesis import example, given
 from hypothesis import strategies as st
 from langchain_core.messages import AIMessage, AIMessageChunk
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, LLMResult
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, Generation, LLMResult
 from langchain_core.outputs.chat_generation import merge_chat_generation_chunks
 from opentelemetry.exporter.otlp.proto.common.trace_encoder import encode_spans
 
@@ -149,7 +150,7 @@ def test_legacy_completions_with_mismatched_lengths(tokens: list[Any], logprobs:
     assert_sane_report(score_confidence(result))
 
 
-def _well_formed(raw: Any) -> bool:
+def _well_formed(raw: Any) -> TypeGuard[int | float]:
     if isinstance(raw, bool) or not isinstance(raw, (int, float)):
         return False
     if isinstance(raw, int) and abs(raw) > 2**1023:
@@ -219,7 +220,7 @@ def callback_script(draw: st.DrawFn) -> dict[str, Any]:
         )
         extra = {"logprobs": draw(small_junk)} if draw(st.booleans()) else {}
         chunks.append((draw(st.one_of(any_text, st.none())), draw(st.sampled_from([chunk, None])), extra))
-    generations = [
+    generations: list[list[Generation]] = [
         [ChatGeneration(message=AIMessage(content=draw(any_text), response_metadata=draw(junk_dict)),
                         generation_info=draw(st.one_of(st.none(), junk_dict)))
          for _ in range(draw(st.integers(0, 3)))]
@@ -245,7 +246,8 @@ CANCELLED = (GeneratorExit(), KeyboardInterrupt())
 
 def run_script(handler: ConfidenceCallbackHandler, script: dict[str, Any]) -> None:
     run_id = uuid4()
-    start = handler.on_chat_model_start if script["kind"] == "chat" else handler.on_llm_start
+    # the same made-up arguments go to either callback, whatever its declared message type
+    start: Callable[..., None] = handler.on_chat_model_start if script["kind"] == "chat" else handler.on_llm_start
     start({"name": "Fuzz"}, [["hi"]], run_id=run_id, metadata=script["metadata"],
           invocation_params=script["params"])
     for token, chunk, extra in script["chunks"]:

@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from observability import TokenLogprob, score_confidence
+from observability.core.types import TokenLogprobs
 from observability.report.heatmap import (
     LOW_MARKS,
     probability_rgb,
@@ -106,7 +107,7 @@ def test_pieces_always_rebuild_the_text_and_show_every_token(text: str, cuts: li
 def test_summary_line_shows_the_figures() -> None:
     # p = 0.5 and 0.8: sequence p = sqrt(0.4) = 0.632, perplexity = 1/0.632 = 1.581, min p 0.5,
     # low share 0 (0.5 is not below the 0.5 threshold)
-    record = record_for([tok("Yes", 0.5), tok(".", 0.8)], model="m1")
+    record = record_for(TokenLogprobs([tok("Yes", 0.5), tok(".", 0.8)]), model="m1")
     line = summary_line(record, color=False, label="#1")
     assert line.startswith("#1 ok · m1 · 2 tokens")
     assert "sequence p 0.63" in line and "perplexity 1.58" in line and "min p 0.50" in line
@@ -117,7 +118,7 @@ def test_summary_line_shows_the_figures() -> None:
 def test_summary_line_without_logprobs_says_so() -> None:
     from dataclasses import replace
 
-    record = replace(record_for([tok("x", 0.5)]), report=None, logprobs="not_returned", status="error",
+    record = replace(record_for(TokenLogprobs([tok("x", 0.5)])), report=None, logprobs="not_returned", status="error",
                      error_type="APITimeoutError", tokens=())
     line = summary_line(record, color=False)
     assert line.startswith("error (APITimeoutError)") and "logprobs not returned" in line
@@ -131,7 +132,7 @@ def test_summary_line_names_the_least_confident_field() -> None:
 
     pieces = [("{\"", 0.99), ("city", 0.99), ("\":", 0.99), (" \"", 0.9), ("Seoul", 0.8), ("\",", 0.99),
               (" \"", 0.99), ("year", 0.99), ("\":", 0.99), (" 19", 0.3), ("48", 0.6), ("}", 0.99)]
-    tokens = [tok(text, p, ((text, math.log(p)),)) for text, p in pieces]
+    tokens = TokenLogprobs(tok(text, p, ((text, math.log(p)),)) for text, p in pieces)
     report = replace(score_confidence(tokens), fields=())
     record = replace(record_for(tokens), report=replace(report, fields=field_confidence(tokens)))
     assert [f.path for f in record.report.fields] == ["/city", "/year"]  # type: ignore[union-attr]

@@ -67,4 +67,4 @@ def test_a_moved_name_still_imports_with_a_warning_naming_its_home(name: str) ->
 
 def test_an_unknown_name_is_still_an_attribute_error() -> None:
     with pytest.raises(AttributeError, match="no_such_name"):
-        _ = observability.no_such_name  # type: ignore[attr-defined]
+        _ = observability.no_such_name

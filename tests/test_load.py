@@ -11,7 +11,8 @@ import math
 import random
 import tracemalloc
 from collections import Counter
-from typing import Any
+from collections.abc import Generator
+from typing import Any, cast
 from uuid import uuid4
 
 from langchain_core.messages import AIMessageChunk
@@ -134,7 +135,9 @@ def test_runs_whose_end_never_arrives_are_evicted_at_the_bound_and_counted() -> 
     handler = ConfidenceCallbackHandler(exporters=exporters, max_open_runs=100)
     model = FakeLogprobChatModel()
     # Streams the app started and abandoned: first chunk read, generator kept alive, never closed.
-    abandoned = [model.stream("hi", config={"callbacks": [handler]}) for _ in range(250)]
+    # (BaseChatModel.stream is a generator function, typed as returning a plain Iterator)
+    abandoned = [cast(Generator[AIMessageChunk, None, None], model.stream("hi", config={"callbacks": [handler]}))
+                 for _ in range(250)]
     for stream in abandoned:
         next(stream)
     assert handler.open_runs == 100

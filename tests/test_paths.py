@@ -372,7 +372,8 @@ def test_a_stream_cut_mid_way_counts_one_error_with_the_partial_report(path: str
         llm = llm_for(chat_model, base_url=url)
         with pytest.raises(Exception) as raised:  # which one: see the chain below
             STREAMED[path](llm, {"callbacks": [h]})
-    chain, error = [], raised.value  # the SDK's connection error, caused by the HTTP parser's own
+    chain: list[BaseException] = []
+    error: BaseException | None = raised.value  # the SDK's connection error, caused by the HTTP parser's own
     while error is not None:
         chain.append(error)
         error = error.__cause__ or error.__context__

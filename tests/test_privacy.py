@@ -191,7 +191,9 @@ def test_the_refusal_path_and_every_debug_log_hold_no_credential_or_provider_tex
 
     import httpx
     import openai
+    from langchain_core.runnables import RunnableConfig
     from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
 
     from observability.langchain import enable_logprobs as patch
     from tests.provider_support import ANSWER, APP_ERROR_MODEL, canned_provider
@@ -200,12 +202,12 @@ def test_the_refusal_path_and_every_debug_log_hold_no_credential_or_provider_tex
     # A failing exporter, so the handler logs its own failure at DEBUG on every run, the provider's
     # failed runs included (where a traceback would chain the provider's exception and its text).
     handler = ConfidenceCallbackHandler(exporters=[Failing(), *sinks.exporters(capture_content=False)])
-    config = {"callbacks": [handler]}
+    config: RunnableConfig = {"callbacks": [handler]}
     with canned_provider(marker=PROVIDER_MARKER, refuse_logprobs=True) as provider, our_log_output() as logs:
         base_url = provider["base_url"].replace("http://", f"http://alice:{URL_PASSWORD}@")
 
         def model(name: str) -> ChatOpenAI:
-            return ChatOpenAI(model=name, base_url=base_url, api_key=API_KEY, max_retries=0, timeout=60,
+            return ChatOpenAI(model=name, base_url=base_url, api_key=SecretStr(API_KEY), max_retries=0, timeout=60,
                               default_headers={"X-Proxy-Authorization": HEADER_SECRET},
                               http_async_client=httpx.AsyncClient(timeout=60))
 

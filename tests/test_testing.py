@@ -24,7 +24,7 @@ def test_fake_model_streams_one_logprob_entry_per_text_chunk_like_chatopenai() -
     assert [c.content for c in chunks] == ["A", "ß", "c", "", ""]
     entries = [c.response_metadata.get("logprobs") for c in chunks]
     assert [len(e["content"]) if e else 0 for e in entries] == [1, 1, 1, 0, 0]
-    assert entries[1]["content"][0]["bytes"] == list("ß".encode())
+    assert entries[1] is not None and entries[1]["content"][0]["bytes"] == list("ß".encode())
     assert chunks[3].response_metadata["finish_reason"] == "stop"
 
 
