@@ -4,7 +4,7 @@ Off by default, because it changes the request the app sends. Turned on process-
 ``enable_logprobs()`` (``OBSERVABILITY_ENABLE_LOGPROBS=true`` under zero-code activation) or for
 one block by ``logprobs_enabled()`` (``observe_confidence(enable_logprobs=True)``).
 
-What is patched, exactly: six methods of
+What is patched, exactly: eight methods of
 ``langchain_openai.chat_models.base.BaseChatOpenAI`` — the base of ``ChatOpenAI``,
 ``AzureChatOpenAI`` and the OpenAI-compatible chat models built on it — each replaced on the
 class by a wrapper that calls the original:
@@ -34,7 +34,7 @@ Undone by ``disable_logprobs()`` / leaving the ``logprobs_enabled()`` block: whe
 lets go, the saved original functions are put back on the class with ``setattr`` and nothing
 of ours remains on it. The legacy completions ``OpenAI`` LLM is not patched.
 
-Safety: before patching, ``incompatibility()`` checks that the six methods and
+Safety: before patching, ``incompatibility()`` checks that the first six methods and
 ``_use_responses_api`` (called by the ``_get_invocation_params`` wrapper) are defined on
 ``BaseChatOpenAI`` with the signatures seen in langchain-openai 1.x; when one is missing or
 different (a langchain-openai release renamed it), nothing is patched and one warning says so.
