@@ -24,6 +24,7 @@ from observability import _enable_logprobs as patch
 from observability._fields import logprobs_payload
 from observability._local_model import MODEL_NAME, LocalModelServer
 from observability._text import token_offsets
+from tests.attach_support import refusing_proxy
 from tests.provider_support import responses_proxy
 from tests.test_core_extract import seed_korean_payload
 
@@ -205,3 +206,73 @@ def test_the_apps_include_list_is_extended_not_replaced() -> None:
     assert payload["top_logprobs"] == params["top_logprobs"] == 2
     assert model.include == ["reasoning.encrypted_content"]  # the model's own list is not changed
     assert "logprobs" not in payload  # the Responses API has no such parameter
+
+
+@pytest.mark.real_model
+def test_a_provider_refusing_responses_logprobs_does_not_fail_the_stream(
+        local_model: LocalModelServer, reports: Any) -> None:
+    # llama.cpp's own /v1/responses behind a proxy that answers HTTP 400 to any request with logprobs
+    handler, records = reports
+    config = {"callbacks": [handler]}
+    with refusing_proxy(local_model.base_url) as proxy:
+        sync_model = responses_model(proxy["base_url"], model="refuser-responses-stream", max_tokens=8)
+        async_model = responses_model(proxy["base_url"], model="refuser-responses-astream", max_tokens=8)
+
+        async def asynchronous() -> str:
+            return "".join([chunk.text async for chunk in async_model.astream(QUESTION, config=config)])
+
+        before = patch.stats()["refusals"]
+        with patch.logprobs_enabled(top_logprobs=3):
+            streamed = "".join(chunk.text for chunk in sync_model.stream(QUESTION, config=config))
+            async_streamed = asyncio.run(asynchronous())
+        asked = [("top_logprobs" in body, RESPONSES_LOGPROBS in (body.get("include") or ()))
+                 for body in proxy["bodies"]]
+    assert streamed == async_streamed != ""
+    assert patch.stats()["refusals"] - before == 2
+    assert asked == [(True, True), (False, False)] * 2
+    assert [(r.status, r.logprobs) for r in records] == [("ok", "not_returned")] * 2
+
+
+def test_hostile_logprobs_are_skipped_and_counted_and_the_answer_is_unchanged(reports: Any) -> None:
+    handler, records = reports
+    config = {"callbacks": [handler]}
+    good = {"token": "ok", "bytes": [111, 107], "logprob": -0.5, "top_logprobs": [{"token": "ok", "logprob": -0.5}]}
+    hostile = [good,
+               {"token": "a", "bytes": [97], "logprob": float("nan"), "top_logprobs": []},
+               {"token": "b", "bytes": [98], "logprob": 5.0, "top_logprobs": []},
+               {"token": None, "bytes": [], "logprob": None, "top_logprobs": [{"token": "x", "logprob": "high"}]},
+               good]
+    with responses_proxy("", canned=hostile) as proxy, patch.logprobs_enabled():
+        model = responses_model(proxy["base_url"])
+        invoked = model.invoke(QUESTION, config=config).text
+        streamed = "".join(chunk.text for chunk in model.stream(QUESTION, config=config))
+    assert invoked == streamed == "okabok"
+    assert not handler.errors
+    for record in records:
+        assert record.status == "ok" and record.logprobs == "present"
+        assert [t.token for t in record.tokens] == ["ok", "ok"] and record.tokens.skipped == 3
+
+
+def test_our_failure_in_the_recovery_leaves_the_answer_as_it_was(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, reports: Any) -> None:
+    from observability import _responses_logprobs
+
+    def exploding(*args: Any) -> list[dict[str, Any]]:
+        raise RuntimeError("our own bug")
+
+    handler, records = reports
+    monkeypatch.setattr(_responses_logprobs, "result_entries", exploding)
+    monkeypatch.setattr(_responses_logprobs, "delta_entries", exploding)
+    monkeypatch.setattr(patch, "_failed_places", set())
+    caplog.set_level(logging.WARNING, logger="observability")
+    entries = seed_korean_payload()["content"]
+    with responses_proxy("", canned=entries) as proxy, patch.logprobs_enabled():
+        model = responses_model(proxy["base_url"])
+        answers = [model.invoke(QUESTION, config={"callbacks": [handler]}).text for _ in range(2)]
+        answers += ["".join(c.text for c in model.stream(QUESTION, config={"callbacks": [handler]})) for _ in range(2)]
+    assert answers == ["대한민국의 수도는 서울입니다."] * 4
+    assert [r.logprobs for r in records] == ["not_returned"] * 4 and not handler.errors
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        f"observability: the logprobs patch failed in {where} (RuntimeError); the app's call goes on as if "
+        "unpatched. Further failures here are not logged."
+        for where in ("_construct_lc_result_from_responses_api", "_convert_responses_chunk_to_generation_chunk")]
