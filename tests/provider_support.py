@@ -1,19 +1,26 @@
-"""A loopback OpenAI-compatible provider for the fast tier: canned answers, optional refusals.
+"""Loopback providers for the real integration packages, on 127.0.0.1.
 
-Real HTTP on 127.0.0.1 for the real ``ChatOpenAI`` client, no model: ``POST /v1/chat/completions``
-answers ``ANSWER`` (streamed as server-sent events when asked). With ``refuse_logprobs`` a request
-carrying ``logprobs``/``top_logprobs`` gets HTTP 400 naming logprobs, as providers without them
-answer; a request for the model ``app-error`` gets HTTP 400 about something else (the app's own
-mistake). Both error bodies carry ``marker``, so tests can search every output for it.
+``canned_provider``, for the fast tier: real HTTP for the real ``ChatOpenAI`` client, no model:
+``POST /v1/chat/completions`` answers ``ANSWER`` (streamed as server-sent events when asked). With
+``refuse_logprobs`` a request carrying ``logprobs``/``top_logprobs`` gets HTTP 400 naming logprobs,
+as providers without them answer; a request for the model ``app-error`` gets HTTP 400 about
+something else (the app's own mistake). Both error bodies carry ``marker``, so tests can search
+every output for it.
+
+``responses_proxy`` and ``ollama_proxy`` speak the OpenAI Responses API and Ollama's ``/api/chat``,
+answered by the bundled model: its Chat Completions logprobs, translated into that provider's
+shape, and kept in ``state["sent"]`` for the tests to compare with.
 """
 
 from __future__ import annotations
 
+import codecs
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from tests.conftest import raw_chat_stream
 from tests.http_support import QuietHandler, serving
 
 ANSWER = "Paris."
@@ -63,4 +70,179 @@ def canned_provider(marker: str = "", refuse_logprobs: bool = False) -> Iterator
 
     with serving(Handler) as root:
         state["base_url"] = f"{root}/v1"
+        yield state
+
+
+# ---- translating proxies: the bundled model's real logprobs in another provider's wire format ----
+def _chat_request(body: dict[str, Any], messages: list[dict[str, Any]], *, max_tokens: Any,
+                  top_logprobs: int | None) -> dict[str, Any]:
+    request: dict[str, Any] = {"model": body.get("model"), "messages": messages,
+                               "temperature": body.get("temperature", 0)}
+    if max_tokens is not None:
+        request["max_tokens"] = max_tokens
+    if top_logprobs is not None:
+        request.update(logprobs=True, top_logprobs=top_logprobs)
+    return request
+
+
+def _upstream_events(upstream: str, request: dict[str, Any]) -> Iterator[tuple[str, list[dict[str, Any]]]]:
+    """(content delta, logprobs entries) of each chunk of the model's streamed Chat Completion."""
+    for event in raw_chat_stream(upstream, request):
+        for choice in event.get("choices") or ():
+            content = (choice.get("delta") or {}).get("content") or ""
+            entries = (choice.get("logprobs") or {}).get("content") or []
+            if content or entries:
+                yield content, entries
+
+
+def _without_bytes(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Entries as OpenAI streams them in Responses API deltas, and as Ollama sends them: no bytes."""
+    return [{"token": e["token"], "logprob": e["logprob"],
+             "top_logprobs": [{"token": t["token"], "logprob": t["logprob"]} for t in e.get("top_logprobs") or ()]}
+            for e in entries]
+
+
+def _responses_text(content: Any) -> str:
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if isinstance(part, dict))
+
+
+@contextmanager
+def responses_proxy(upstream: str, canned: list[dict[str, Any]] | None = None) -> Iterator[dict[str, Any]]:
+    """The OpenAI Responses API (``POST /v1/responses``, JSON and server-sent events) on 127.0.0.1,
+    answered by the model behind ``upstream`` (its Chat Completions endpoint, whose logprobs are
+    translated into ``output_text`` logprobs and ``response.output_text.delta`` events), or, with
+    ``canned``, by those logprobs entries (each delta one entry, as OpenAI recorded them).
+
+    Logprobs are asked upstream only when the request has ``include=["message.output_text.logprobs"]``,
+    with its ``top_logprobs`` (0 when absent). Yields ``{"base_url", "bodies": [each request],
+    "sent": [per response, the logprobs entries it carried: with bytes when not streamed, as the
+    deltas had them when streamed]}``."""
+    state: dict[str, Any] = {"bodies": [], "sent": []}
+
+    class Handler(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            state["bodies"].append(body)
+            inputs = body["input"] if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
+            messages = [{"role": item["role"], "content": _responses_text(item["content"])} for item in inputs]
+            asked = "message.output_text.logprobs" in (body.get("include") or ())
+            request = _chat_request(body, messages, max_tokens=body.get("max_output_tokens"),
+                                    top_logprobs=(body.get("top_logprobs") or 0) if asked else None)
+            if canned is not None:  # a delta's text: the characters its token's bytes complete
+                decoder = codecs.getincrementaldecoder("utf-8")()
+                chunks = [(decoder.decode(bytes(entry["bytes"])), [entry]) for entry in canned]
+            else:
+                chunks = list(_upstream_events(upstream, request))
+            text = "".join(content for content, _ in chunks)
+            entries = [entry for _, listed in chunks for entry in listed] if asked else []
+            if body.get("stream"):
+                state["sent"].append(_without_bytes(entries))
+                self._stream(body, chunks, text, entries, asked)
+            else:
+                state["sent"].append(entries)
+                self._send("application/json", json.dumps(_response(body, text, entries)).encode())
+
+        def _stream(self, body: dict[str, Any], chunks: list[tuple[str, list[dict[str, Any]]]], text: str,
+                    entries: list[dict[str, Any]], asked: bool) -> None:
+            events: list[dict[str, Any]] = []
+            start = _response(body, "", [], status="in_progress")
+            part = {"type": "output_text", "text": "", "annotations": [], "logprobs": []}
+            events += [{"type": "response.created", "response": start},
+                       {"type": "response.in_progress", "response": start},
+                       {"type": "response.output_item.added", "output_index": 0, "item": {
+                           "id": "msg_proxy", "type": "message", "status": "in_progress", "role": "assistant",
+                           "content": []}},
+                       {"type": "response.content_part.added", "item_id": "msg_proxy", "output_index": 0,
+                        "content_index": 0, "part": part}]
+            for content, listed in chunks:
+                events.append({"type": "response.output_text.delta", "item_id": "msg_proxy", "output_index": 0,
+                               "content_index": 0, "delta": content,
+                               "logprobs": _without_bytes(listed) if asked else []})
+            done = _response(body, text, entries)
+            events += [{"type": "response.output_text.done", "item_id": "msg_proxy", "output_index": 0,
+                        "content_index": 0, "text": text, "logprobs": _without_bytes(entries)},
+                       {"type": "response.content_part.done", "item_id": "msg_proxy", "output_index": 0,
+                        "content_index": 0, "part": done["output"][0]["content"][0]},
+                       {"type": "response.output_item.done", "output_index": 0, "item": done["output"][0]},
+                       {"type": "response.completed", "response": done}]
+            stream = "".join(f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': n})}\n\n"
+                             for n, event in enumerate(events))
+            self._send("text/event-stream", stream.encode())
+
+        def _send(self, kind: str, payload: bytes) -> None:
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    with serving(Handler) as root:
+        state["base_url"] = f"{root}/v1"
+        yield state
+
+
+def _response(body: dict[str, Any], text: str, entries: list[dict[str, Any]],
+              status: str = "completed") -> dict[str, Any]:
+    """A Responses API response object holding one message with one ``output_text`` part."""
+    output = [] if status != "completed" else [{
+        "id": "msg_proxy", "type": "message", "status": "completed", "role": "assistant",
+        "content": [{"type": "output_text", "text": text, "annotations": [], "logprobs": entries}]}]
+    return {"id": "resp_proxy", "object": "response", "created_at": 0, "status": status, "model": body.get("model"),
+            "output": output, "parallel_tool_calls": False, "tool_choice": "auto", "tools": [], "error": None,
+            "incomplete_details": None, "instructions": None, "metadata": {}, "temperature": body.get("temperature"),
+            "top_p": None, "top_logprobs": body.get("top_logprobs"),
+            "usage": {"input_tokens": 3, "output_tokens": len(entries), "total_tokens": 3 + len(entries),
+                      "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}}
+
+
+@contextmanager
+def ollama_proxy(upstream: str) -> Iterator[dict[str, Any]]:
+    """Ollama's ``POST /api/chat`` on 127.0.0.1 (NDJSON, one line per chunk, a top-level ``logprobs``
+    list on each, without bytes, as Ollama sends it), answered by the model behind ``upstream``.
+    Yields ``{"host": "http://127.0.0.1:PORT", "bodies": [...], "sent": [per response, its entries]}``."""
+    state: dict[str, Any] = {"bodies": [], "sent": []}
+
+    class Handler(QuietHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self) -> None:
+            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            state["bodies"].append(body)
+            options = body.get("options") or {}
+            asked = bool(body.get("logprobs"))
+            request = _chat_request({**body, "temperature": options.get("temperature", 0)}, body["messages"],
+                                    max_tokens=options.get("num_predict"),
+                                    top_logprobs=(body.get("top_logprobs") or 0) if asked else None)
+            chunks = list(_upstream_events(upstream, request))
+            lines = []
+            for content, listed in chunks:
+                line: dict[str, Any] = {"model": body["model"], "created_at": "2026-12-07T00:00:00Z",
+                                        "message": {"role": "assistant", "content": content}, "done": False}
+                if asked:
+                    line["logprobs"] = _without_bytes(listed)
+                lines.append(line)
+            lines.append({"model": body["model"], "created_at": "2026-12-07T00:00:00Z",
+                          "message": {"role": "assistant", "content": ""}, "done": True, "done_reason": "stop",
+                          "prompt_eval_count": 3, "eval_count": len(chunks)})
+            state["sent"].append(_without_bytes([e for _, listed in chunks for e in listed]) if asked else [])
+            if body.get("stream", True):
+                payload = "".join(json.dumps(line) + "\n" for line in lines).encode()
+                kind = "application/x-ndjson"
+            else:
+                whole = {**lines[-1], "message": {"role": "assistant", "content": "".join(c for c, _ in chunks)}}
+                if asked:
+                    whole["logprobs"] = state["sent"][-1]
+                payload, kind = json.dumps(whole).encode(), "application/json"
+            self.send_response(200)
+            self.send_header("Content-Type", kind)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+    with serving(Handler) as root:
+        state["host"] = root
         yield state

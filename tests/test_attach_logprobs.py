@@ -81,14 +81,16 @@ def test_models_known_to_reject_logprobs_are_left_alone(model_name: str) -> None
     assert "logprobs" not in params
 
 
-def test_responses_api_requests_are_left_alone() -> None:
+def test_responses_api_requests_ask_in_their_own_words() -> None:
     model = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1",
                        use_responses_api=True)
     plain = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1")
     with patch.logprobs_enabled(top_logprobs=2):
         payload = model._get_request_payload([HumanMessage("hi")])
         chat_payload = plain._get_request_payload([HumanMessage("hi")])
+    # the Responses API has no `logprobs` parameter (the openai SDK rejects it): include + top_logprobs
     assert "input" in payload and "logprobs" not in payload
+    assert payload["include"] == ["message.output_text.logprobs"] and payload["top_logprobs"] == 2
     assert chat_payload["logprobs"] is True and chat_payload["top_logprobs"] == 2
 
 

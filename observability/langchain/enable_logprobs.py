@@ -4,28 +4,37 @@ Off by default, because it changes the request the app sends. Turned on process-
 ``enable_logprobs()`` (``OBSERVABILITY_ENABLE_LOGPROBS=true`` under zero-code activation) or for
 one block by ``logprobs_enabled()`` (``observe_confidence(enable_logprobs=True)``).
 
-What is patched, exactly: six methods of
+What is patched, exactly: eight methods of
 ``langchain_openai.chat_models.base.BaseChatOpenAI`` — the base of ``ChatOpenAI``,
 ``AzureChatOpenAI`` and the OpenAI-compatible chat models built on it — each replaced on the
 class by a wrapper that calls the original:
 
-- ``_get_request_payload``: when the payload is a Chat Completions request (it has
-  ``messages``; the Responses API is left alone), has neither ``logprobs`` nor ``top_logprobs``,
-  and the model is not known to reject them (``KNOWN_TO_REJECT``) nor refused them earlier in
-  this process, adds ``logprobs=True`` and ``top_logprobs=N``.
+- ``_get_request_payload``: when the payload has neither ``logprobs`` nor ``top_logprobs`` (nor,
+  for the Responses API, the ``include`` entry ``message.output_text.logprobs``), and the model
+  is not known to reject them (``KNOWN_TO_REJECT``) nor refused them earlier in this process,
+  adds ``logprobs=True`` and ``top_logprobs=N`` to a Chat Completions request, and
+  ``include += ["message.output_text.logprobs"]`` and ``top_logprobs=N`` to a Responses API one.
 - ``_get_invocation_params``: the same decision, so callbacks (and our ``logprobs`` label) see
   what was asked.
-- ``_generate``, ``_agenerate``, ``_stream``, ``_astream``: when a request we changed is
+- ``_generate``, ``_agenerate``, ``_stream``, ``_astream`` (and ``_stream_responses``,
+  ``_astream_responses``, where ``ChatOpenAI`` streams the Responses API): when a request we changed is
   answered with HTTP 400 naming logprobs, the same call is made once more without our addition,
   the model is remembered as refusing (never changed again in this process), and the refusal
   is counted in ``stats()["refusals"]`` and logged once. The user's call does not fail because of us;
   any other error is the app's and is re-raised untouched.
 
+The Responses API part also wraps two functions of ``langchain_openai.chat_models.base`` that
+hold the SDK's parsed response, to recover the logprobs langchain-openai drops
+(``observability.langchain.responses_logprobs``). It is applied only when those two functions and the two
+streaming methods have the signatures seen in langchain-openai 1.7/1.8; else Responses API
+requests are left alone (one warning naming the langchain-openai version) and Chat Completions
+are still patched.
+
 Undone by ``disable_logprobs()`` / leaving the ``logprobs_enabled()`` block: when the last user
 lets go, the saved original functions are put back on the class with ``setattr`` and nothing
 of ours remains on it. The legacy completions ``OpenAI`` LLM is not patched.
 
-Safety: before patching, ``incompatibility()`` checks that the six methods and
+Safety: before patching, ``incompatibility()`` checks that the first six methods and
 ``_use_responses_api`` (called by the ``_get_invocation_params`` wrapper) are defined on
 ``BaseChatOpenAI`` with the signatures seen in langchain-openai 1.x; when one is missing or
 different (a langchain-openai release renamed it), nothing is patched and one warning says so.
@@ -47,6 +56,9 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+from observability.langchain import responses_logprobs as responses
+from observability.langchain.payload import RESPONSES_LOGPROBS
+
 logger = logging.getLogger("observability")
 
 DEFAULT_TOP_LOGPROBS = 5
@@ -62,6 +74,7 @@ KNOWN_TO_REJECT: tuple[re.Pattern[str], ...] = (
 """Model names (matched lower-case) whose requests are never changed."""
 
 _PATCHED = ("_get_request_payload", "_get_invocation_params", "_generate", "_agenerate", "_stream", "_astream")
+_PATCHED_RESPONSES = ("_stream_responses", "_astream_responses")  # ChatOpenAI streams the Responses API here
 
 _MESSAGES: list[Any] = []  # a stand-in argument for the signature checks below
 # name -> (kind, positional arguments after self, keyword arguments): what the wrappers rely on.
@@ -73,6 +86,10 @@ _EXPECTED: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
     "_agenerate": ("coroutine", (_MESSAGES, None, None), {}),
     "_stream": ("generator", (_MESSAGES, None, None), {}),
     "_astream": ("async generator", (_MESSAGES, None, None), {}),
+}
+_EXPECTED_RESPONSES: dict[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = {
+    "_stream_responses": ("generator", (_MESSAGES, None, None), {}),
+    "_astream_responses": ("async generator", (_MESSAGES, None, None), {}),
 }
 
 
@@ -103,6 +120,7 @@ class _State:
         self.users = 0                        # enablers holding the patch: process-wide + open blocks
         self.process_top_logprobs: int | None = None
         self.originals: dict[str, Any] = {}
+        self.module_originals: dict[str, Any] = {}   # langchain_openai.chat_models.base functions
         self.refused: set[tuple[str, str]] = set()   # (base URL, model) that answered 400
         self.refusals = 0
         self.added = 0
@@ -121,6 +139,11 @@ def stats() -> dict[str, int]:
 
 def is_patched() -> bool:
     return bool(_state.originals)
+
+
+def responses_patched() -> bool:
+    """Whether Responses API requests are changed and their logprobs recovered (see the module doc)."""
+    return bool(_state.module_originals)
 
 
 def enable_logprobs(top_logprobs: int = DEFAULT_TOP_LOGPROBS) -> None:
@@ -171,9 +194,10 @@ def check_top_logprobs(value: object) -> int:
     return value
 
 
-def incompatibility(cls: Any) -> str | None:
+def incompatibility(cls: Any, expected: Mapping[str, tuple[str, tuple[Any, ...], dict[str, Any]]] = _EXPECTED,
+                    ) -> str | None:
     """Why the wrappers do not fit ``cls`` (a method missing or with another signature), or None."""
-    for name, (kind, args, kwargs) in _EXPECTED.items():
+    for name, (kind, args, kwargs) in expected.items():
         method = cls.__dict__.get(name)
         if not callable(method):
             return f"{cls.__name__}.{name} is missing"
@@ -206,29 +230,72 @@ def base_class() -> Any:
     return BaseChatOpenAI
 
 
+def responses_incompatibility(cls: Any, module: Any) -> str | None:
+    """Why the Responses API part does not fit this langchain-openai, or None."""
+    problem = incompatibility(cls, _EXPECTED_RESPONSES)
+    if problem is not None:
+        return problem
+    for name, (args, kwargs) in responses.EXPECTED.items():
+        function = getattr(module, name, None)
+        if not inspect.isfunction(function):
+            return f"{module.__name__}.{name} is missing"
+        try:
+            inspect.signature(function).bind(*args, **kwargs)
+        except (TypeError, ValueError):
+            return f"{module.__name__}.{name} does not take the arguments it took in langchain-openai 1.7/1.8"
+    return None
+
+
 def _acquire() -> None:
     if _state.users == 0:
         BaseChatOpenAI = base_class()
+        import langchain_openai.chat_models.base as module
 
         wrappers: dict[str, Callable[[Any], Any]] = {
             "_get_request_payload": _wrap_payload, "_get_invocation_params": _wrap_params,
             "_generate": _wrap_call, "_agenerate": _wrap_acall, "_stream": _wrap_stream, "_astream": _wrap_astream,
+            "_stream_responses": _wrap_stream, "_astream_responses": _wrap_astream,
         }
-        for name in _PATCHED:
+        problem = responses_incompatibility(BaseChatOpenAI, module)
+        names = _PATCHED if problem is not None else _PATCHED + _PATCHED_RESPONSES
+        for name in names:
             original = BaseChatOpenAI.__dict__[name]
             _state.originals[name] = original
             setattr(BaseChatOpenAI, name, wrappers[name](original))
+        if problem is None:
+            for name, wrap in ((responses.RESULT_FUNCTION, responses.wrap_result),
+                               (responses.CHUNK_FUNCTION, responses.wrap_chunk)):
+                original = getattr(module, name)
+                _state.module_originals[name] = original
+                setattr(module, name, wrap(original, _our_failure))
+        else:
+            _warn_once(f"observability: OpenAI Responses API requests are left alone and their logprobs not "
+                       f"recovered: {problem} (langchain-openai {_version('langchain-openai')}, a release the "
+                       "patch does not know). Chat Completions requests are still asked for logprobs.")
     _state.users += 1
 
 
 def _release() -> None:
     _state.users -= 1
     if _state.users == 0:
+        import langchain_openai.chat_models.base as module
         from langchain_openai.chat_models.base import BaseChatOpenAI
 
         for name, original in _state.originals.items():
             setattr(BaseChatOpenAI, name, original)
         _state.originals.clear()
+        for name, original in _state.module_originals.items():
+            setattr(module, name, original)
+        _state.module_originals.clear()
+
+
+def _version(distribution: str) -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(distribution)
+    except PackageNotFoundError:
+        return "of unknown version"
 
 
 # ---- the decision -----------------------------------------------------------------------------
@@ -240,6 +307,9 @@ def _top_to_add(model: Any, params: Mapping[str, Any]) -> int | None:
     if top is None:
         top = _state.process_top_logprobs
     if top is None or params.get("logprobs") is not None or params.get("top_logprobs") is not None:
+        return None
+    include = params.get("include")
+    if isinstance(include, (list, tuple)) and RESPONSES_LOGPROBS in include:
         return None
     name = str(params.get("model") or getattr(model, "model_name", "") or "").lower()
     if any(pattern.search(name) for pattern in KNOWN_TO_REJECT) or _identity(model) in _state.refused:
@@ -312,13 +382,15 @@ def _wrap_payload(original: Callable[..., dict[str, Any]]) -> Callable[..., dict
     def _get_request_payload(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         payload = original(self, *args, **kwargs)
         try:
-            top = _top_to_add(self, payload) if isinstance(payload, dict) and "messages" in payload else None
+            if not isinstance(payload, dict):
+                return payload
+            chat = "messages" in payload
+            top = _top_to_add(self, payload) if chat or ("input" in payload and responses_patched()) else None
         except Exception as exc:
             _our_failure("_get_request_payload", exc)
             return payload
         if top is not None:
-            payload["logprobs"] = True
-            payload["top_logprobs"] = top
+            payload.update(_asking(payload, top, chat))
             _state.added += 1
             call = _current_call.get()
             if call is not None:
@@ -328,13 +400,23 @@ def _wrap_payload(original: Callable[..., dict[str, Any]]) -> Callable[..., dict
     return _get_request_payload
 
 
+def _asking(request: Mapping[str, Any], top: int, chat: bool) -> dict[str, Any]:
+    """What we add to a request (or its invocation parameters) to ask for ``top`` alternatives."""
+    if chat:
+        return {"logprobs": True, "top_logprobs": top}
+    include = request.get("include")
+    return {"include": [*(include if isinstance(include, (list, tuple)) else ()), RESPONSES_LOGPROBS],
+            "top_logprobs": top}
+
+
 def _wrap_params(original: Callable[..., dict[str, Any]]) -> Callable[..., dict[str, Any]]:
     def _get_invocation_params(self: Any, *args: Any, **kwargs: Any) -> dict[str, Any]:
         params = original(self, *args, **kwargs)
         try:
             top = _top_to_add(self, params)
-            if top is not None and not self._use_responses_api(params):
-                return {**params, "logprobs": True, "top_logprobs": top}
+            chat = not self._use_responses_api(params)
+            if top is not None and (chat or responses_patched()):
+                return {**params, **_asking(params, top, chat)}
         except Exception as exc:
             _our_failure("_get_invocation_params", exc)
         return params

@@ -54,6 +54,7 @@ from observability.langchain.payload import (
     choices,
     error_type_name,
     logprobs_payload,
+    logprobs_requested,
     response_id,
     run_name,
 )
@@ -62,7 +63,6 @@ logger = logging.getLogger("observability")
 logger.addHandler(logging.NullHandler())
 
 DEFAULT_MAX_OPEN_RUNS = 10_000
-_REQUEST_KEYS = ("logprobs", "top_logprobs", "response_logprobs")
 _FINISH_KEYS = ("finish_reason", "done_reason", "stop_reason")
 _CANCELLED = (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)
 
@@ -321,7 +321,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             request_model=as_text(metadata.get("ls_model_name") or params.get("model") or params.get("model_name")),
             temperature=as_number(metadata.get("ls_temperature", params.get("temperature"))),
             max_tokens=as_int(metadata.get("ls_max_tokens", params.get("max_tokens"))),
-            logprobs_requested=any(params.get(k) not in (None, False) for k in _REQUEST_KEYS),
+            logprobs_requested=logprobs_requested(params, serialized),
             metadata=metadata,
             question=question if isinstance(question, str) else None,
         )

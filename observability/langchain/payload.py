@@ -6,6 +6,7 @@ providers and versions, and a surprise must cost a field, never the record.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,14 +35,68 @@ def response_id(meta: Mapping[str, Any], llm_output: Mapping[str, Any], message:
 
 
 def logprobs_payload(generation: Any) -> Any:
-    """The logprobs a provider attached to one generation, wherever it put them."""
-    for source in (getattr(generation, "generation_info", None),
-                   getattr(getattr(generation, "message", None), "response_metadata", None)):
+    """The logprobs a provider attached to one generation, wherever it put them: in
+    ``generation_info`` or ``response_metadata`` (every integration today, and the OpenAI Responses
+    API once recovered, see ``observability.langchain.responses_logprobs``), else on the message's content
+    blocks (``{"type": "text", "text": ..., "logprobs": [...]}``, where a langchain-openai that
+    reads the Responses API's logprobs itself may put them, langchain#36211)."""
+    message = getattr(generation, "message", None)
+    for source in (getattr(generation, "generation_info", None), getattr(message, "response_metadata", None)):
         if isinstance(source, Mapping):
             for key in PAYLOAD_KEYS:
                 if source.get(key) is not None:
                     return source[key]
+    content = getattr(message, "content", None)
+    if type(content) is list:
+        blocks = [block["logprobs"] for block in content
+                  if type(block) is dict and block.get("type") in _TEXT_BLOCKS and type(block.get("logprobs")) is list]
+        if blocks:
+            return [entry for entries in blocks for entry in entries]
     return None
+
+
+_TEXT_BLOCKS = ("text", "output_text")
+
+_ASKING_KEYS = ("logprobs", "top_logprobs", "response_logprobs")
+RESPONSES_LOGPROBS = "message.output_text.logprobs"
+"""The Responses API's ``include`` entry that asks for logprobs."""
+# A model LangChain cannot serialise (ChatOllama) reaches the callbacks only as its repr, in which
+# pydantic writes the fields set on the constructor: ``ChatOllama(model='x', logprobs=True, ...)``.
+_ASKING_REPR = re.compile(r"[(,] ?(?:logprobs=(?:True|[1-9])|top_logprobs=[1-9]|response_logprobs=True)\b")
+
+
+def logprobs_requested(params: Mapping[str, Any], serialized: Any) -> bool:
+    """Whether the model call asked for logprobs, however the app asked.
+
+    ``params`` is the run's ``invocation_params`` (``.bind(...)`` arguments, and the constructor
+    fields of the integrations that copy them there); it decides when it names any of
+    ``logprobs`` / ``top_logprobs`` / ``response_logprobs`` (so ``.bind(logprobs=False)`` wins over
+    a constructor's ``logprobs=True``) or has the Responses API's ``include`` entry. Else
+    ``model_kwargs`` (in the params, or on the constructor), then the constructor fields in
+    ``serialized`` (``kwargs`` for a serialisable model, the ``repr`` for another: ChatOllama's
+    ``logprobs=True`` is found nowhere else)."""
+    decided = _asks(params)
+    if decided is not None:
+        return decided
+    serialized = as_mapping(serialized)
+    constructor = as_mapping(serialized.get("kwargs"))
+    for source in (as_mapping(params.get("model_kwargs")), constructor, as_mapping(constructor.get("model_kwargs"))):
+        decided = _asks(source)
+        if decided is not None:
+            return decided
+    shown = serialized.get("repr") if serialized.get("type") == "not_implemented" else None
+    return isinstance(shown, str) and _ASKING_REPR.search(shown) is not None
+
+
+def _asks(source: Mapping[str, Any]) -> bool | None:
+    """True/False when ``source`` says whether logprobs are asked for; None when it is silent."""
+    include = source.get("include")
+    if isinstance(include, (list, tuple)) and RESPONSES_LOGPROBS in include:
+        return True
+    values = [source.get(key) for key in _ASKING_KEYS if source.get(key) is not None]
+    if not values:
+        return None
+    return any(value not in (False, 0) for value in values)
 
 
 def run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) -> str:
