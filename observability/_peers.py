@@ -5,9 +5,9 @@ Two parts, both process-wide and both guarded:
 - **Order.** Both peers add their handler when a callback manager is built, before the handlers
   that LangChain's ``configure()`` adds later (our hooks), and end their span inside their own
   ``on_llm_end``. So that our confidence is on their span before it ends, every model run's
-  manager (``CallbackManagerForLLMRun`` / ``AsyncCallbackManagerForLLMRun``) gets our handlers
-  moved to the front of its ``handlers`` when a known peer handler comes before them: end and
-  error events then reach us first, whichever way each handler was attached. This is an
+  manager (``CallbackManagerForLLMRun`` / ``AsyncCallbackManagerForLLMRun``) gets the known peer
+  handlers that come before ours moved to just behind our last one (nothing else moves): end and
+  error events then reach us before the peer, whichever way each handler was attached. This is an
   ``__init__`` added to those two classes (neither defines one; the peers wrap
   ``BaseCallbackManager.__init__``, which run managers do not inherit), removed by ``uninstall``.
 - **Lookup.** The same ``__init__`` remembers the peer handlers it sees; ``peer_spans(run_id)``
@@ -83,10 +83,14 @@ def _ours(handler: Any) -> bool:
 
 
 def _reorder(manager: Any) -> None:
-    """Move our handlers before the first peer handler in this model run's handler list."""
+    """Move the peer handlers that come before our last handler to just behind it.
+
+    Only peers move, and only later: every other handler (the app's, ours) keeps its place relative
+    to the others, and the peers keep their order among themselves. So an app handler that ran
+    before ours without a peer still does with one."""
     handlers = manager.handlers
-    first_peer = None
     last_ours = -1
+    peers: list[int] = []
     for index, handler in enumerate(handlers):
         if _ours(handler):
             last_ours = index
@@ -94,12 +98,14 @@ def _reorder(manager: Any) -> None:
             peer = _peer_of(handler)
             if peer is not None:
                 _seen[peer] = handler
-                if first_peer is None:
-                    first_peer = index
-    if first_peer is None or last_ours < first_peer:
+                peers.append(index)
+    early = [index for index in peers if index < last_ours]
+    if not early:
         return
+    moved = set(early)
+    reordered = [h for index, h in enumerate(handlers[:last_ours + 1]) if index not in moved]
     # A new list: the run manager shares its parent manager's list, which stays as it was.
-    manager.handlers = [*(h for h in handlers if _ours(h)), *(h for h in handlers if not _ours(h))]
+    manager.handlers = [*reordered, *(handlers[index] for index in early), *handlers[last_ours + 1:]]
 
 
 def _make_init(cls: type[Any]) -> Callable[..., None]:

@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from opentelemetry.sdk.trace import ReadableSpan
 
 from observability import ConfidenceCallbackHandler, ResponseRecord, _peers, observe_confidence
@@ -318,3 +318,40 @@ def test_in_phoenix_one_llm_span_with_openinferences_attributes_and_ours(
     evaluations = {e["attributes"]["gen_ai.evaluation.name"]: e["attributes"]["gen_ai.evaluation.score.value"]
                    for e in span["events"] if e["name"] == EVALUATION_EVENT}
     assert evaluations == {name: pytest.approx(getattr(report, name)) for name in HEADLINE_SCORES}
+
+
+class EndOrder(BaseCallbackHandler):
+    """An app's own handler: notes when it saw the model run end."""
+
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name, self.seen = name, seen
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.seen.append(self.name)
+
+
+@pytest.mark.parametrize("attach", ["explicit", "observe_confidence"])
+@pytest.mark.parametrize("peer", [None, "openinference", "openllmetry"])
+def test_a_peer_does_not_change_the_order_of_the_apps_handlers(
+        peer: str | None, attach: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
+    """Issue 25 item 11: only the peer moves behind us; the app's handlers around ours keep their places."""
+    if peer is not None:
+        instrument(peer)
+    seen: list[str] = []
+    exporters = default_exporters(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+                                  registry=telemetry.registry)
+    ours = ConfidenceCallbackHandler(exporters=exporters, on_report=lambda record: seen.append("ours"))
+    before, after = EndOrder("app before", seen), EndOrder("app after", seen)
+    llm = chat_model(max_tokens=MAX_TOKENS).bind(logprobs=True, top_logprobs=2)
+    if attach == "explicit":
+        llm.invoke(QUESTION, config={"callbacks": [before, ours, after]})
+        expected = ["app before", "ours", "app after"]
+    else:
+        with observe_confidence(exporters=exporters, on_report=lambda record: seen.append("ours")):
+            llm.invoke(QUESTION, config={"callbacks": [before, after]})
+        expected = ["app before", "app after", "ours"]  # configure() adds the hook's handler last
+    assert seen == expected
+    (span,) = telemetry.spans()
+    assert confidence(span)["llm.confidence.status"] == "ok"  # the peer still ends its span after us
+    if peer is not None:
+        assert span.name == PEER_SPAN_NAMES[peer]
