@@ -12,12 +12,15 @@ Two parts, both process-wide and both guarded:
   ``BaseCallbackManager.__init__``, which run managers do not inherit), removed by ``uninstall``.
 - **Lookup.** The same ``__init__`` remembers the peer handlers it sees; ``peer_spans(run_id)``
   asks each for its live span of that run through the peer's own run-to-span map (OpenInference:
-  ``OpenInferenceTracer.get_span``; OpenLLMetry: ``TraceloopCallbackHandler.spans[run_id].span``).
+  ``OpenInferenceTracer.get_span``; OpenLLMetry: ``TraceloopCallbackHandler.spans[run_id].span``;
+  OpenTelemetry's official instrumentation: ``OpenTelemetryLangChainCallbackHandler.
+  _invocation_manager.get_invocation(run_id).span``).
 
 A peer whose internals no longer look as expected (a class, method or map renamed) is logged
 once, by peer name, and answered with ``BROKEN``: the exporter then makes its own span, as if
-there were no peer. Measured with openinference-instrumentation-langchain 0.1.80 and
-opentelemetry-instrumentation-langchain 0.62.4 (docs/peer-tracers.md).
+there were no peer. Measured with openinference-instrumentation-langchain 0.1.80,
+opentelemetry-instrumentation-langchain 0.62.4 and opentelemetry-instrumentation-genai-langchain
+1.3b0 (docs/peer-tracers.md).
 """
 
 from __future__ import annotations
@@ -32,9 +35,11 @@ logger = logging.getLogger("observability")
 
 OPENINFERENCE = "openinference"
 OPENLLMETRY = "openllmetry"
+OTEL_GENAI = "opentelemetry-genai"
 _PEER_MODULES = {  # module prefix → (peer, handler class name)
     "openinference.instrumentation.langchain": (OPENINFERENCE, "OpenInferenceTracer"),
     "opentelemetry.instrumentation.langchain": (OPENLLMETRY, "TraceloopCallbackHandler"),
+    "opentelemetry.instrumentation.genai.langchain": (OTEL_GENAI, "OpenTelemetryLangChainCallbackHandler"),
 }
 
 
@@ -172,6 +177,13 @@ def _openinference_span(tracer: Any, run_id: UUID) -> Any:
     return tracer.get_span(run_id)
 
 
+def _otel_genai_span(handler: Any, run_id: UUID) -> Any:
+    """The official instrumentation keeps one util-genai invocation per run; a model run's is an
+    ``InferenceInvocation`` whose ``span`` it ends in ``stop()`` / ``fail()``."""
+    invocation = handler._invocation_manager.get_invocation(run_id)
+    return None if invocation is None else invocation.span
+
+
 def _openllmetry_span(handler: Any, run_id: UUID) -> Any:
     spans = handler.spans
     if not isinstance(spans, Mapping):
@@ -181,4 +193,5 @@ def _openllmetry_span(handler: Any, run_id: UUID) -> Any:
 
 
 _LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {OPENINFERENCE: _openinference_span,
-                                                   OPENLLMETRY: _openllmetry_span}
+                                                   OPENLLMETRY: _openllmetry_span,
+                                                   OTEL_GENAI: _otel_genai_span}

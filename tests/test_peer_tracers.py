@@ -29,7 +29,9 @@ pytestmark = pytest.mark.real_model
 
 QUESTION = "What is the capital of France? One word."
 MAX_TOKENS = 8
-PEER_SPAN_NAMES = {"openinference": "ChatOpenAI", "openllmetry": "ChatOpenAI.chat"}
+PEER_SPAN_NAMES = {"openinference": "ChatOpenAI", "openllmetry": "ChatOpenAI.chat",
+                   "opentelemetry-genai": "chat smollm2-135m"}  # the official one names it as we do
+PEERS = list(PEER_SPAN_NAMES)
 
 
 @pytest.fixture
@@ -44,6 +46,10 @@ def instrumentor(peer: str) -> Any:
         from openinference.instrumentation.langchain import LangChainInstrumentor
 
         return LangChainInstrumentor()
+    if peer == "opentelemetry-genai":
+        from opentelemetry.instrumentation.genai.langchain import LangChainInstrumentor as OfficialInstrumentor
+
+        return OfficialInstrumentor()
     from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 
     return LangchainInstrumentor()
@@ -123,6 +129,10 @@ def run_once(chat_model: Any, telemetry: InMemoryTelemetry, *, how: str = "invok
     return records
 
 
+def is_ours(span: ReadableSpan) -> bool:
+    return span.instrumentation_scope is not None and span.instrumentation_scope.name == INSTRUMENTATION_SCOPE
+
+
 def confidence(span: ReadableSpan) -> dict[str, Any]:
     return {k: v for k, v in (span.attributes or {}).items() if k.startswith("llm.confidence.")}
 
@@ -150,6 +160,11 @@ def assert_is_peers(span: ReadableSpan, peer: str) -> None:
     if peer == "openinference":
         assert attributes["openinference.span.kind"] == "LLM"
         assert "output.value" in attributes  # the peer's own attributes are all there
+    elif peer == "opentelemetry-genai":
+        assert attributes["gen_ai.operation.name"] == "chat"
+        assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+        assert span.instrumentation_scope is not None
+        assert span.instrumentation_scope.name == "opentelemetry.instrumentation.genai.langchain"
     else:
         assert attributes["gen_ai.operation.name"] == "chat"
         assert attributes["gen_ai.response.finish_reasons"] == ("stop",) or "gen_ai.request.model" in attributes
@@ -159,7 +174,7 @@ def assert_is_peers(span: ReadableSpan, peer: str) -> None:
 
 @pytest.mark.parametrize("attach", ["explicit", "observe_confidence"])
 @pytest.mark.parametrize("how", ["invoke", "stream", "ainvoke", "astream"])
-@pytest.mark.parametrize("peer", ["openinference", "openllmetry"])
+@pytest.mark.parametrize("peer", PEERS)
 def test_one_call_gives_one_llm_span_the_peers_with_our_confidence(
         peer: str, how: str, attach: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
     instrument(peer)
@@ -172,7 +187,7 @@ def test_one_call_gives_one_llm_span_the_peers_with_our_confidence(
     assert telemetry.sample("llm_responses_total", status="ok") == 1  # metrics as without a peer
 
 
-@pytest.mark.parametrize("peer", ["openinference", "openllmetry"])
+@pytest.mark.parametrize("peer", PEERS)
 def test_a_failed_call_gives_the_peers_span_our_error_record(
         peer: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
     instrument(peer)
@@ -194,15 +209,16 @@ def test_without_a_peer_our_own_span(how: str, instrument: Any, telemetry: InMem
     assert_carries(span, record)
 
 
-@pytest.mark.parametrize("peer", ["openinference", "openllmetry"])
+@pytest.mark.parametrize("peer", PEERS)
 def test_never_keeps_our_own_span_beside_the_peers(peer: str, instrument: Any, telemetry: InMemoryTelemetry,
                                                    chat_model: Any) -> None:
     instrument(peer)
     (record,) = run_once(chat_model, telemetry, attach="observe_confidence", peer_spans="never")
-    spans = {span.name: span for span in telemetry.spans()}
+    spans = telemetry.spans()
     assert len(spans) == 2
-    assert confidence(spans.pop(PEER_SPAN_NAMES[peer])) == {}
-    (ours,) = spans.values()
+    (ours,) = [span for span in spans if is_ours(span)]
+    (theirs,) = [span for span in spans if not is_ours(span)]
+    assert theirs.name == PEER_SPAN_NAMES[peer] and confidence(theirs) == {}
     assert_carries(ours, record)
 
 
@@ -237,28 +253,33 @@ def test_a_renamed_peer_map_falls_back_to_our_span_and_warns_once(
     assert "openinference" in warnings[0].getMessage() and "AttributeError" in warnings[0].getMessage()
 
 
+@pytest.mark.parametrize("peer", ["openllmetry", "opentelemetry-genai"])
 def test_a_renamed_peer_handler_class_falls_back_to_our_span_and_warns_once(
-        instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any, caplog: pytest.LogCaptureFixture) -> None:
+        peer: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry.instrumentation.genai.langchain.callback_handler import OpenTelemetryLangChainCallbackHandler
     from opentelemetry.instrumentation.langchain.callback_handler import TraceloopCallbackHandler
 
-    instrument("openllmetry")
-    TraceloopCallbackHandler.__name__ = "TraceloopCallbackHandlerV2"  # a release that renames its handler
+    handler_class = TraceloopCallbackHandler if peer == "openllmetry" else OpenTelemetryLangChainCallbackHandler
+    name = handler_class.__name__
+    instrument(peer)
+    handler_class.__name__ = f"{name}V2"  # a release that renames its handler
     try:
         with caplog.at_level(logging.WARNING, logger="observability"):
             records = run_once(chat_model, telemetry, attach="observe_confidence") + run_once(chat_model, telemetry)
     finally:
-        TraceloopCallbackHandler.__name__ = "TraceloopCallbackHandler"
+        handler_class.__name__ = name
     spans = telemetry.spans()
-    ours = [span for span in spans if span.name.startswith("chat ")]
+    ours = [span for span in spans if is_ours(span)]
     assert len(spans) == 4 and len(ours) == 2
     for span, record in zip(ours, records, strict=True):
         assert_carries(span, record)
+    assert all(confidence(span) == {} for span in spans if not is_ours(span))
     warnings = [r for r in caplog.records if r.name == "observability" and r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "openllmetry" in warnings[0].getMessage()
+    assert len(warnings) == 1 and peer in warnings[0].getMessage()
 
 
-@pytest.mark.parametrize("peers", [["openinference"], ["openllmetry"], ["openinference", "openllmetry"]],
-                         ids=["openinference", "openllmetry", "both"])
+@pytest.mark.parametrize("peers", [*([peer] for peer in PEERS), PEERS], ids=[*PEERS, "all"])
 def test_a_model_inside_a_chain_puts_confidence_on_each_peers_llm_span_only(
         peers: list[str], instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
     from langchain_core.prompts import ChatPromptTemplate
@@ -271,7 +292,10 @@ def test_a_model_inside_a_chain_puts_confidence_on_each_peers_llm_span_only(
     with observe_confidence(exporters=telemetry.exporters(), on_report=records.append):
         chain.invoke({"question": QUESTION})
     spans = telemetry.spans()
-    assert len(spans) == 3 * len(peers)  # prompt, model, sequence: each peer's; none of ours
+    assert not any(is_ours(span) for span in spans)
+    # Each peer's spans: OpenInference and OpenLLMetry trace prompt, model and sequence; the official
+    # instrumentation the model and the sequence (a workflow span).
+    assert len(spans) == sum(2 if peer == "opentelemetry-genai" else 3 for peer in peers)
     carrying = {span.name: span for span in spans if confidence(span)}
     assert set(carrying) == {PEER_SPAN_NAMES[peer] for peer in peers}
     (record,) = records
@@ -331,7 +355,7 @@ class EndOrder(BaseCallbackHandler):
 
 
 @pytest.mark.parametrize("attach", ["explicit", "observe_confidence"])
-@pytest.mark.parametrize("peer", [None, "openinference", "openllmetry"])
+@pytest.mark.parametrize("peer", [None, *PEERS])
 def test_a_peer_does_not_change_the_order_of_the_apps_handlers(
         peer: str | None, attach: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
     """Issue 25 item 11: only the peer moves behind us; the app's handlers around ours keep their places."""
