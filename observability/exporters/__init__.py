@@ -1,7 +1,8 @@
 """Exporters: where finished ``ResponseRecord``s go. Each knows its SDK, nothing of LangChain.
 
 ``default_exporters()`` is the standard set, in order: OpenTelemetry spans (first: it fills
-``record.trace`` for the exemplars of the others), OpenTelemetry metrics, Prometheus metrics.
+``record.trace`` for the exemplars of the others), the figures on the runs of LangSmith, Langfuse
+and MLflow when they trace the same model run, OpenTelemetry metrics, Prometheus metrics.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from opentelemetry.metrics import MeterProvider
 from opentelemetry.trace import TracerProvider
 from prometheus_client import CollectorRegistry
 
+from observability._tracer_runs import TracerRunsExporter
 from observability._types import Exporter
 from observability.exporters._content import CAPTURE_CONTENT_ENV
 from observability.exporters._definitions import DEFAULT_PREFIX, HISTOGRAMS, HistogramDefinition
@@ -44,7 +46,7 @@ def default_exporters(*, tracer_provider: TracerProvider | None = None,
                       metadata_labels: Iterable[str] = (),
                       max_label_values: int = DEFAULT_MAX_LABEL_VALUES,
                       field_paths: Iterable[str] = (), peer_spans: PeerSpans = "auto") -> list[Exporter]:
-    """The exporters a handler gets when none are given: spans, OTel metrics, Prometheus metrics.
+    """The exporters a handler gets when none are given: spans, other tracers' runs, OTel metrics, Prometheus metrics.
 
     Every sink defaults to the process-wide one (global tracer and meter providers,
     prometheus_client's ``REGISTRY``). ``metadata_labels`` / ``max_label_values`` are shared by
@@ -52,12 +54,16 @@ def default_exporters(*, tracer_provider: TracerProvider | None = None,
     ``field_paths`` (JSON Pointers such as ``("/name", "/age")``, ``*`` for any one segment) are the
     fields of JSON answers whose least likely token is observed per path in both metric systems;
     every field still gets its span event. ``peer_spans`` says where a run's confidence goes when
-    OpenInference or OpenLLMetry traces it too (see ``OpenTelemetryTracingExporter``).
+    another tracer traces it too (see ``OpenTelemetryTracingExporter``); with ``"never"`` the runs
+    of LangSmith, Langfuse and MLflow are left as they are as well (docs/peer-tracers.md).
     """
     labels = MetricLabels(metadata_labels, max_label_values=max_label_values, field_paths=field_paths)
-    return [
+    exporters: list[Exporter] = [
         OpenTelemetryTracingExporter(tracer_provider=tracer_provider, capture_content=capture_content,
                                      trace_run_tree=trace_run_tree, peer_spans=peer_spans),
         OpenTelemetryMetricsExporter(meter_provider=meter_provider, prefix=prefix, labels=labels),
         PrometheusExporter(registry=registry, prefix=prefix, labels=labels),
     ]
+    if peer_spans != "never":
+        exporters.insert(1, TracerRunsExporter())
+    return exporters
