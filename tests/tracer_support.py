@@ -119,3 +119,64 @@ def langsmith_endpoint(*, slow: bool = False) -> Iterator[Received]:
             yield received
         finally:
             received.release.set()
+
+
+def _otlp_spans(body: bytes) -> list[dict[str, Any]]:
+    """An OTLP/HTTP protobuf trace export, decoded: one dict per span (name, ids in hex, scope, attributes)."""
+    from google.protobuf.json_format import MessageToDict
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    request = ExportTraceServiceRequest()
+    request.ParseFromString(body)
+    spans = []
+    for resource_spans in request.resource_spans:
+        for scope_spans in resource_spans.scope_spans:
+            for span in scope_spans.spans:
+                attributes = {}
+                for attribute in span.attributes:
+                    value = MessageToDict(attribute.value)
+                    attributes[attribute.key] = next(iter(value.values())) if value else None
+                spans.append({"name": span.name, "trace_id": span.trace_id.hex(), "span_id": span.span_id.hex(),
+                              "scope": scope_spans.scope.name, "attributes": attributes,
+                              "events": [event.name for event in span.events]})
+    return spans
+
+
+@contextmanager
+def langfuse_endpoint() -> Iterator[Received]:
+    """A Langfuse API on 127.0.0.1: OTLP/HTTP protobuf at ``/api/public/otel/v1/traces`` (kept as
+    ``("span", decoded span)`` parts) and score ingestion at ``/api/public/scores`` (``("score", item)``)."""
+    received = Received()
+
+    class Handler(QuietHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            path = self.path.split("?")[0]
+            with received.lock:
+                received.requests.append(f"POST {path}")
+            if self.headers.get("Content-Encoding") == "gzip":
+                import gzip
+
+                body = gzip.decompress(body)
+            if path.endswith("/otel/v1/traces"):
+                parts: list[tuple[str, Any]] = [("span", span) for span in _otlp_spans(body)]
+                answer, content_type = b"", "application/x-protobuf"
+            else:
+                parts = [("score", item) for item in json.loads(body)] if path.endswith("/scores") else []
+                answer, content_type = json.dumps({"message": "Accepted"}).encode(), "application/json"
+            with received.lock:
+                received.parts.extend(parts)
+            self.send_response(202 if path.endswith("/scores") else 200)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(answer)))
+            self.end_headers()
+            self.wfile.write(answer)
+
+        def do_GET(self) -> None:
+            self.send_response(404)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+    with serving(Handler) as url:
+        received.url = url
+        yield received
