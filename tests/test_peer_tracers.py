@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from langchain_core.callbacks import BaseCallbackManager
+from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from opentelemetry.sdk.trace import ReadableSpan
 
 from observability import ConfidenceCallbackHandler, ResponseRecord, observe_confidence
@@ -30,7 +30,9 @@ pytestmark = pytest.mark.real_model
 
 QUESTION = "What is the capital of France? One word."
 MAX_TOKENS = 8
-PEER_SPAN_NAMES = {"openinference": "ChatOpenAI", "openllmetry": "ChatOpenAI.chat"}
+PEER_SPAN_NAMES = {"openinference": "ChatOpenAI", "openllmetry": "ChatOpenAI.chat",
+                   "opentelemetry-genai": "chat smollm2-135m"}  # the official one names it as we do
+PEERS = list(PEER_SPAN_NAMES)
 
 
 @pytest.fixture
@@ -45,6 +47,10 @@ def instrumentor(peer: str) -> Any:
         from openinference.instrumentation.langchain import LangChainInstrumentor
 
         return LangChainInstrumentor()
+    if peer == "opentelemetry-genai":
+        from opentelemetry.instrumentation.genai.langchain import LangChainInstrumentor as OfficialInstrumentor
+
+        return OfficialInstrumentor()
     from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 
     return LangchainInstrumentor()
@@ -124,6 +130,10 @@ def run_once(chat_model: Any, telemetry: InMemoryTelemetry, *, how: str = "invok
     return records
 
 
+def is_ours(span: ReadableSpan) -> bool:
+    return span.instrumentation_scope is not None and span.instrumentation_scope.name == INSTRUMENTATION_SCOPE
+
+
 def confidence(span: ReadableSpan) -> dict[str, Any]:
     return {k: v for k, v in (span.attributes or {}).items() if k.startswith("llm.confidence.")}
 
@@ -151,6 +161,11 @@ def assert_is_peers(span: ReadableSpan, peer: str) -> None:
     if peer == "openinference":
         assert attributes["openinference.span.kind"] == "LLM"
         assert "output.value" in attributes  # the peer's own attributes are all there
+    elif peer == "opentelemetry-genai":
+        assert attributes["gen_ai.operation.name"] == "chat"
+        assert attributes["gen_ai.response.finish_reasons"] == ("stop",)
+        assert span.instrumentation_scope is not None
+        assert span.instrumentation_scope.name == "opentelemetry.instrumentation.genai.langchain"
     else:
         assert attributes["gen_ai.operation.name"] == "chat"
         assert attributes["gen_ai.response.finish_reasons"] == ("stop",) or "gen_ai.request.model" in attributes
@@ -160,7 +175,7 @@ def assert_is_peers(span: ReadableSpan, peer: str) -> None:
 
 @pytest.mark.parametrize("attach", ["explicit", "observe_confidence"])
 @pytest.mark.parametrize("how", ["invoke", "stream", "ainvoke", "astream"])
-@pytest.mark.parametrize("peer", ["openinference", "openllmetry"])
+@pytest.mark.parametrize("peer", PEERS)
 def test_one_call_gives_one_llm_span_the_peers_with_our_confidence(
         peer: str, how: str, attach: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
     instrument(peer)
@@ -173,7 +188,7 @@ def test_one_call_gives_one_llm_span_the_peers_with_our_confidence(
     assert telemetry.sample("llm_responses_total", status="ok") == 1  # metrics as without a peer
 
 
-@pytest.mark.parametrize("peer", ["openinference", "openllmetry"])
+@pytest.mark.parametrize("peer", PEERS)
 def test_a_failed_call_gives_the_peers_span_our_error_record(
         peer: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
     instrument(peer)
@@ -195,15 +210,16 @@ def test_without_a_peer_our_own_span(how: str, instrument: Any, telemetry: InMem
     assert_carries(span, record)
 
 
-@pytest.mark.parametrize("peer", ["openinference", "openllmetry"])
+@pytest.mark.parametrize("peer", PEERS)
 def test_never_keeps_our_own_span_beside_the_peers(peer: str, instrument: Any, telemetry: InMemoryTelemetry,
                                                    chat_model: Any) -> None:
     instrument(peer)
     (record,) = run_once(chat_model, telemetry, attach="observe_confidence", peer_spans="never")
-    spans = {span.name: span for span in telemetry.spans()}
+    spans = telemetry.spans()
     assert len(spans) == 2
-    assert confidence(spans.pop(PEER_SPAN_NAMES[peer])) == {}
-    (ours,) = spans.values()
+    (ours,) = [span for span in spans if is_ours(span)]
+    (theirs,) = [span for span in spans if not is_ours(span)]
+    assert theirs.name == PEER_SPAN_NAMES[peer] and confidence(theirs) == {}
     assert_carries(ours, record)
 
 
@@ -238,28 +254,33 @@ def test_a_renamed_peer_map_falls_back_to_our_span_and_warns_once(
     assert "openinference" in warnings[0].getMessage() and "AttributeError" in warnings[0].getMessage()
 
 
+@pytest.mark.parametrize("peer", ["openllmetry", "opentelemetry-genai"])
 def test_a_renamed_peer_handler_class_falls_back_to_our_span_and_warns_once(
-        instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any, caplog: pytest.LogCaptureFixture) -> None:
+        peer: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any,
+        caplog: pytest.LogCaptureFixture) -> None:
+    from opentelemetry.instrumentation.genai.langchain.callback_handler import OpenTelemetryLangChainCallbackHandler
     from opentelemetry.instrumentation.langchain.callback_handler import TraceloopCallbackHandler
 
-    instrument("openllmetry")
-    TraceloopCallbackHandler.__name__ = "TraceloopCallbackHandlerV2"  # a release that renames its handler
+    handler_class = TraceloopCallbackHandler if peer == "openllmetry" else OpenTelemetryLangChainCallbackHandler
+    name = handler_class.__name__
+    instrument(peer)
+    handler_class.__name__ = f"{name}V2"  # a release that renames its handler
     try:
         with caplog.at_level(logging.WARNING, logger="observability"):
             records = run_once(chat_model, telemetry, attach="observe_confidence") + run_once(chat_model, telemetry)
     finally:
-        TraceloopCallbackHandler.__name__ = "TraceloopCallbackHandler"
+        handler_class.__name__ = name
     spans = telemetry.spans()
-    ours = [span for span in spans if span.name.startswith("chat ")]
+    ours = [span for span in spans if is_ours(span)]
     assert len(spans) == 4 and len(ours) == 2
     for span, record in zip(ours, records, strict=True):
         assert_carries(span, record)
+    assert all(confidence(span) == {} for span in spans if not is_ours(span))
     warnings = [r for r in caplog.records if r.name == "observability" and r.levelno == logging.WARNING]
-    assert len(warnings) == 1 and "openllmetry" in warnings[0].getMessage()
+    assert len(warnings) == 1 and peer in warnings[0].getMessage()
 
 
-@pytest.mark.parametrize("peers", [["openinference"], ["openllmetry"], ["openinference", "openllmetry"]],
-                         ids=["openinference", "openllmetry", "both"])
+@pytest.mark.parametrize("peers", [*([peer] for peer in PEERS), PEERS], ids=[*PEERS, "all"])
 def test_a_model_inside_a_chain_puts_confidence_on_each_peers_llm_span_only(
         peers: list[str], instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
     from langchain_core.prompts import ChatPromptTemplate
@@ -272,7 +293,10 @@ def test_a_model_inside_a_chain_puts_confidence_on_each_peers_llm_span_only(
     with observe_confidence(exporters=telemetry.exporters(), on_report=records.append):
         chain.invoke({"question": QUESTION})
     spans = telemetry.spans()
-    assert len(spans) == 3 * len(peers)  # prompt, model, sequence: each peer's; none of ours
+    assert not any(is_ours(span) for span in spans)
+    # Each peer's spans: OpenInference and OpenLLMetry trace prompt, model and sequence; the official
+    # instrumentation the model and the sequence (a workflow span).
+    assert len(spans) == sum(2 if peer == "opentelemetry-genai" else 3 for peer in peers)
     carrying = {span.name: span for span in spans if confidence(span)}
     assert set(carrying) == {PEER_SPAN_NAMES[peer] for peer in peers}
     (record,) = records
@@ -319,3 +343,40 @@ def test_in_phoenix_one_llm_span_with_openinferences_attributes_and_ours(
     evaluations = {e["attributes"]["gen_ai.evaluation.name"]: e["attributes"]["gen_ai.evaluation.score.value"]
                    for e in span["events"] if e["name"] == EVALUATION_EVENT}
     assert evaluations == {name: pytest.approx(getattr(report, name)) for name in HEADLINE_SCORES}
+
+
+class EndOrder(BaseCallbackHandler):
+    """An app's own handler: notes when it saw the model run end."""
+
+    def __init__(self, name: str, seen: list[str]) -> None:
+        self.name, self.seen = name, seen
+
+    def on_llm_end(self, response: Any, **kwargs: Any) -> None:
+        self.seen.append(self.name)
+
+
+@pytest.mark.parametrize("attach", ["explicit", "observe_confidence"])
+@pytest.mark.parametrize("peer", [None, *PEERS])
+def test_a_peer_does_not_change_the_order_of_the_apps_handlers(
+        peer: str | None, attach: str, instrument: Any, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
+    """Issue 25 item 11: only the peer moves behind us; the app's handlers around ours keep their places."""
+    if peer is not None:
+        instrument(peer)
+    seen: list[str] = []
+    exporters = default_exporters(tracer_provider=telemetry.tracer_provider, meter_provider=telemetry.meter_provider,
+                                  registry=telemetry.registry)
+    ours = ConfidenceCallbackHandler(exporters=exporters, on_report=lambda record: seen.append("ours"))
+    before, after = EndOrder("app before", seen), EndOrder("app after", seen)
+    llm = chat_model(max_tokens=MAX_TOKENS).bind(logprobs=True, top_logprobs=2)
+    if attach == "explicit":
+        llm.invoke(QUESTION, config={"callbacks": [before, ours, after]})
+        expected = ["app before", "ours", "app after"]
+    else:
+        with observe_confidence(exporters=exporters, on_report=lambda record: seen.append("ours")):
+            llm.invoke(QUESTION, config={"callbacks": [before, after]})
+        expected = ["app before", "app after", "ours"]  # configure() adds the hook's handler last
+    assert seen == expected
+    (span,) = telemetry.spans()
+    assert confidence(span)["llm.confidence.status"] == "ok"  # the peer still ends its span after us
+    if peer is not None:
+        assert span.name == PEER_SPAN_NAMES[peer]

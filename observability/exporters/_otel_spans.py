@@ -228,22 +228,7 @@ class OpenTelemetryTracingExporter:
 
     def _set_confidence(self, span: Span, records: Sequence[ResponseRecord]) -> None:
         """What we add to any LLM span, ours or a peer's: ``llm.confidence.*`` and our events."""
-        first = records[0]
-        attributes: dict[str, Any] = {"llm.confidence.status": first.status,
-                                      "llm.confidence.logprobs": first.logprobs}
-        report = first.report
-        if report is not None:
-            for name in REPORT_FIELDS:
-                value = finite(getattr(report, name))
-                if value is not None:
-                    attributes[CONFIDENCE_PREFIX + name] = int(value) if name in ("token_count", "skipped") else value
-            attributes["llm.confidence.low_confidence_span_count"] = len(report.low_confidence_spans)
-            if report.fields:
-                attributes["llm.confidence.field_count"] = len(report.fields)
-        calibrated = finite(first.calibrated_probability)
-        if calibrated is not None:
-            attributes["llm.confidence.calibrated_probability"] = calibrated
-        span.set_attributes(attributes)
+        span.set_attributes(confidence_attributes(records))
         for record in records:
             self._events(span, record, len(records) > 1)
 
@@ -311,6 +296,31 @@ class OpenTelemetryTracingExporter:
                 if text is not None and 0 <= field.start <= field.end <= len(text):
                     attributes["llm.confidence.field.value"] = utf8_safe(text[field.start:field.end])
             span.add_event(FIELD_EVENT, {**attributes, **choice}, timestamp=record.ended_at_ns)
+
+
+def confidence_attributes(records: Sequence[ResponseRecord]) -> dict[str, Any]:
+    """The ``llm.confidence.*`` figures of a model run (its first choice), as span attributes and,
+    for tracers that are not OpenTelemetry, as their run's metadata (observability.langchain.tracer_runs)."""
+    first = records[0]
+    attributes: dict[str, Any] = {"llm.confidence.status": first.status, "llm.confidence.logprobs": first.logprobs}
+    report = first.report
+    if report is not None:
+        for name in REPORT_FIELDS:
+            value = finite(getattr(report, name))
+            if value is not None:
+                attributes[CONFIDENCE_PREFIX + name] = int(value) if name in ("token_count", "skipped") else value
+        attributes["llm.confidence.low_confidence_span_count"] = len(report.low_confidence_spans)
+        if report.fields:
+            attributes["llm.confidence.field_count"] = len(report.fields)
+            least = min(report.fields, key=_least_first)
+            least_probability = finite(least.min_token_probability)
+            if least_probability is not None:
+                attributes["llm.confidence.least_sure_field.path"] = utf8_safe(least.path)
+                attributes["llm.confidence.least_sure_field.min_token_probability"] = least_probability
+    calibrated = finite(first.calibrated_probability)
+    if calibrated is not None:
+        attributes["llm.confidence.calibrated_probability"] = calibrated
+    return attributes
 
 
 def _least_first(field: FieldConfidence) -> float:

@@ -1,8 +1,9 @@
-"""Where the span exporter finds a peer tracer's open span for a model run.
+"""Where the exporters meet other tracers: a peer's open span for a model run, and the exporters
+that put the figures on other tracers' own run records.
 
-The span exporter knows OpenTelemetry spans, not LangChain: the LangChain layer
-(``observability.langchain.peers``) connects the two functions here when it is imported, and
-until then there is no peer. ``find(run_id)`` returns the peers' live spans of that run (a list,
+The exporters know their SDKs, not LangChain: the LangChain layer (``observability.langchain.peers``
+and ``.tracer_runs``) connects the functions here when it is imported, and until then there is no
+peer. ``find(run_id)`` returns the peers' live spans of that run (a list,
 empty when none), or anything else for a peer whose internals we no longer know (the exporter then
 makes its own span).
 """
@@ -19,6 +20,7 @@ logger = logging.getLogger("observability")
 
 _install: Callable[[], None] = lambda: None  # noqa: E731
 _find: Callable[[UUID], Any] = lambda run_id: []  # noqa: E731
+_run_exporters: list[Callable[[], Any]] = []
 _logged: set[str] = set()
 _lock = threading.Lock()
 
@@ -27,6 +29,16 @@ def connect(*, find: Callable[[UUID], Any], install: Callable[[], None]) -> None
     """Called once by the LangChain layer: how to find peer spans, and how to start looking."""
     global _find, _install
     _find, _install = find, install
+
+
+def add_run_exporter(factory: Callable[[], Any]) -> None:
+    """Called once by the LangChain layer: an exporter ``default_exporters`` adds (before the metrics)."""
+    if factory not in _run_exporters:
+        _run_exporters.append(factory)
+
+
+def run_exporters() -> list[Any]:
+    return [factory() for factory in _run_exporters]
 
 
 def install() -> None:

@@ -44,7 +44,8 @@ from observability.core.types import (
     RunStart,
     Status,
 )
-from observability.langchain import peers as _peers  # noqa: F401  (connects the span exporter to peer spans)
+from observability.langchain import peers as _peers  # noqa: F401  (connects the exporters to peer tracers)
+from observability.langchain import tracer_runs as _tracer_runs  # noqa: F401  (likewise)
 from observability.langchain.dedupe import NOTHING, ExportGroups, Exporting
 from observability.langchain.payload import (
     as_int,

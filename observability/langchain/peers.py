@@ -5,25 +5,29 @@ Two parts, both process-wide and both guarded:
 - **Order.** Both peers add their handler when a callback manager is built, before the handlers
   that LangChain's ``configure()`` adds later (our hooks), and end their span inside their own
   ``on_llm_end``. So that our confidence is on their span before it ends, every model run's
-  manager (``CallbackManagerForLLMRun`` / ``AsyncCallbackManagerForLLMRun``) gets our handlers
-  moved to the front of its ``handlers`` when a known peer handler comes before them: end and
-  error events then reach us first, whichever way each handler was attached. This is an
+  manager (``CallbackManagerForLLMRun`` / ``AsyncCallbackManagerForLLMRun``) gets the known peer
+  handlers that come before ours moved to just behind our last one (nothing else moves): end and
+  error events then reach us before the peer, whichever way each handler was attached. This is an
   ``__init__`` added to those two classes (neither defines one; the peers wrap
   ``BaseCallbackManager.__init__``, which run managers do not inherit), removed by ``uninstall``.
 - **Lookup.** The same ``__init__`` remembers the peer handlers it sees; ``peer_spans(run_id)``
   asks each for its live span of that run through the peer's own run-to-span map (OpenInference:
-  ``OpenInferenceTracer.get_span``; OpenLLMetry: ``TraceloopCallbackHandler.spans[run_id].span``).
+  ``OpenInferenceTracer.get_span``; OpenLLMetry: ``TraceloopCallbackHandler.spans[run_id].span``;
+  OpenTelemetry's official instrumentation: ``OpenTelemetryLangChainCallbackHandler.
+  _invocation_manager.get_invocation(run_id).span``).
 
 A peer whose internals no longer look as expected (a class, method or map renamed) is logged
 once, by peer name, and answered with ``BROKEN``: the exporter then makes its own span, as if
-there were no peer. Measured with openinference-instrumentation-langchain 0.1.80 and
-opentelemetry-instrumentation-langchain 0.62.4 (docs/peer-tracers.md).
+there were no peer. Measured with openinference-instrumentation-langchain 0.1.80,
+opentelemetry-instrumentation-langchain 0.62.4 and opentelemetry-instrumentation-genai-langchain
+1.3b0 (docs/peer-tracers.md).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import weakref
 from collections.abc import Callable, Mapping
 from typing import Any
 from uuid import UUID
@@ -34,10 +38,22 @@ logger = logging.getLogger("observability")
 
 OPENINFERENCE = "openinference"
 OPENLLMETRY = "openllmetry"
+OTEL_GENAI = "opentelemetry-genai"
+LANGSMITH = "langsmith"
+LANGFUSE = "langfuse"
+MLFLOW = "mlflow"
 _PEER_MODULES = {  # module prefix → (peer, handler class name)
     "openinference.instrumentation.langchain": (OPENINFERENCE, "OpenInferenceTracer"),
     "opentelemetry.instrumentation.langchain": (OPENLLMETRY, "TraceloopCallbackHandler"),
+    "opentelemetry.instrumentation.genai.langchain": (OTEL_GENAI, "OpenTelemetryLangChainCallbackHandler"),
+    "langchain_core.tracers.langchain": (LANGSMITH, "LangChainTracer"),
+    "langfuse.langchain": (LANGFUSE, "LangchainCallbackHandler"),
+    "mlflow.langchain": (MLFLOW, "MlflowLangchainTracer"),
 }
+SPAN_PEERS = (OPENINFERENCE, OPENLLMETRY, OTEL_GENAI, LANGFUSE)
+"""Peers whose model-run record is an OpenTelemetry span the span exporter can write to."""
+MAX_TRACKED_RUNS = 10_000
+"""Model runs whose peer handlers are remembered (weakly), oldest forgotten first."""
 
 
 class _Broken:
@@ -50,13 +66,13 @@ class _Broken:
 BROKEN = _Broken()
 
 _lock = threading.Lock()
-_seen: dict[str, Any] = {}  # peer → the last handler instance of it seen in a model run
+_runs: dict[UUID, tuple[tuple[str, weakref.ref[Any]], ...]] = {}  # model run → its peer handlers
 _installed: list[tuple[type, Callable[..., None]]] = []
 
 
-def log_once(key: str, message: str) -> None:
+def log_once(key: str, message: str, consequence: str = "confidence goes on a span of our own for such runs") -> None:
     """Warn once per process per ``key``; messages name peers and exception types, never content."""
-    _peer_spans.log_once(key, f"observability: {message}; confidence goes on a span of our own for such runs")
+    _peer_spans.log_once(key, f"observability: {message}; {consequence}")
 
 
 def _changed(peer: str, what: str) -> None:
@@ -80,23 +96,39 @@ def _ours(handler: Any) -> bool:
 
 
 def _reorder(manager: Any) -> None:
-    """Move our handlers before the first peer handler in this model run's handler list."""
+    """Remember this model run's peer handlers, and move the ones that come before our last handler
+    to just behind it.
+
+    Only peers move, and only later: every other handler (the app's, ours) keeps its place relative
+    to the others, and the peers keep their order among themselves. So an app handler that ran
+    before ours without a peer still does with one."""
     handlers = manager.handlers
-    first_peer = None
     last_ours = -1
+    peers: list[tuple[int, str]] = []
     for index, handler in enumerate(handlers):
         if _ours(handler):
             last_ours = index
         else:
             peer = _peer_of(handler)
             if peer is not None:
-                _seen[peer] = handler
-                if first_peer is None:
-                    first_peer = index
-    if first_peer is None or last_ours < first_peer:
+                peers.append((index, peer))
+    if not peers or last_ours < 0:
         return
+    _remember(manager.run_id, tuple((peer, weakref.ref(handlers[index])) for index, peer in peers))
+    early = [index for index, _ in peers if index < last_ours]
+    if not early:
+        return
+    moved = set(early)
+    reordered = [h for index, h in enumerate(handlers[:last_ours + 1]) if index not in moved]
     # A new list: the run manager shares its parent manager's list, which stays as it was.
-    manager.handlers = [*(h for h in handlers if _ours(h)), *(h for h in handlers if not _ours(h))]
+    manager.handlers = [*reordered, *(handlers[index] for index in early), *handlers[last_ours + 1:]]
+
+
+def _remember(run_id: UUID, peers: tuple[tuple[str, weakref.ref[Any]], ...]) -> None:
+    with _lock:
+        while len(_runs) >= MAX_TRACKED_RUNS:
+            _runs.pop(next(iter(_runs)))
+        _runs[run_id] = peers
 
 
 def _make_init(cls: type[Any]) -> Callable[..., None]:
@@ -141,14 +173,26 @@ def uninstall() -> None:
             cls, init = _installed.pop()
             if vars(cls).get("__init__") is init:
                 del cls.__init__  # type: ignore[misc]
-        _seen.clear()
+        _runs.clear()
+
+
+def peer_handlers(run_id: UUID, peers: tuple[str, ...]) -> list[tuple[str, Any]]:
+    """The handlers of these peers that took part in this model run (still alive), in list order."""
+    with _lock:
+        seen = _runs.get(run_id, ())
+    found = []
+    for peer, ref in seen:
+        handler = ref()
+        if peer in peers and handler is not None:
+            found.append((peer, handler))
+    return found
 
 
 def peer_spans(run_id: UUID) -> list[Any] | _Broken:
-    """The live spans known peers have open for this run (usually none or one), or ``BROKEN``
-    when a peer seen in the process no longer exposes its run-to-span map as expected."""
+    """The live spans the span peers have open for this run (usually none or one), or ``BROKEN``
+    when a peer of this run no longer exposes its run-to-span map as expected."""
     spans: list[Any] = []
-    for peer, handler in list(_seen.items()):
+    for peer, handler in peer_handlers(run_id, SPAN_PEERS):
         try:
             span = _LOOKUPS[peer](handler, run_id)
         except Exception as exc:
@@ -163,6 +207,26 @@ def _openinference_span(tracer: Any, run_id: UUID) -> Any:
     return tracer.get_span(run_id)
 
 
+def _otel_genai_span(handler: Any, run_id: UUID) -> Any:
+    """The official instrumentation keeps one util-genai invocation per run; a model run's is an
+    ``InferenceInvocation`` whose ``span`` it ends in ``stop()`` / ``fail()``."""
+    invocation = handler._invocation_manager.get_invocation(run_id)
+    return None if invocation is None else invocation.span
+
+
+def langfuse_generation(handler: Any, run_id: UUID) -> Any:
+    """Langfuse's ``LangfuseGeneration`` for this run (its private ``_runs`` map; ``runs`` before v4)."""
+    runs = handler._runs
+    if not isinstance(runs, Mapping):
+        raise TypeError("_runs is not a mapping")
+    return runs.get(run_id)
+
+
+def _langfuse_span(handler: Any, run_id: UUID) -> Any:
+    generation = langfuse_generation(handler, run_id)
+    return None if generation is None else generation._otel_span
+
+
 def _openllmetry_span(handler: Any, run_id: UUID) -> Any:
     spans = handler.spans
     if not isinstance(spans, Mapping):
@@ -172,7 +236,9 @@ def _openllmetry_span(handler: Any, run_id: UUID) -> Any:
 
 
 _LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {OPENINFERENCE: _openinference_span,
-                                                   OPENLLMETRY: _openllmetry_span}
+                                                   OPENLLMETRY: _openllmetry_span,
+                                                   OTEL_GENAI: _otel_genai_span,
+                                                   LANGFUSE: _langfuse_span}
 
 
 _peer_spans.connect(find=peer_spans, install=install)
