@@ -49,15 +49,25 @@ def langsmith_client(url: str) -> Any:
 def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[Received]:
     """LANGSMITH_TRACING=true as a user sets it, with LangChain's cached client pointed at the stand-in."""
     import langsmith.run_trees as run_trees
+    import langsmith.utils
+
+    def forget_cached_environment() -> None:
+        # langsmith caches what it read of LANGSMITH_* (lru_cache): a test earlier in the same
+        # process that ran without LANGSMITH_TRACING would otherwise keep tracing off here.
+        langsmith.utils.get_env_var.cache_clear()
+        langsmith.utils.get_tracer_project.cache_clear()
 
     with langsmith_endpoint() as received:
         client = langsmith_client(received.url)
         monkeypatch.setenv("LANGSMITH_TRACING", "true")
         monkeypatch.setenv("LANGSMITH_PROJECT", "confidence-tests")
         monkeypatch.setattr(run_trees, "_CLIENT", client)
+        forget_cached_environment()
         yield received
         client.flush()
         client.cleanup()
+    monkeypatch.undo()
+    forget_cached_environment()
 
 
 def call(llm: Any, how: str, config: dict[str, Any]) -> None:
