@@ -84,9 +84,11 @@ $(HIGH_VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 # Everything: lint and types, the fast tier on the highest CPython, then every test (real model,
-# Prometheus, Phoenix, Chromium, promtool, docker-compose) with fuzzing at full strength.
+# Prometheus, Phoenix, Chromium, promtool, docker-compose) with fuzzing at full strength, on two
+# workers. Whole files go to one worker (--dist loadfile): a module's fixture (the no-Docker stack,
+# the built wheel) starts once; each worker has its own model server (tests/conftest.py).
 test: setup wheelhouse system-deps phoenix grafana-schema lint check-highest
-	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(PY) -m pytest
+	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(PY) -m pytest -n 2 --dist loadfile
 
 # Re-pin the development environment: resolve the newest versions in a scratch virtualenv and
 # write them to $(LOCK). Review the diff, run `make test`, commit.

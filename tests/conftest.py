@@ -6,6 +6,7 @@ A real part that cannot start fails the tests that need it, with the reason: not
 from __future__ import annotations
 
 import json
+import os
 import signal
 import urllib.request
 from collections.abc import Iterator
@@ -43,10 +44,20 @@ def running(server: S, what: str) -> Iterator[S]:
         server.stop()
 
 
+def model_threads() -> int:
+    """CPU threads for the session's model server: the cores shared out among pytest-xdist workers
+    (``make test`` runs two), so that two servers generating at once do not oversubscribe the CPU
+    (llama.cpp's threads wait for each other at every step and slow down badly when they must take
+    turns on a core)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    return max(1, (os.cpu_count() or 2) // workers)
+
+
 @pytest.fixture(scope="session")
 def local_model() -> Iterator[LocalModelServer]:
-    """One llama.cpp server with SmolLM2-135M on a free 127.0.0.1 port for the whole session."""
-    yield from running(LocalModelServer(parallel=8, ctx=16384), "the bundled model server")
+    """One llama.cpp server with SmolLM2-135M on a free 127.0.0.1 port for the whole session (per
+    pytest-xdist worker: it starts in about a second, so sharing one across workers is not worth a lock)."""
+    yield from running(LocalModelServer(threads=model_threads(), parallel=8, ctx=16384), "the bundled model server")
 
 
 @pytest.fixture

@@ -5,6 +5,7 @@ children inherit, and /proc is searched for the tag afterwards)."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -35,6 +36,28 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> sub
     return result
 
 
+def cli_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], cwd: Path, *args: str,
+                   **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m observability ARGS`` run in this process (for commands that start no process and
+    need no fresh interpreter: a subprocess costs a second of imports each), in ``cwd``, with the
+    OBSERVABILITY_*, OTEL_* and OPENAI_* variables replaced by ``env``."""
+    from observability._cli import main
+
+    for name in list(os.environ):
+        if name.startswith(("OBSERVABILITY_", "OTEL_", "OPENAI_")):
+            monkeypatch.delenv(name)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.chdir(cwd)
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exit:  # argparse's usage errors
+        code = int(exit.code or 0)
+    out, err = capsys.readouterr()
+    return subprocess.CompletedProcess(["python", "-m", "observability", *args], code, out, err)
+
+
 @pytest.mark.parametrize(("args", "code", "message"), [
     pytest.param(["demo", "--requests", "-1"], 2, "argument --requests: -1 is negative", id="negative-requests"),
     pytest.param(["demo", "--metrics-port", "70000"], 2, "70000 is not a TCP port", id="bad-port"),
@@ -50,8 +73,9 @@ def run_cli(tmp_path: Path, *args: str, timeout: float = 300, **env: str) -> sub
     pytest.param(["demo", "--metrics-port", "0", "--report", "r.html"], 2, "--report needs --record-to FILE",
                  id="report-without-records"),
 ])
-def test_bad_arguments(tmp_path: Path, args: list[str], code: int, message: str) -> None:
-    result = run_cli(tmp_path, *args)
+def test_bad_arguments(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+                       args: list[str], code: int, message: str) -> None:
+    result = cli_in_process(monkeypatch, capsys, tmp_path, *args)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
 
@@ -134,7 +158,10 @@ def test_model_without_logprobs(tmp_path: Path, logprobs_dropping_gateway: str) 
     assert "ok · smollm2-135m · logprobs not returned" in result.stdout  # the response itself was shown
 
 
-def test_report_errors(tmp_path: Path) -> None:
+def test_report_errors(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    def run_cli(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+        return cli_in_process(monkeypatch, capsys, cwd, *args)
+
     missing = run_cli(tmp_path, "report", "nothing.jsonl")
     assert missing.returncode == 1
     assert "record file nothing.jsonl not found: write one with `python -m observability demo --record-to" \
@@ -194,7 +221,8 @@ def test_doctor_names_a_bad_activation_value(tmp_path: Path) -> None:
     assert result.stderr == ""  # `python -m observability` never activates itself
 
 
-def test_doctor_checks_the_endpoint_answers_without_sending_anything(tmp_path: Path) -> None:
+def test_doctor_checks_the_endpoint_answers_without_sending_anything(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
     """Issue 30: `doctor` said "no problems found" for a dead base URL. It now asks GET /models, with
     no key, no user and no body; any HTTP answer counts (this server refuses with 401)."""
     seen: list[dict[str, str]] = []
@@ -207,8 +235,8 @@ def test_doctor_checks_the_endpoint_answers_without_sending_anything(tmp_path: P
 
     with serving(Refusing) as root:
         port = root.rsplit(":", 1)[1]
-        answered = run_cli(tmp_path, "doctor", OPENAI_BASE_URL=f"http://user:secret@127.0.0.1:{port}/v1?k=1",
-                           OPENAI_API_KEY="sk-not-sent")
+        answered = cli_in_process(monkeypatch, capsys, tmp_path, "doctor", OPENAI_API_KEY="sk-not-sent",
+                                  OPENAI_BASE_URL=f"http://user:secret@127.0.0.1:{port}/v1?k=1")
     assert answered.returncode == 0, answered.stdout + answered.stderr
     assert f"model endpoint: http://127.0.0.1:{port}/v1 answers (GET /models: HTTP 401" in answered.stdout
     assert [request["path"] for request in seen] == ["/v1/models"]
@@ -216,17 +244,19 @@ def test_doctor_checks_the_endpoint_answers_without_sending_anything(tmp_path: P
     assert "secret" not in answered.stdout and "sk-not-sent" not in answered.stdout
 
     dead = f"http://127.0.0.1:{free_port()}/v1"  # nothing listens there
-    result = run_cli(tmp_path, "doctor", OPENAI_BASE_URL=dead)
+    result = cli_in_process(monkeypatch, capsys, tmp_path, "doctor", OPENAI_BASE_URL=dead)
     assert result.returncode == 1
     assert (f"error: the model endpoint {dead} does not answer (GET /models: ConnectionRefusedError, 3 s "
             "timeout): check OPENAI_BASE_URL and that the server runs and listens there") in result.stdout
     assert result.stdout.endswith("1 problem(s) found\n")
-    unset = run_cli(tmp_path, "doctor")
+    unset = cli_in_process(monkeypatch, capsys, tmp_path, "doctor")
     assert "model endpoint: not checked (set OPENAI_BASE_URL, or OPENAI_API_KEY for OpenAI)" in unset.stdout
 
 
-def test_doctor_shows_nothing_in_effect_when_a_bad_value_detaches_the_handler(tmp_path: Path) -> None:
-    result = run_cli(tmp_path, "doctor", OBSERVABILITY_LANGCHAIN="1", OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD="2")
+def test_doctor_shows_nothing_in_effect_when_a_bad_value_detaches_the_handler(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    result = cli_in_process(monkeypatch, capsys, tmp_path, "doctor", OBSERVABILITY_LANGCHAIN="1",
+                            OBSERVABILITY_LOW_CONFIDENCE_THRESHOLD="2")
     assert result.returncode == 1
     assert "the handler is not attached" in result.stdout
     assert "in effect: nothing: the handler is not attached (the error below says why)" in result.stdout

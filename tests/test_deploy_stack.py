@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -82,8 +83,13 @@ def stack() -> Iterator[RunningStack]:
         "stack", [sys.executable, "-m", "tools.stack", "--prometheus-port", str(prometheus_port),
                   "--metrics-port", str(metrics_port), "--pause", "1"],
         f"{url}/consoles/llm-confidence.html", cwd=REPO, startup_timeout=300)
-    for started in running(process, "the stack"):
-        yield RunningStack(started, url, metrics_port)
+    try:
+        for started in running(process, "the stack"):
+            yield RunningStack(started, url, metrics_port)
+    finally:  # the stack keeps its logs after it stops (for the user to read); the test removes them
+        logs = re.search(r"^logs:\s+(\S+)", process.tail(20000), flags=re.M)
+        if logs:
+            shutil.rmtree(logs[1], ignore_errors=True)
 
 
 def _has(url: str, promql: str) -> bool:
@@ -200,7 +206,13 @@ def test_sigterm_stops_everything_the_stack_started(stack: RunningStack) -> None
     took = time.monotonic() - started
     output = stack.process.tail()
     assert code == 0, output
-    assert "stopped." in output
+    # the log folder it printed is still there after the stop, with both logs (issue 30)
+    logs = re.search(r"^logs:\s+(\S+)  \(kept after the stack stops\)$", output, flags=re.M)
+    assert logs, output
+    assert f"stopped. Their logs are still in {logs[1]} (delete the folder when done)." in output
+    folder = Path(logs[1])
+    assert (folder / "demo.log").stat().st_size > 0 and (folder / "prometheus.log").is_file()
+    assert not (folder / "prometheus").exists()  # Prometheus' data is removed
     _wait("the stack's processes to exit", lambda: not any(_alive(pid) for pid in pids.values()), timeout=30)
     assert not _listening(int(stack.prometheus_url.rsplit(":", 1)[1]))
     assert not _listening(stack.metrics_port)

@@ -1,8 +1,11 @@
-"""The URLs the no-Docker stack prints answer on the real Prometheus (issue 15: ``/alerts`` is 404
-on Debian's Prometheus 2.42; the classic UI serves ``/classic/alerts``)."""
+"""The URLs the no-Docker stack prints, and the links on its console dashboard, answer on the real
+Prometheus (issues 15 and 30: ``/alerts`` is 404 on Debian's Prometheus 2.42; the classic UI serves
+``/classic/alerts``, as Prometheus 2.x up to 2.55, the compose stack's, does)."""
 
 from __future__ import annotations
 
+import re
+import shutil
 import urllib.error
 import urllib.request
 
@@ -28,5 +31,11 @@ def test_the_printed_alerts_and_console_urls_answer() -> None:
         assert status(stack.alerts_url) == 200
         assert status(stack.console_url) == 200
         assert status(f"{stack.prometheus_url}/alerts") == 404  # why the printed URL is the classic one
+        with urllib.request.urlopen(stack.console_url, timeout=30) as response:
+            links = re.findall(r'<a href="([^"#]+)"', response.read().decode())
+        local = [link for link in links if link.startswith("/")]
+        assert {"/classic/alerts", "/graph"} <= set(local), links
+        assert {link: status(f"{stack.prometheus_url}{link}") for link in local} == dict.fromkeys(local, 200)
     finally:
         stack.stop()
+        shutil.rmtree(stack.work_dir, ignore_errors=True)  # stop() keeps the logs for the user

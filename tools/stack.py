@@ -14,7 +14,9 @@ label ``demo_case="deliberate_error"``; this Prometheus drops those series at sc
 own terminal output and ``/metrics`` still show them.
 
 It prints the URLs and runs until Ctrl-C or SIGTERM, then stops exactly the two processes it
-started (by PID), also when one of them fails. It runs from a source checkout: the configuration
+started (by PID), also when one of them fails. Their logs (``demo.log``, ``prometheus.log``) and
+the demo's spans stay in the folder it prints, for reading after the stop; Prometheus' data is
+removed. It runs from a source checkout: the configuration
 lives in ``deploy/`` beside this folder.
 """
 
@@ -111,6 +113,7 @@ class Stack:
                         f"--web.console.libraries={self.paths['console_libraries']}"],
             data_dir=self.work_dir / "prometheus",
         )
+        self.prometheus.log_path = self.work_dir / "prometheus.log"  # beside demo.log, kept after stop()
 
     @property
     def prometheus_url(self) -> str:
@@ -130,7 +133,7 @@ class Stack:
             self.prometheus.start()
         except (ProcessStartError, PrometheusError) as exc:
             self.stop()
-            raise StackError(str(exc)) from exc
+            raise StackError(f"{exc}\n(logs in {self.work_dir})") from exc
         return self
 
     def failed(self) -> str | None:
@@ -141,12 +144,12 @@ class Stack:
         return None
 
     def stop(self) -> None:
-        """Stop Prometheus, then the demo (each by its PID); remove the working directory."""
+        """Stop Prometheus, then the demo (each by its PID); remove Prometheus' data, keep the logs."""
         try:
             self.prometheus.stop()
         finally:
             self.demo.stop()
-            shutil.rmtree(self.work_dir, ignore_errors=True)
+            shutil.rmtree(self.work_dir / "prometheus", ignore_errors=True)
 
     def __enter__(self) -> Stack:
         return self.start()
@@ -173,7 +176,7 @@ def run(options: StackOptions, out: TextIO = sys.stdout) -> int:
                 f"prometheus:        {stack.prometheus_url}  (alerts: {stack.alerts_url})\n"
                 f"demo /metrics:     http://127.0.0.1:{stack.metrics_port}/metrics\n"
                 f"pids:              demo {stack.demo.pid}, prometheus {stack.prometheus.pid}\n"
-                f"logs:              {stack.work_dir}\n"
+                f"logs:              {stack.work_dir}  (kept after the stack stops)\n"
                 "Ctrl-C stops both.\n")
             out.flush()
             while not stopping:
@@ -183,7 +186,7 @@ def run(options: StackOptions, out: TextIO = sys.stdout) -> int:
                     return 1
                 time.sleep(0.5)
             out.write("stopping the demo app and Prometheus …\n")
-        out.write("stopped.\n")
+        out.write(f"stopped. Their logs are still in {stack.work_dir} (delete the folder when done).\n")
         return 0
     except StackError as exc:
         out.write(f"error: {exc}\n")
