@@ -41,7 +41,7 @@ def cli_in_process(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixtur
     """``python -m observability ARGS`` run in this process (for commands that start no process and
     need no fresh interpreter: a subprocess costs a second of imports each), in ``cwd``, with the
     OBSERVABILITY_*, OTEL_* and OPENAI_* variables replaced by ``env``."""
-    from observability._cli import main
+    from observability.cli.main import main
 
     for name in list(os.environ):
         if name.startswith(("OBSERVABILITY_", "OTEL_", "OPENAI_")):

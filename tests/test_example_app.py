@@ -16,7 +16,7 @@ from types import ModuleType
 
 import pytest
 
-from observability._local_model import LocalModelServer
+from observability.demo.model_server import LocalModelServer
 from tests.docs_support import DOCS, code_blocks
 
 ROOT = Path(__file__).resolve().parent.parent
