@@ -326,6 +326,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             logprobs_requested=any(params.get(k) not in (None, False) for k in _REQUEST_KEYS),
             metadata=metadata,
             question=question if isinstance(question, str) else None,
+            stream_requested=params.get("stream") is True,
         )
         self._track(start, reports=True)
 
