@@ -6,7 +6,10 @@ default exporters (spans kept in memory, metrics in a fresh registry served by
 ``prometheus_client.start_http_server``). Traffic, known in advance: ok answers with and without
 logprobs, streamed answers (time to first token), streams broken off (cancelled) and calls that
 time out (error); then verdicts on those answers (``record_feedback``), a planned number right and
-wrong per confidence bucket. Prometheus scrapes every second, serves the console dashboard and
+wrong per confidence bucket. One verdict counts per response, so the verdicts go to copies of the
+real answers: each answer's own callbacks (its start and its ``LLMResult`` from the server) replayed
+under new run ids into a second handler, whose exporter passes only verdicts on to the app's
+exporters (the copies are not counted as responses). Prometheus scrapes every second, serves the console dashboard and
 evaluates the rules with every range and offset shortened to fit a few minutes of traffic
 (``deploy_support.shrink``); the unmodified rules are also executed, and tested on days of
 synthetic series by ``promtool test rules``.
@@ -23,9 +26,11 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
+from uuid import UUID, uuid4
 
 import openai
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
 from prometheus_client import CollectorRegistry, start_http_server
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
@@ -82,6 +87,35 @@ class Verdicts:
         return gaps / sum(correct + wrong for correct, wrong in self.planned.values())
 
 
+class Captured(BaseCallbackHandler):
+    """Each real answer's start and end callbacks, to replay as further responses of the same answer."""
+
+    def __init__(self) -> None:
+        self.starts: dict[UUID, tuple[Any, Any, dict[str, Any]]] = {}
+        self.ends: dict[UUID, Any] = {}
+
+    def on_chat_model_start(self, serialized: Any, messages: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.starts[run_id] = (serialized, messages, kwargs)
+
+    def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+        self.ends[run_id] = response
+
+
+class VerdictsOnly:
+    """An exporter that passes verdicts on to the app's exporters and nothing else."""
+
+    def __init__(self, exporters: Any) -> None:
+        self.exporters = exporters
+
+    def export(self, records: Any) -> None:
+        pass
+
+    def export_feedback(self, record: ResponseRecord, correct: bool) -> None:
+        for exporter in self.exporters:
+            if hasattr(exporter, "export_feedback"):
+                exporter.export_feedback(record, correct)
+
+
 @dataclass
 class Live:
     prometheus: PrometheusServer
@@ -91,7 +125,7 @@ class Live:
 
 
 def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler, prometheus: PrometheusServer,
-             registry: CollectorRegistry) -> None:
+             registry: CollectorRegistry, captured: Captured) -> None:
     from langchain_openai import ChatOpenAI
 
     def model(**kwargs: Any) -> Any:
@@ -100,7 +134,7 @@ def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler, 
         options.update(kwargs)
         return ChatOpenAI(**options)
 
-    config: Any = {"callbacks": [handler]}
+    config: Any = {"callbacks": [handler, captured]}
     with_logprobs = model().bind(logprobs=True, top_logprobs=5)
     rushed = model(timeout=0.001).bind(logprobs=True)
 
@@ -131,9 +165,10 @@ def _traffic(local_model: LocalModelServer, handler: ConfidenceCallbackHandler, 
 
     from observability import confidence_fallback
 
-    gates = [confidence_fallback(with_logprobs, RunnableLambda(lambda _: "unsure"), threshold=threshold,
-                                 name=name, registry=registry)
-             for name, threshold in (("keeps", 0.0), ("falls_back", 1.5))]
+    gates = [confidence_fallback(with_logprobs, RunnableLambda(lambda _: "unsure"), threshold=0.0, name="keeps",
+                                 registry=registry),
+             confidence_fallback(with_logprobs, RunnableLambda(lambda _: "unsure"), threshold=0.5,
+                                 metric=lambda _: False, name="falls_back", registry=registry)]
 
     def gated(question: str) -> None:
         for gate in gates:
@@ -170,7 +205,7 @@ def _right_after_a_scrape(prometheus: PrometheusServer) -> None:
 
 
 def _feedback(handler: ConfidenceCallbackHandler, records: list[ResponseRecord],
-              prometheus: PrometheusServer) -> Verdicts:
+              prometheus: PrometheusServer, captured: Captured) -> Verdicts:
     """Verdicts on the answers, exact counts per bucket through increase() over the whole traffic.
 
     increase() counts what a series gained after its first sample, scaled by one extrapolation factor
@@ -189,9 +224,22 @@ def _feedback(handler: ConfidenceCallbackHandler, records: list[ResponseRecord],
     unscored = [r for r in records if r.status == "ok" and r.logprobs == "not_requested"]
     assert unscored
 
+    judge = ConfidenceCallbackHandler(exporters=[VerdictsOnly(handler.exporters)], feedback_window=10_000)
+    copies: list[ResponseRecord] = []
+    judge.on_report = copies.append
+
     def send(record: ResponseRecord, correct: bool, times: int) -> None:
+        """One verdict on each of ``times`` copies of the real answer (one verdict per response counts)."""
+        serialized, messages, kwargs = captured.starts[record.start.run_id]
         for _ in range(times):
-            assert handler.record_feedback(record.start.run_id, correct)
+            run_id = uuid4()
+            judge.on_chat_model_start(serialized, messages, run_id=run_id,
+                                      **{k: v for k, v in kwargs.items() if k != "parent_run_id"})
+            judge.on_llm_end(captured.ends[record.start.run_id], run_id=run_id)
+            copy = copies[-1]
+            assert copy.start.run_id == run_id and copy.logprobs == record.logprobs
+            assert record.report is None or _bucket(copy) == _bucket(record)
+            assert judge.record_feedback(run_id, correct)
 
     planned = {bucket: VERDICT_PLAN[index % len(VERDICT_PLAN)] for index, bucket in enumerate(sorted(by_bucket))}
     _right_after_a_scrape(prometheus)
@@ -231,10 +279,11 @@ def live(local_model: LocalModelServer, tmp_path_factory: pytest.TempPathFactory
     try:
         start_or_fail(prometheus, "Prometheus")
         prometheus.wait_for('up{job="llm-app"} == 1', timeout=60)
-        _traffic(local_model, handler, prometheus, registry)
+        captured = Captured()
+        _traffic(local_model, handler, prometheus, registry, captured)
         prometheus.wait_for("sum(llm_responses_total)",
                             lambda result: bool(result) and float(result[0]["value"][1]) == TOTAL, timeout=60)
-        verdicts = _feedback(handler, records, prometheus)
+        verdicts = _feedback(handler, records, prometheus, captured)
         yield Live(prometheus, sinks, records, verdicts)
     finally:
         prometheus.stop()

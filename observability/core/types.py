@@ -230,6 +230,10 @@ class RunStart:
     logprobs_requested: bool = False
     metadata: Mapping[str, object] = field(default_factory=dict)
     question: str | None = None
+    stream_requested: bool = False
+    """The request asked to stream, as the run's start says (``stream=True`` passed to the call, or
+    ``ChatOpenAI(streaming=True)``). ``.stream()`` and a streaming handler decide after the start:
+    those runs are known to stream from their first chunk on."""
 
 
 @dataclass(frozen=True, slots=True)

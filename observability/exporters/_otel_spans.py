@@ -214,11 +214,13 @@ class OpenTelemetryTracingExporter:
             attributes["gen_ai.response.finish_reasons"] = finish_reasons
         if len(records) > 1:
             attributes["gen_ai.request.choice.count"] = len(records)
-        # A streamed run is one whose first chunk was seen (the handler times it); the
-        # conventions' attribute is set if and only if the request streamed.
+        # A streamed run: one whose start asked to stream (known before any chunk, so a stream
+        # that fails before its first chunk says so too), or whose first chunk was seen (the
+        # handler times it; `.stream()` decides after the start). Set if and only if it streamed.
         first_chunk = finite(first.time_to_first_token_seconds)
-        if first_chunk is not None:
+        if start.stream_requested or first_chunk is not None:
             attributes["gen_ai.request.stream"] = True
+        if first_chunk is not None:
             attributes["gen_ai.response.time_to_first_chunk"] = first_chunk
         if first.status == "error":
             attributes["error.type"] = first.error_type or "_OTHER"

@@ -22,7 +22,6 @@ import time
 import traceback
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 from typing import Any, TypeVar, cast
 from uuid import UUID
 
@@ -47,6 +46,7 @@ from observability.core.types import (
 from observability.langchain import peers as _peers  # noqa: F401  (connects the exporters to peer tracers)
 from observability.langchain import tracer_runs as _tracer_runs  # noqa: F401  (likewise)
 from observability.langchain.dedupe import NOTHING, ExportGroups, Exporting
+from observability.langchain.feedback import FeedbackWindow, judge
 from observability.langchain.payload import (
     as_int,
     as_mapping,
@@ -113,7 +113,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             (``observability.exporters.JsonlRecorder``, after the other exporters). The file holds
             response text and tokens: content, written only because you asked.
         feedback_window: how many recent responses ``record_feedback`` can join a verdict to
-            (default 0: none kept). Each costs about 2 KB (the record without text or tokens).
+            (default 0: none kept). Each costs a fixed ~1.2 KB, whatever the prompt and answer
+            (ids, labels and scalar figures only: see ``observability.langchain.feedback``).
         calibration: a calibration map (a file written by ``python -m observability evaluate ...
             --calibration OUT.json``, or a ``CalibrationMap``): each record then carries
             ``calibrated_probability``, the probability that the answer is right, which the
@@ -172,8 +173,9 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         if isinstance(feedback_window, bool) or not isinstance(feedback_window, int) or feedback_window < 0:
             raise ValueError(f"feedback_window must be a non-negative int, got {feedback_window!r}")
         self.feedback_window = feedback_window
-        self._answered: dict[tuple[UUID, int], ResponseRecord] = {}  # recent responses, for record_feedback
+        self._feedback = FeedbackWindow(feedback_window, self.exporters)  # recent responses, for record_feedback
         self.unknown_feedback = 0
+        self.repeated_feedback = 0  # verdicts on a response that already had one (observability.langchain.feedback)
         self._last: tuple[UUID | None, _Run | None] = (None, None)  # the previous chunk's run
         self._lock = threading.Lock()
         self._logged: set[str] = set()
@@ -325,6 +327,7 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             logprobs_requested=logprobs_requested(params, serialized),
             metadata=metadata,
             question=question if isinstance(question, str) else None,
+            stream_requested=params.get("stream") is True,
         )
         self._track(start, reports=True)
 
@@ -346,7 +349,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         exporting = self._export_groups.claim(start.run_id, self)
         if exporting is not self._export_groups.everything:
             self.duplicate_runs += 1  # another handler exports this run to the shared exporters
-            if exporting is NOTHING and not (reports and self.on_report is not None):
+            # Still scored when it has to reach on_report, or be kept for a verdict given to us.
+            if exporting is NOTHING and not (reports and (self.on_report is not None or self.feedback_window)):
                 return
         evicted: list[tuple[UUID, _Run]] = []
         with self._lock:
@@ -458,7 +462,9 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
         The last ``feedback_window`` responses can be joined (the handler option; 0, the default,
         keeps none and makes this call an error naming the option); an unknown or older ``run_id``
-        is counted in ``unknown_feedback`` and returns False (nothing raises for it).
+        is counted in ``unknown_feedback`` and returns False (nothing raises for it). One verdict
+        per response counts, the first, process-wide (a handler attached twice included); a later
+        one returns False and is counted in ``repeated_feedback`` (see ``observability.langchain.feedback``).
         """
         if not self.feedback_window:
             raise RuntimeError("record_feedback needs recent responses: create the handler with "
@@ -474,13 +480,15 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             raise TypeError(f"correct must be True or False, got {correct!r}")
         if isinstance(choice_index, bool) or not isinstance(choice_index, int) or choice_index < 0:
             raise ValueError(f"choice_index must be a non-negative int, got {choice_index!r}")
-        with self._lock:
-            record = self._answered.get((run_id, choice_index))
-            if record is None:
-                self.unknown_feedback += 1
-        if record is None:
+        record, window, first = judge((run_id, choice_index), self._feedback)
+        if record is None or window is None or not first:
+            with self._lock:
+                if record is None:
+                    self.unknown_feedback += 1
+                else:
+                    self.repeated_feedback += 1
             return False
-        for exporter in self.exporters:
+        for exporter in window.exporters:
             export_feedback = getattr(exporter, "export_feedback", None)
             if export_feedback is not None:
                 try:
@@ -490,12 +498,8 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         return True
 
     def _deliver(self, records: list[ResponseRecord], exporters: Sequence[Exporter]) -> None:
-        if self.feedback_window:  # kept for record_feedback, without content (tokens and text dropped)
-            with self._lock:
-                for record in records:
-                    self._answered[(record.start.run_id, record.choice_index)] = replace(record, tokens=(), text=None)
-                while len(self._answered) > self.feedback_window:
-                    del self._answered[next(iter(self._answered))]
+        if self.feedback_window:  # kept for record_feedback, slimmed to a fixed size (observability.langchain.feedback)
+            self._feedback.keep(records)
         if self.on_report is not None:
             for record in records:
                 try:
