@@ -5,6 +5,7 @@ from a raw request to that server, made here without LangChain."""
 
 from __future__ import annotations
 
+import asyncio
 import math
 from typing import Any
 
@@ -30,21 +31,27 @@ def assert_record_is(record: ResponseRecord, sent: list[dict[str, Any]], top: in
 
 
 @pytest.mark.real_model
-def test_chat_fireworks_invoke_and_stream_record_what_the_server_sent(local_model: LocalModelServer) -> None:
+def test_chat_fireworks_invoke_stream_and_async_record_what_the_server_sent(local_model: LocalModelServer) -> None:
     from langchain_fireworks import ChatFireworks
 
     records: list[ResponseRecord] = []
     config = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=records.append)]}
     model = ChatFireworks(model=MODEL_NAME, base_url=local_model.base_url.removesuffix("/v1"), api_key="unused",
                           temperature=0, max_tokens=MAX_TOKENS, max_retries=0).bind(logprobs=True, top_logprobs=3)
+
+    async def asynchronous() -> tuple[str, str]:
+        answer = await model.ainvoke(QUESTION, config=config)
+        return answer.text, "".join([chunk.text async for chunk in model.astream(QUESTION, config=config)])
+
     invoked = model.invoke(QUESTION, config=config).text
     streamed = "".join(chunk.text for chunk in model.stream(QUESTION, config=config))
+    async_invoked, async_streamed = asyncio.run(asynchronous())
 
     body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": QUESTION}], "temperature": 0,
             "max_tokens": MAX_TOKENS, "logprobs": True, "top_logprobs": 3}
     raw = raw_chat_completion(local_model.base_url, body)
     raw_stream = [e for event in raw_chat_stream(local_model.base_url, body) for choice in event["choices"]
                   for e in (choice.get("logprobs") or {}).get("content") or ()]
-    assert invoked == streamed == raw["choices"][0]["message"]["content"]
-    assert_record_is(records[0], raw["choices"][0]["logprobs"]["content"], top=3)
-    assert_record_is(records[1], raw_stream, top=3)
+    assert invoked == streamed == async_invoked == async_streamed == raw["choices"][0]["message"]["content"]
+    for record, sent in zip(records, [raw["choices"][0]["logprobs"]["content"], raw_stream] * 2, strict=True):
+        assert_record_is(record, sent, top=3)
