@@ -15,25 +15,20 @@ from langchain_core.runnables import Runnable
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability._fields import logprobs_requested
-from tests.http_support import QuietHandler, serving
-from tests.provider_support import ANSWER, canned_provider
+from tests.http_support import serving
+from tests.provider_support import ANSWER, JsonHandler, canned_provider
 
 RESPONSES_LOGPROBS = "message.output_text.logprobs"
 
 
 @pytest.fixture(scope="module")
 def urls() -> Iterator[dict[str, str]]:
-    class Ollama(QuietHandler):  # answers every /api/chat with one NDJSON line and no logprobs
+    class Ollama(JsonHandler):  # answers every /api/chat with one NDJSON line and no logprobs
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.read_json()
             line = {"model": "m", "created_at": "2026-12-07T00:00:00Z", "done": True, "done_reason": "stop",
                     "message": {"role": "assistant", "content": ANSWER}}
-            payload = (json.dumps(line) + "\n").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send(200, "application/x-ndjson", (json.dumps(line) + "\n").encode())
 
     with canned_provider() as openai_compatible, serving(Ollama) as ollama:
         yield {"openai": openai_compatible["base_url"], "root": openai_compatible["base_url"].removesuffix("/v1"),
