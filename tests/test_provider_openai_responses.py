@@ -251,3 +251,28 @@ def test_our_failure_in_the_recovery_leaves_the_answer_as_it_was(
         f"observability: the logprobs patch failed in {where} (RuntimeError); the app's call goes on as if "
         "unpatched. Further failures here are not logged."
         for where in ("_construct_lc_result_from_responses_api", "_convert_responses_chunk_to_generation_chunk")]
+
+
+def test_a_streaming_ui_and_a_second_handler_get_the_same_recovered_tokens() -> None:
+    # astream_events (what a streaming UI reads), with a handler passed in and one from observe_confidence()
+    from observability import observe_confidence
+
+    passed: list[ResponseRecord] = []
+    blocked: list[ResponseRecord] = []
+    entries = seed_korean_payload()["content"]
+    with responses_proxy("", canned=entries) as proxy, \
+            observe_confidence(exporters=(), on_report=blocked.append, enable_logprobs=True, top_logprobs=0):
+        model = responses_model(proxy["base_url"])
+
+        async def ui() -> str:
+            config = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=passed.append)]}
+            return "".join([event["data"]["chunk"].text async for event in model.astream_events(
+                QUESTION, config=config, version="v2") if event["event"] == "on_chat_model_stream"])
+
+        shown = asyncio.run(ui())
+    assert shown == "대한민국의 수도는 서울입니다."
+    for records in (passed, blocked):
+        (record,) = records
+        assert [t.bytes for t in record.tokens] == [bytes(e["bytes"]) for e in entries]
+        assert [t.logprob for t in record.tokens] == [e["logprob"] for e in entries]
+        assert token_offsets(record.tokens)[0] == shown
