@@ -65,7 +65,7 @@ RESPONSES_LOGPROBS = "message.output_text.logprobs"
 _ASKING_REPR = re.compile(r"[(,] ?(?:logprobs=(?:True|[1-9])|top_logprobs=[1-9]|response_logprobs=True)\b")
 
 
-def logprobs_requested(params: Mapping[str, Any], serialized: Any) -> bool:
+def logprobs_requested(params: Any, serialized: Any) -> bool:
     """Whether the model call asked for logprobs, however the app asked.
 
     ``params`` is the run's ``invocation_params`` (``.bind(...)`` arguments, and the constructor
@@ -75,6 +75,7 @@ def logprobs_requested(params: Mapping[str, Any], serialized: Any) -> bool:
     ``model_kwargs`` (in the params, or on the constructor), then the constructor fields in
     ``serialized`` (``kwargs`` for a serialisable model, the ``repr`` for another: ChatOllama's
     ``logprobs=True`` is found nowhere else)."""
+    params = as_mapping(params)
     decided = _asks(params)
     if decided is not None:
         return decided

@@ -102,6 +102,7 @@ def test_asked_and_none_came_back_is_not_returned(
                  id="repr-only-fields"),
     pytest.param({}, {"type": "not_implemented", "repr": "Chat(model='x', top_logprobs=3)"}, True, id="repr-top"),
     pytest.param({}, "not a mapping", False, id="junk-serialized"),
+    pytest.param(["not", "a", "mapping"], None, False, id="junk-params"),
 ])
-def test_every_place_an_app_asks(params: dict[str, Any], serialized: Any, asked: bool) -> None:
+def test_every_place_an_app_asks(params: Any, serialized: Any, asked: bool) -> None:
     assert logprobs_requested(params, serialized) is asked
