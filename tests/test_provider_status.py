@@ -101,6 +101,10 @@ def test_asked_and_none_came_back_is_not_returned(
     pytest.param({}, {"type": "not_implemented", "repr": "Chat(metadata={'logprobs=True': 1}, model='x')"}, False,
                  id="repr-only-fields"),
     pytest.param({}, {"type": "not_implemented", "repr": "Chat(model='x', top_logprobs=3)"}, True, id="repr-top"),
+    pytest.param({}, {"type": "not_implemented", "repr": "ChatLiteLLM(model='x', model_kwargs={'top_logprobs': 3, "
+                                                         "'logprobs': True})"}, True, id="litellm-model_kwargs"),
+    pytest.param({}, {"type": "not_implemented", "repr": "ChatLiteLLM(model='x', model_kwargs={'logprobs': False})"},
+                 False, id="litellm-model_kwargs-false"),
     pytest.param({}, "not a mapping", False, id="junk-serialized"),
     pytest.param(["not", "a", "mapping"], None, False, id="junk-params"),
 ])
