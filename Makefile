@@ -25,7 +25,7 @@ BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup wheelhouse system-deps phoenix litellm grafana-schema check check-highest test demo evaluate lint lock bench stack clean
+.PHONY: setup wheelhouse system-deps phoenix litellm vertex grafana-schema check check-highest test demo evaluate lint lock bench stack clean
 
 setup: $(VENV)/.installed
 
@@ -70,6 +70,18 @@ $(LITELLM_VENV)/.installed: pyproject.toml
 	$(LITELLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(LITELLM_PACKAGES) -e .
 	touch $@
 
+# ChatVertexAI's test (tests/test_provider_vertex.py), likewise: google-cloud-aiplatform pins protobuf<7,
+# the development environment protobuf 7 (about 430 MB, 1 to 2 minutes).
+VERTEX_VENV := .venv-vertex
+VERTEX_PACKAGES := langchain-google-vertexai==3.2.5
+
+vertex: $(VERTEX_VENV)/.installed
+
+$(VERTEX_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VERTEX_VENV)
+	$(VERTEX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(VERTEX_PACKAGES) -e .
+	touch $@
+
 phoenix: $(PHOENIX_VENV)/.installed
 
 $(PHOENIX_VENV)/.installed:
@@ -97,9 +109,9 @@ $(HIGH_VENV)/.installed: pyproject.toml $(LOCK)
 
 # Everything: lint and types, the fast tier on the highest CPython, then every test (real model,
 # Prometheus, Phoenix, Chromium, promtool, docker-compose) with fuzzing at full strength.
-test: setup wheelhouse system-deps phoenix litellm grafana-schema lint check-highest
+test: setup wheelhouse system-deps phoenix litellm vertex grafana-schema lint check-highest
 	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix LITELLM_PYTHON=$(abspath $(LITELLM_VENV))/bin/python \
-	  $(PY) -m pytest
+	  VERTEX_PYTHON=$(abspath $(VERTEX_VENV))/bin/python $(PY) -m pytest
 
 # Re-pin the development environment: resolve the newest versions in a scratch virtualenv and
 # write them to $(LOCK). Review the diff, run `make test`, commit.
@@ -145,5 +157,5 @@ $(BENCH_VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(HIGH_VENV) $(WHEELHOUSE) dist $(PHOENIX_VENV) $(LITELLM_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(HIGH_VENV) $(WHEELHOUSE) dist $(PHOENIX_VENV) $(LITELLM_VENV) $(VERTEX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	rm -rf deploy/grafana/node_modules

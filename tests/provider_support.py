@@ -277,3 +277,55 @@ def ollama_proxy(upstream: str) -> Iterator[dict[str, Any]]:
     with serving(Handler) as root:
         state["host"] = root
         yield state
+
+
+@contextmanager
+def vertex_proxy(upstream: str) -> Iterator[dict[str, Any]]:
+    """Vertex AI's REST ``generateContent`` / ``streamGenerateContent`` (a JSON array of responses) on
+    127.0.0.1, answered by the model behind ``upstream``: its logprobs as ``logprobsResult``
+    (``chosenCandidates`` and ``topCandidates`` of ``{token, logProbability}``) when the request's
+    ``generationConfig`` has ``responseLogprobs``. Yields ``{"endpoint", "bodies", "sent": [per
+    response, its entries]}``."""
+    state: dict[str, Any] = {"bodies": [], "sent": []}
+
+    class Handler(JsonHandler):
+        def do_POST(self) -> None:
+            body = self.read_json()
+            state["bodies"].append(body)
+            config = body.get("generationConfig") or {}
+            asked = bool(config.get("responseLogprobs"))
+            messages = [{"role": "user" if content.get("role") == "user" else "assistant",
+                         "content": "".join(part.get("text", "") for part in content.get("parts") or ())}
+                        for content in body.get("contents") or ()]
+            request = _chat_request({"model": "vertex", "temperature": config.get("temperature", 0)}, messages,
+                                    max_tokens=config.get("maxOutputTokens"),
+                                    top_logprobs=(config.get("logprobs") or 0) if asked else None)
+            chunks = list(_upstream_events(upstream, request))
+            entries = [entry for _, listed in chunks for entry in listed] if asked else []
+            state["sent"].append(entries)
+            if ":streamGenerateContent" in self.path:
+                # (no avgLogprobs per chunk: langchain-google-vertexai 3.2.5 cannot merge two of them)
+                answers = [_vertex_response(content, listed if asked else [], average=False)
+                           for content, listed in chunks]
+                self.send(200, "application/json", json.dumps(answers).encode())
+            else:
+                text = "".join(content for content, _ in chunks)
+                self.send(200, "application/json", json.dumps(_vertex_response(text, entries)).encode())
+
+    with serving(Handler) as root:
+        state["endpoint"] = root
+        yield state
+
+
+def _vertex_response(text: str, entries: list[dict[str, Any]], average: bool = True) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+    if entries:
+        candidate["logprobsResult"] = {
+            "chosenCandidates": [{"token": e["token"], "logProbability": e["logprob"]} for e in entries],
+            "topCandidates": [{"candidates": [{"token": t["token"], "logProbability": t["logprob"]}
+                                              for t in e["top_logprobs"]]} for e in entries]}
+        if average:
+            candidate["avgLogprobs"] = math.fsum(e["logprob"] for e in entries) / len(entries)
+    return {"candidates": [candidate], "modelVersion": "vertex-proxy",
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": len(entries),
+                              "totalTokenCount": 3 + len(entries)}}
