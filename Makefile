@@ -25,7 +25,7 @@ BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup wheelhouse system-deps phoenix grafana-schema check check-highest test demo evaluate lint lock bench stack clean
+.PHONY: setup wheelhouse system-deps phoenix litellm vertex grafana-schema check check-highest test demo evaluate lint lock bench stack clean
 
 setup: $(VENV)/.installed
 
@@ -58,6 +58,30 @@ system-deps:
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
 	fi
 
+# ChatLiteLLM's test (tests/test_provider_litellm.py) runs in a virtualenv of its own: litellm pins
+# importlib-metadata<9, the development environment importlib-metadata 10 (about 450 MB, 3 minutes).
+LITELLM_VENV := .venv-litellm
+LITELLM_PACKAGES := langchain-litellm==0.11.2 litellm==1.110.2
+
+litellm: $(LITELLM_VENV)/.installed
+
+$(LITELLM_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(LITELLM_VENV)
+	$(LITELLM_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(LITELLM_PACKAGES) -e .
+	touch $@
+
+# ChatVertexAI's test (tests/test_provider_vertex.py), likewise: google-cloud-aiplatform pins protobuf<7,
+# the development environment protobuf 7 (about 430 MB, 1 to 2 minutes).
+VERTEX_VENV := .venv-vertex
+VERTEX_PACKAGES := langchain-google-vertexai==3.2.5
+
+vertex: $(VERTEX_VENV)/.installed
+
+$(VERTEX_VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VERTEX_VENV)
+	$(VERTEX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(VERTEX_PACKAGES) -e .
+	touch $@
+
 phoenix: $(PHOENIX_VENV)/.installed
 
 $(PHOENIX_VENV)/.installed:
@@ -84,11 +108,13 @@ $(HIGH_VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 # Everything: lint and types, the fast tier on the highest CPython, then every test (real model,
-# Prometheus, Phoenix, Chromium, promtool, docker-compose) with fuzzing at full strength, on two
-# workers. Whole files go to one worker (--dist loadfile): a module's fixture (the no-Docker stack,
-# the built wheel) starts once; each worker has its own model server (tests/conftest.py).
-test: setup wheelhouse system-deps phoenix grafana-schema lint check-highest
-	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix $(PY) -m pytest -n 2 --dist loadfile
+# Prometheus, Phoenix, Chromium, promtool, docker-compose, the LiteLLM and Vertex AI clients in
+# their own virtualenvs) with fuzzing at full strength, on two workers. Whole files go to one
+# worker (--dist loadfile): a module's fixture (the no-Docker stack, the built wheel) starts once;
+# each worker has its own model server (tests/conftest.py).
+test: setup wheelhouse system-deps phoenix litellm vertex grafana-schema lint check-highest
+	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix LITELLM_PYTHON=$(abspath $(LITELLM_VENV))/bin/python \
+	  VERTEX_PYTHON=$(abspath $(VERTEX_VENV))/bin/python $(PY) -m pytest -n 2 --dist loadfile
 
 # Re-pin the development environment: resolve the newest versions in a scratch virtualenv and
 # write them to $(LOCK). Review the diff, run `make test`, commit.
@@ -135,5 +161,5 @@ $(BENCH_VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(HIGH_VENV) $(WHEELHOUSE) dist $(PHOENIX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(HIGH_VENV) $(WHEELHOUSE) dist $(PHOENIX_VENV) $(LITELLM_VENV) $(VERTEX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	rm -rf deploy/grafana/node_modules

@@ -14,8 +14,10 @@ shape, and kept in ``state["sent"]`` for the tests to compare with.
 
 from __future__ import annotations
 
+import asyncio
 import codecs
 import json
+import math
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -27,14 +29,65 @@ ANSWER = "Paris."
 APP_ERROR_MODEL = "app-error"
 
 
+class JsonHandler(QuietHandler):
+    """A request handler reading JSON bodies and sending whole answers (HTTP/1.1, with a length)."""
+
+    protocol_version = "HTTP/1.1"
+
+    def read_json(self) -> Any:
+        return json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+
+    def send(self, status: int, kind: str, payload: bytes) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", kind)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        self.wfile.write(payload)
+
+
+def every_way(model: Any, question: str, config: Any) -> list[str]:
+    """The answer's text by ``invoke``, ``stream``, ``ainvoke`` and ``astream``, in that order (the
+    two async calls in one event loop: langchain-openai's async client belongs to one)."""
+    async def asynchronous() -> list[str]:
+        answer = await model.ainvoke(question, config=config)
+        return [answer.text, "".join([chunk.text async for chunk in model.astream(question, config=config)])]
+
+    invoked = model.invoke(question, config=config).text
+    streamed = "".join(chunk.text for chunk in model.stream(question, config=config))
+    return [invoked, streamed, *asyncio.run(asynchronous())]
+
+
+def assert_record_is(record: Any, sent: list[dict[str, Any]], top: int, abs_tol: float = 0.0) -> None:
+    """The record holds exactly the entries a provider sent (logprobs within ``abs_tol``), best
+    alternative first, and its figures are theirs, computed here."""
+    assert sent, "the provider sent no logprobs: nothing to compare"
+    assert record.logprobs == "present" and record.start.logprobs_requested
+    assert [t.token for t in record.tokens] == [e["token"] for e in sent]
+    assert all(math.isclose(t.logprob, e["logprob"], rel_tol=1e-12, abs_tol=abs_tol)
+               for t, e in zip(record.tokens, sent, strict=True))
+    assert all(len(t.top_logprobs) == top for t in record.tokens)
+    for token, entry in zip(record.tokens, sent, strict=True):  # every alternative, best first
+        expected = sorted(entry["top_logprobs"], key=lambda a: -a["logprob"])
+        assert [text for text, _ in token.top_logprobs] == [a["token"] for a in expected]
+        assert all(math.isclose(lp, a["logprob"], rel_tol=1e-12, abs_tol=abs_tol)
+                   for (_, lp), a in zip(token.top_logprobs, expected, strict=True))
+    logprobs = [e["logprob"] for e in sent]
+    report = record.report
+    assert report is not None and report.token_count == len(sent)
+    assert math.isclose(report.sequence_logprob, math.fsum(logprobs), rel_tol=1e-9, abs_tol=abs_tol * len(sent))
+    assert math.isclose(report.min_token_probability, math.exp(min(logprobs)), rel_tol=1e-9, abs_tol=abs_tol)
+    assert math.isclose(report.sequence_probability, math.exp(math.fsum(logprobs) / len(logprobs)),
+                        rel_tol=1e-9, abs_tol=abs_tol)
+
+
 @contextmanager
 def canned_provider(marker: str = "", refuse_logprobs: bool = False) -> Iterator[dict[str, Any]]:
     """Yields ``{"base_url": "http://127.0.0.1:PORT/v1", "bodies": [each request body, parsed]}``."""
     state: dict[str, Any] = {"bodies": []}
 
-    class Handler(QuietHandler):
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            body = self.read_json()
             state["bodies"].append(body)
             if body.get("model") == APP_ERROR_MODEL:
                 self._error(f"Invalid value for 'messages' ({marker})", "messages")
@@ -43,14 +96,14 @@ def canned_provider(marker: str = "", refuse_logprobs: bool = False) -> Iterator
             elif body.get("stream"):
                 self._stream(body["model"])
             else:
-                self._send(200, "application/json", json.dumps({
+                self.send(200, "application/json", json.dumps({
                     "id": "chatcmpl-canned", "object": "chat.completion", "created": 0, "model": body["model"],
                     "choices": [{"index": 0, "message": {"role": "assistant", "content": ANSWER},
                                  "finish_reason": "stop", "logprobs": None}],
                     "usage": {"prompt_tokens": 3, "completion_tokens": 2, "total_tokens": 5}}).encode())
 
         def _error(self, message: str, param: str) -> None:
-            self._send(400, "application/json", json.dumps({"error": {
+            self.send(400, "application/json", json.dumps({"error": {
                 "message": message, "type": "invalid_request_error", "param": param, "code": None}}).encode())
 
         def _stream(self, model: str) -> None:
@@ -59,14 +112,7 @@ def canned_provider(marker: str = "", refuse_logprobs: bool = False) -> Iterator
                                               "model": model, "choices": [{"index": 0, "delta": delta,
                                                                            "finish_reason": finish}]}) + "\n\n"
             events = chunk({"role": "assistant", "content": ANSWER}, None) + chunk({}, "stop") + "data: [DONE]\n\n"
-            self._send(200, "text/event-stream", events.encode())
-
-        def _send(self, status: int, kind: str, payload: bytes) -> None:
-            self.send_response(status)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send(200, "text/event-stream", events.encode())
 
     with serving(Handler) as root:
         state["base_url"] = f"{root}/v1"
@@ -121,11 +167,9 @@ def responses_proxy(upstream: str, canned: list[dict[str, Any]] | None = None) -
     deltas had them when streamed]}``."""
     state: dict[str, Any] = {"bodies": [], "sent": []}
 
-    class Handler(QuietHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            body = self.read_json()
             state["bodies"].append(body)
             inputs = body["input"] if isinstance(body["input"], list) else [{"role": "user", "content": body["input"]}]
             messages = [{"role": item["role"], "content": _responses_text(item["content"])} for item in inputs]
@@ -144,7 +188,7 @@ def responses_proxy(upstream: str, canned: list[dict[str, Any]] | None = None) -
                 self._stream(body, chunks, text, entries, asked)
             else:
                 state["sent"].append(entries)
-                self._send("application/json", json.dumps(_response(body, text, entries)).encode())
+                self.send(200, "application/json", json.dumps(_response(body, text, entries)).encode())
 
         def _stream(self, body: dict[str, Any], chunks: list[tuple[str, list[dict[str, Any]]]], text: str,
                     entries: list[dict[str, Any]], asked: bool) -> None:
@@ -171,14 +215,7 @@ def responses_proxy(upstream: str, canned: list[dict[str, Any]] | None = None) -
                        {"type": "response.completed", "response": done}]
             stream = "".join(f"event: {event['type']}\ndata: {json.dumps({**event, 'sequence_number': n})}\n\n"
                              for n, event in enumerate(events))
-            self._send("text/event-stream", stream.encode())
-
-        def _send(self, kind: str, payload: bytes) -> None:
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send(200, "text/event-stream", stream.encode())
 
     with serving(Handler) as root:
         state["base_url"] = f"{root}/v1"
@@ -206,11 +243,9 @@ def ollama_proxy(upstream: str) -> Iterator[dict[str, Any]]:
     Yields ``{"host": "http://127.0.0.1:PORT", "bodies": [...], "sent": [per response, its entries]}``."""
     state: dict[str, Any] = {"bodies": [], "sent": []}
 
-    class Handler(QuietHandler):
-        protocol_version = "HTTP/1.1"
-
+    class Handler(JsonHandler):
         def do_POST(self) -> None:
-            body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+            body = self.read_json()
             state["bodies"].append(body)
             options = body.get("options") or {}
             asked = bool(body.get("logprobs"))
@@ -237,12 +272,60 @@ def ollama_proxy(upstream: str) -> Iterator[dict[str, Any]]:
                 if asked:
                     whole["logprobs"] = state["sent"][-1]
                 payload, kind = json.dumps(whole).encode(), "application/json"
-            self.send_response(200)
-            self.send_header("Content-Type", kind)
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send(200, kind, payload)
 
     with serving(Handler) as root:
         state["host"] = root
         yield state
+
+
+@contextmanager
+def vertex_proxy(upstream: str) -> Iterator[dict[str, Any]]:
+    """Vertex AI's REST ``generateContent`` / ``streamGenerateContent`` (a JSON array of responses) on
+    127.0.0.1, answered by the model behind ``upstream``: its logprobs as ``logprobsResult``
+    (``chosenCandidates`` and ``topCandidates`` of ``{token, logProbability}``) when the request's
+    ``generationConfig`` has ``responseLogprobs``. Yields ``{"endpoint", "bodies", "sent": [per
+    response, its entries]}``."""
+    state: dict[str, Any] = {"bodies": [], "sent": []}
+
+    class Handler(JsonHandler):
+        def do_POST(self) -> None:
+            body = self.read_json()
+            state["bodies"].append(body)
+            config = body.get("generationConfig") or {}
+            asked = bool(config.get("responseLogprobs"))
+            messages = [{"role": "user" if content.get("role") == "user" else "assistant",
+                         "content": "".join(part.get("text", "") for part in content.get("parts") or ())}
+                        for content in body.get("contents") or ()]
+            request = _chat_request({"model": "vertex", "temperature": config.get("temperature", 0)}, messages,
+                                    max_tokens=config.get("maxOutputTokens"),
+                                    top_logprobs=(config.get("logprobs") or 0) if asked else None)
+            chunks = list(_upstream_events(upstream, request))
+            entries = [entry for _, listed in chunks for entry in listed] if asked else []
+            state["sent"].append(entries)
+            if ":streamGenerateContent" in self.path:
+                # (no avgLogprobs per chunk: langchain-google-vertexai 3.2.5 cannot merge two of them)
+                answers = [_vertex_response(content, listed if asked else [], average=False)
+                           for content, listed in chunks]
+                self.send(200, "application/json", json.dumps(answers).encode())
+            else:
+                text = "".join(content for content, _ in chunks)
+                self.send(200, "application/json", json.dumps(_vertex_response(text, entries)).encode())
+
+    with serving(Handler) as root:
+        state["endpoint"] = root
+        yield state
+
+
+def _vertex_response(text: str, entries: list[dict[str, Any]], average: bool = True) -> dict[str, Any]:
+    candidate: dict[str, Any] = {"content": {"role": "model", "parts": [{"text": text}]}, "finishReason": "STOP"}
+    if entries:
+        candidate["logprobsResult"] = {
+            "chosenCandidates": [{"token": e["token"], "logProbability": e["logprob"]} for e in entries],
+            "topCandidates": [{"candidates": [{"token": t["token"], "logProbability": t["logprob"]}
+                                              for t in e["top_logprobs"]]} for e in entries]}
+        if average:
+            candidate["avgLogprobs"] = math.fsum(e["logprob"] for e in entries) / len(entries)
+    return {"candidates": [candidate], "modelVersion": "vertex-proxy",
+            "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": len(entries),
+                              "totalTokenCount": 3 + len(entries)}}

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -25,7 +24,7 @@ from observability.demo.model_server import MODEL_NAME, LocalModelServer
 from observability.langchain import enable_logprobs as patch
 from observability.langchain.payload import logprobs_payload
 from tests.attach_support import refusing_proxy
-from tests.provider_support import responses_proxy
+from tests.provider_support import assert_record_is, every_way, responses_proxy
 from tests.test_core_extract import seed_korean_payload
 
 QUESTION = "What is the capital of France?"
@@ -45,22 +44,6 @@ def responses_model(base_url: str, **kwargs: Any) -> ChatOpenAI:
     return ChatOpenAI(**{**options, **kwargs})
 
 
-def assert_record_is(record: ResponseRecord, sent: list[dict[str, Any]], top: int) -> None:
-    """The record holds exactly the entries the provider sent, and its figures are theirs."""
-    assert sent, "the provider sent no logprobs: nothing to compare"
-    assert record.logprobs == "present" and record.start.logprobs_requested
-    assert [(t.token, t.logprob) for t in record.tokens] == [(e["token"], e["logprob"]) for e in sent]
-    assert [[(a, lp) for a, lp in t.top_logprobs] for t in record.tokens] == [
-        sorted(((a["token"], a["logprob"]) for a in e["top_logprobs"]), key=lambda p: -p[1]) for e in sent]
-    assert all(len(t.top_logprobs) == top for t in record.tokens)
-    logprobs = [e["logprob"] for e in sent]
-    report = record.report
-    assert report is not None and report.token_count == len(sent)
-    assert math.isclose(report.sequence_logprob, math.fsum(logprobs), rel_tol=1e-9)
-    assert math.isclose(report.min_token_probability, math.exp(min(logprobs)), rel_tol=1e-9)
-    assert math.isclose(report.sequence_probability, math.exp(math.fsum(logprobs) / len(logprobs)), rel_tol=1e-9)
-
-
 @pytest.mark.real_model
 def test_enabled_option_asks_and_records_match_what_the_provider_sent(
         local_model: LocalModelServer, reports: Any) -> None:
@@ -68,24 +51,16 @@ def test_enabled_option_asks_and_records_match_what_the_provider_sent(
     config = {"callbacks": [handler]}
     with responses_proxy(local_model.base_url) as proxy:
         model = responses_model(proxy["base_url"])
-
-        async def asynchronous() -> tuple[str, str]:
-            answer = await model.ainvoke(QUESTION, config=config)
-            streamed = [chunk.text async for chunk in model.astream(QUESTION, config=config)]
-            return answer.text, "".join(streamed)
-
         with patch.logprobs_enabled(top_logprobs=3):
-            invoked = model.invoke(QUESTION, config=config).text
-            streamed = "".join(chunk.text for chunk in model.stream(QUESTION, config=config))
-            async_invoked, async_streamed = asyncio.run(asynchronous())
+            answers = every_way(model, QUESTION, config)
         after = model.invoke(QUESTION, config=config)  # outside the block: the app's request again
         bodies, sent = proxy["bodies"], proxy["sent"]
 
     assert [(b.get("include"), b.get("top_logprobs"), bool(b.get("stream"))) for b in bodies] == [
         ([RESPONSES_LOGPROBS], 3, False), ([RESPONSES_LOGPROBS], 3, True),
         ([RESPONSES_LOGPROBS], 3, False), ([RESPONSES_LOGPROBS], 3, True), (None, None, False)]
-    assert invoked == streamed == async_invoked == async_streamed == after.text
-    assert [r.text for r in records] == [invoked] * 5
+    assert answers == [after.text] * 4
+    assert [r.text for r in records] == [after.text] * 5
     for record, sent_entries in zip(records[:4], sent[:4], strict=True):
         assert_record_is(record, sent_entries, top=3)
     # the streamed deltas carry no bytes: tokens whole characters here, so their bytes are their UTF-8
@@ -276,3 +251,28 @@ def test_our_failure_in_the_recovery_leaves_the_answer_as_it_was(
         f"observability: the logprobs patch failed in {where} (RuntimeError); the app's call goes on as if "
         "unpatched. Further failures here are not logged."
         for where in ("_construct_lc_result_from_responses_api", "_convert_responses_chunk_to_generation_chunk")]
+
+
+def test_a_streaming_ui_and_a_second_handler_get_the_same_recovered_tokens() -> None:
+    # astream_events (what a streaming UI reads), with a handler passed in and one from observe_confidence()
+    from observability import observe_confidence
+
+    passed: list[ResponseRecord] = []
+    blocked: list[ResponseRecord] = []
+    entries = seed_korean_payload()["content"]
+    with responses_proxy("", canned=entries) as proxy, \
+            observe_confidence(exporters=(), on_report=blocked.append, enable_logprobs=True, top_logprobs=0):
+        model = responses_model(proxy["base_url"])
+
+        async def ui() -> str:
+            config = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=passed.append)]}
+            return "".join([event["data"]["chunk"].text async for event in model.astream_events(
+                QUESTION, config=config, version="v2") if event["event"] == "on_chat_model_stream"])
+
+        shown = asyncio.run(ui())
+    assert shown == "대한민국의 수도는 서울입니다."
+    for records in (passed, blocked):
+        (record,) = records
+        assert [t.bytes for t in record.tokens] == [bytes(e["bytes"]) for e in entries]
+        assert [t.logprob for t in record.tokens] == [e["logprob"] for e in entries]
+        assert token_offsets(record.tokens)[0] == shown

@@ -15,25 +15,20 @@ from langchain_core.runnables import Runnable
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.langchain.payload import logprobs_requested
-from tests.http_support import QuietHandler, serving
-from tests.provider_support import ANSWER, canned_provider
+from tests.http_support import serving
+from tests.provider_support import ANSWER, JsonHandler, canned_provider
 
 RESPONSES_LOGPROBS = "message.output_text.logprobs"
 
 
 @pytest.fixture(scope="module")
 def urls() -> Iterator[dict[str, str]]:
-    class Ollama(QuietHandler):  # answers every /api/chat with one NDJSON line and no logprobs
+    class Ollama(JsonHandler):  # answers every /api/chat with one NDJSON line and no logprobs
         def do_POST(self) -> None:
-            self.rfile.read(int(self.headers.get("Content-Length", "0")))
+            self.read_json()
             line = {"model": "m", "created_at": "2026-12-07T00:00:00Z", "done": True, "done_reason": "stop",
                     "message": {"role": "assistant", "content": ANSWER}}
-            payload = (json.dumps(line) + "\n").encode()
-            self.send_response(200)
-            self.send_header("Content-Type", "application/x-ndjson")
-            self.send_header("Content-Length", str(len(payload)))
-            self.end_headers()
-            self.wfile.write(payload)
+            self.send(200, "application/x-ndjson", (json.dumps(line) + "\n").encode())
 
     with canned_provider() as openai_compatible, serving(Ollama) as ollama:
         yield {"openai": openai_compatible["base_url"], "root": openai_compatible["base_url"].removesuffix("/v1"),
@@ -106,7 +101,12 @@ def test_asked_and_none_came_back_is_not_returned(
     pytest.param({}, {"type": "not_implemented", "repr": "Chat(metadata={'logprobs=True': 1}, model='x')"}, False,
                  id="repr-only-fields"),
     pytest.param({}, {"type": "not_implemented", "repr": "Chat(model='x', top_logprobs=3)"}, True, id="repr-top"),
+    pytest.param({}, {"type": "not_implemented", "repr": "ChatLiteLLM(model='x', model_kwargs={'top_logprobs': 3, "
+                                                         "'logprobs': True})"}, True, id="litellm-model_kwargs"),
+    pytest.param({}, {"type": "not_implemented", "repr": "ChatLiteLLM(model='x', model_kwargs={'logprobs': False})"},
+                 False, id="litellm-model_kwargs-false"),
     pytest.param({}, "not a mapping", False, id="junk-serialized"),
+    pytest.param(["not", "a", "mapping"], None, False, id="junk-params"),
 ])
-def test_every_place_an_app_asks(params: dict[str, Any], serialized: Any, asked: bool) -> None:
+def test_every_place_an_app_asks(params: Any, serialized: Any, asked: bool) -> None:
     assert logprobs_requested(params, serialized) is asked

@@ -60,12 +60,14 @@ _TEXT_BLOCKS = ("text", "output_text")
 _ASKING_KEYS = ("logprobs", "top_logprobs", "response_logprobs")
 RESPONSES_LOGPROBS = "message.output_text.logprobs"
 """The Responses API's ``include`` entry that asks for logprobs."""
-# A model LangChain cannot serialise (ChatOllama) reaches the callbacks only as its repr, in which
-# pydantic writes the fields set on the constructor: ``ChatOllama(model='x', logprobs=True, ...)``.
-_ASKING_REPR = re.compile(r"[(,] ?(?:logprobs=(?:True|[1-9])|top_logprobs=[1-9]|response_logprobs=True)\b")
+# A model LangChain cannot serialise (ChatOllama, ChatLiteLLM) reaches the callbacks only as its
+# repr, in which pydantic writes the fields set on the constructor: ``ChatOllama(model='x',
+# logprobs=True, ...)``, ``ChatLiteLLM(..., model_kwargs={'logprobs': True, 'top_logprobs': 3})``.
+_ASKING_REPR = re.compile(r"[(,] ?(?:logprobs=(?:True|[1-9])|top_logprobs=[1-9]|response_logprobs=True)\b"
+                          r"|[(,] ?model_kwargs=\{[^}]*'(?:logprobs|top_logprobs)': (?:True|[1-9])")
 
 
-def logprobs_requested(params: Mapping[str, Any], serialized: Any) -> bool:
+def logprobs_requested(params: Any, serialized: Any) -> bool:
     """Whether the model call asked for logprobs, however the app asked.
 
     ``params`` is the run's ``invocation_params`` (``.bind(...)`` arguments, and the constructor
@@ -75,6 +77,7 @@ def logprobs_requested(params: Mapping[str, Any], serialized: Any) -> bool:
     ``model_kwargs`` (in the params, or on the constructor), then the constructor fields in
     ``serialized`` (``kwargs`` for a serialisable model, the ``repr`` for another: ChatOllama's
     ``logprobs=True`` is found nowhere else)."""
+    params = as_mapping(params)
     decided = _asks(params)
     if decided is not None:
         return decided
