@@ -1,7 +1,8 @@
 """ChatLiteLLM with our handler, run in LiteLLM's own virtualenv (``make litellm``: litellm pins
 ``importlib-metadata<9``, the development environment ``importlib-metadata`` 10) by
 tests/test_provider_litellm.py. Invokes and streams the OpenAI-compatible server at ``argv[1]``
-through ``litellm``'s ``openai/`` route, writing every record to the JSON-lines file ``argv[2]``.
+through ``litellm``'s ``openai/`` route (model ``argv[2]``, question ``argv[3]``), writing every
+record to the JSON-lines file ``argv[4]``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import sys
 
 
-def main(base_url: str, record_file: str, model: str, question: str) -> None:
+def main(base_url: str, model: str, question: str, record_file: str) -> None:
     from langchain_litellm import ChatLiteLLM
 
     from observability import ConfidenceCallbackHandler

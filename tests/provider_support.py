@@ -18,9 +18,14 @@ import asyncio
 import codecs
 import json
 import math
+import os
+import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
+
+import pytest
 
 from tests.conftest import raw_chat_stream
 from tests.http_support import QuietHandler, serving
@@ -329,3 +334,25 @@ def _vertex_response(text: str, entries: list[dict[str, Any]], average: bool = T
     return {"candidates": [candidate], "modelVersion": "vertex-proxy",
             "usageMetadata": {"promptTokenCount": 3, "candidatesTokenCount": len(entries),
                               "totalTokenCount": 3 + len(entries)}}
+
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def run_in_own_virtualenv(name: str, app: str, args: list[str], record_file: Path,
+                          env: dict[str, str] | None = None) -> tuple[list[str], list[dict[str, Any]]]:
+    """Run ``tests/{app}`` in the integration's own virtualenv (``make {name}``, or
+    ``${NAME}_PYTHON``), with every address but loopback routed to a closed loopback port (so a
+    stray request fails instead of leaving the machine); return its printed lines and the records
+    it wrote to ``record_file``. A missing virtualenv or a failed run fails the test, saying why."""
+    python = os.environ.get(f"{name.upper()}_PYTHON") or str(REPO / f".venv-{name}" / "bin" / "python")
+    if not Path(python).is_file():
+        pytest.fail(f"{name}'s virtualenv is missing ({python}): run `make {name}` "
+                    f"(or set {name.upper()}_PYTHON to its python)", pytrace=False)
+    closed = "http://127.0.0.1:9"  # nothing listens there
+    run = subprocess.run([python, str(REPO / "tests" / app), *args, str(record_file)], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(REPO), "HTTP_PROXY": closed, "HTTPS_PROXY": closed,
+                              "ALL_PROXY": closed, "NO_PROXY": "127.0.0.1,localhost", **(env or {})},
+                         timeout=600, check=False)
+    assert run.returncode == 0, run.stderr[-3000:]
+    return run.stdout.splitlines(), [json.loads(line) for line in record_file.read_text().splitlines()]

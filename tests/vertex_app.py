@@ -1,14 +1,14 @@
 """ChatVertexAI with our handler, run in Vertex's own virtualenv (``make vertex``:
 google-cloud-aiplatform pins ``protobuf<7``, the development environment protobuf 7) by
 tests/test_provider_vertex.py. Its REST transport is pointed at the loopback endpoint ``argv[1]``
-with anonymous credentials; it invokes and streams, writing every record to ``argv[2]``."""
+with anonymous credentials; it invokes and streams ``argv[2]``, writing every record to ``argv[3]``."""
 
 from __future__ import annotations
 
 import sys
 
 
-def main(endpoint: str, record_file: str, question: str) -> None:
+def main(endpoint: str, question: str, record_file: str) -> None:
     from google.auth.credentials import AnonymousCredentials
     from langchain_google_vertexai import ChatVertexAI
 
