@@ -48,14 +48,12 @@ from observability.langchain import tracer_runs as _tracer_runs  # noqa: F401  (
 from observability.langchain.dedupe import NOTHING, ExportGroups, Exporting
 from observability.langchain.feedback import FeedbackWindow, judge
 from observability.langchain.payload import (
+    Choice,
     as_int,
-    as_mapping,
     as_number,
     as_text,
-    choices,
-    error_type_name,
-    logprobs_payload,
     logprobs_requested,
+    read_response,
     response_id,
     run_name,
 )
@@ -64,7 +62,6 @@ logger = logging.getLogger("observability")
 logger.addHandler(logging.NullHandler())
 
 DEFAULT_MAX_OPEN_RUNS = 10_000
-_FINISH_KEYS = ("finish_reason", "done_reason", "stop_reason")
 _CANCELLED = (GeneratorExit, asyncio.CancelledError, KeyboardInterrupt)
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -397,32 +394,24 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
     def _finish(self, run: _Run, response: Any, status: Status, error: BaseException | None) -> None:
         ended = time.time_ns()
         duration = time.monotonic_ns() - run.started_ns
-        generations = choices(response)
-        llm_output = getattr(response, "llm_output", None) or {}
-        records: list[ResponseRecord] = []
-        for index, generation in enumerate(generations or [None]):
-            payload = logprobs_payload(generation)
-            # Streamed chunks belong to the one choice a stream has.
-            streamed = run.streamed if len(generations) <= 1 else ()
-            scored = score_response(payload, streamed, low_confidence_threshold=self.low_confidence_threshold)
-            records.append(self._record(run, generation, llm_output, scored, status, error, index, ended, duration))
+        choices = read_response(response)
+        # Streamed chunks belong to the one choice a stream has.
+        streamed = run.streamed if len(choices) == 1 else ()
+        records = [self._record(run, choice, score_response(choice.logprobs, streamed,
+                                                            low_confidence_threshold=self.low_confidence_threshold),
+                                status, error, index, ended, duration)
+                   for index, choice in enumerate(choices)]
         self._deliver(records, run.exporting.exporters)
 
-    def _record(self, run: _Run, generation: Any, llm_output: Mapping[str, Any],
-                scored: ScoredResponse | None, status: Status,
+    def _record(self, run: _Run, choice: Choice, scored: ScoredResponse | None, status: Status,
                 error: BaseException | None, index: int, ended: int, duration: int) -> ResponseRecord:
         start = run.start
         tokens, report = (None, None) if scored is None else (scored.tokens, scored.report)
-        info = as_mapping(getattr(generation, "generation_info", None))
-        message = getattr(generation, "message", None)
-        meta = as_mapping(getattr(message, "response_metadata", None))
-        usage = as_mapping(getattr(message, "usage_metadata", None))
-        token_usage = as_mapping(llm_output.get("token_usage") or meta.get("token_usage"))
         logprobs: LogprobsStatus = ("present" if tokens is not None
                                     else "not_returned" if start.logprobs_requested else "not_requested")
         first = None if run.first_token_ns is None else max(0, run.first_token_ns - run.started_ns)
-        text = getattr(generation, "text", None)
-        if not isinstance(text, str) or (tokens and not text):
+        text = choice.text
+        if text is None or (tokens and not text):
             text = scored.text if scored is not None and tokens else None
         return ResponseRecord(
             start=start,
@@ -432,12 +421,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
             choice_index=index,
             ended_at_ns=ended,
             first_token_at_ns=None if first is None else start.started_at_ns + first,
-            response_model=as_text(meta.get("model_name") or meta.get("model") or llm_output.get("model_name")),
-            response_id=response_id(meta, llm_output, message) or run.response_id,
-            finish_reason=as_text(next((src[k] for src in (info, meta) for k in _FINISH_KEYS if src.get(k)), None)),
-            input_tokens=as_int(usage.get("input_tokens", token_usage.get("prompt_tokens"))),
-            output_tokens=as_int(usage.get("output_tokens", token_usage.get("completion_tokens"))),
-            error_type=error_type_name(error) if status == "error" else None,
+            response_model=choice.response_model,
+            response_id=choice.response_id or run.response_id,
+            finish_reason=choice.finish_reason,
+            input_tokens=choice.input_tokens,
+            output_tokens=choice.output_tokens,
+            error_type=_error_type(error) if status == "error" else None,
             text=text,
             tokens=tokens or (),
             duration_ns=duration,
@@ -531,3 +520,11 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
 
 def _owner(hook: Callable[..., Any]) -> str:
     return type(getattr(hook, "__self__", hook)).__name__
+
+
+def _error_type(error: BaseException | None) -> str | None:
+    """The exception's fully qualified class name (OTel's ``error.type``)."""
+    if error is None:
+        return None
+    cls = type(error)
+    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"

@@ -8,10 +8,51 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from observability.core.extract import PAYLOAD_KEYS
 from observability.core.text import utf8_safe
+
+_FINISH_KEYS = ("finish_reason", "done_reason", "stop_reason")
+
+
+@dataclass(frozen=True, slots=True)
+class Choice:
+    """What a record needs of one of a response's generations, read once."""
+
+    logprobs: Any  # the provider's payload, as it came (``extract`` reads it)
+    text: str | None  # the generation's text as LangChain gives it (may be empty)
+    response_model: str | None
+    response_id: str | None
+    finish_reason: str | None
+    input_tokens: int | None
+    output_tokens: int | None
+
+
+def read_response(response: Any) -> list[Choice]:
+    """Every choice of an ``on_llm_end`` / ``on_llm_error`` response, at least one (an empty one
+    when the response holds none: an error before any output)."""
+    llm_output = as_mapping(getattr(response, "llm_output", None))
+    return [_choice(generation, llm_output) for generation in choices(response) or [None]]
+
+
+def _choice(generation: Any, llm_output: Mapping[str, Any]) -> Choice:
+    info = as_mapping(getattr(generation, "generation_info", None))
+    message = getattr(generation, "message", None)
+    meta = as_mapping(getattr(message, "response_metadata", None))
+    usage = as_mapping(getattr(message, "usage_metadata", None))
+    token_usage = as_mapping(llm_output.get("token_usage") or meta.get("token_usage"))
+    text = getattr(generation, "text", None)
+    return Choice(
+        logprobs=logprobs_payload(generation),
+        text=text if isinstance(text, str) else None,
+        response_model=as_text(meta.get("model_name") or meta.get("model") or llm_output.get("model_name")),
+        response_id=response_id(meta, llm_output, message),
+        finish_reason=as_text(next((src[k] for src in (info, meta) for k in _FINISH_KEYS if src.get(k)), None)),
+        input_tokens=as_int(usage.get("input_tokens", token_usage.get("prompt_tokens"))),
+        output_tokens=as_int(usage.get("output_tokens", token_usage.get("completion_tokens"))),
+    )
 
 
 def choices(response: Any) -> list[Any]:
@@ -107,14 +148,6 @@ def run_name(serialized: Mapping[str, Any] | None, kwargs: Mapping[str, Any]) ->
     if not name and isinstance(serialized, Mapping):
         name = serialized.get("name") or (serialized.get("id") or [None])[-1]
     return str(name) if name else "unknown"
-
-
-def error_type_name(error: BaseException | None) -> str | None:
-    """The exception's fully qualified class name (OTel's ``error.type``)."""
-    if error is None:
-        return None
-    cls = type(error)
-    return cls.__qualname__ if cls.__module__ == "builtins" else f"{cls.__module__}.{cls.__qualname__}"
 
 
 def as_mapping(value: Any) -> Mapping[str, Any]:
