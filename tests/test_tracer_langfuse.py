@@ -21,7 +21,7 @@ import pytest
 from opentelemetry.sdk.trace import TracerProvider
 
 from observability import ResponseRecord, observe_confidence
-from observability.exporters import default_exporters
+from observability.exporters import _peer_spans, default_exporters
 from observability.exporters._otel_spans import HEADLINE_SCORES, REPORT_FIELDS
 from observability.langchain import peers as _peers
 from tests.tracer_support import Received, langfuse_endpoint
@@ -76,7 +76,7 @@ def langfuse() -> Iterator[Langfuse]:
         yield client
         client.shutdown()
         _peers.uninstall()
-        _peers._logged.clear()
+        _peer_spans._logged.clear()
 
 
 def generations_of(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
