@@ -34,8 +34,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--real-rounds", type=int, default=5, help="rounds on the real model (default 5; 0: skip)")
     parser.add_argument("--configs", default=",".join(cfg.KEYS),
                         help=f"comma-separated, from: {', '.join(cfg.KEYS)} (default: all)")
-    parser.add_argument("--workloads", default="w1,w2,w3,w3c,w4",
-                        help="comma-separated, from: w1,w2,w3,w3c,w4 (w3c: workload 3 through the real ChatOpenAI)")
+    parser.add_argument("--workloads", default="w1,w2,w3,w3c,w4,fields",
+                        help="comma-separated, from: w1,w2,w3,w3c,w4,fields (w3c: workload 3 through the real "
+                             "ChatOpenAI; fields: JSON answers against prose, and a runaway nesting, core only)")
     parser.add_argument("--before", metavar="TREE", type=Path,
                         help="also measure an older copy of the package: TREE holds its observability/ (C "
                              "extension built in place, if it has one); see benchmarks/before.py")
@@ -93,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         harness.peak_memory(workload, configurations, results)
         progress(f"{workload.key} memory done")
         data["workloads"].append(_dump(workload.key, workload.title, workload.unit, workload.units, rounds, results))
+    if "fields" in chosen:
+        from benchmarks import fields
+
+        data["fields"] = fields.measure(args.rounds, args.scale, progress)
     costs = harness.per_chunk(configurations, rounds=max(5, args.rounds))
     data["per_chunk_ns"] = costs
     progress("per-chunk done")

@@ -181,6 +181,10 @@ def render(data: dict[str, Any]) -> str:
             lines.append(f"| {name} | {sorted(values)[len(values) // 2]:,.0f} | "
                          f"{'–' if ratio is None else f'{ratio:.2f}×'} |")
         lines.append("")
+    if data.get("fields"):
+        from benchmarks.fields import render as render_fields
+
+        lines += [*render_fields(data["fields"]), ""]
     leak = data.get("leak")
     if leak:
         marks = ", ".join(f"{m:,.0f}" for m in leak["checkpoints_kib"])

@@ -22,7 +22,8 @@ from tests.docs_support import DOCS, code_blocks
 ROOT = Path(__file__).resolve().parent.parent
 INSTRUMENT = Path(sys.executable).parent / "opentelemetry-instrument"
 OURS = "langchain_confidence (langchain-confidence)"
-PEERS = ["langchain (openinference-instrumentation-langchain)", "langchain (opentelemetry-instrumentation-genai-langchain)",
+PEERS = ["langchain (openinference-instrumentation-langchain)",
+         "langchain (opentelemetry-instrumentation-genai-langchain)",
          "langchain (opentelemetry-instrumentation-langchain)"]
 
 

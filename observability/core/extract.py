@@ -16,9 +16,10 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from functools import partial
+from itertools import repeat
 from typing import Any
 
-from observability.core.types import TokenColumns, TokenLogprob, TokenLogprobs, TokenSums
+from observability.core.types import TokenColumns, TokenLogprob, TokenLogprobs, TokenSums, connect_column_reader
 
 POSITIVE_NOISE = 1e-4
 """Logprobs in (0, POSITIVE_NOISE] are float noise around 0 and read as 0; larger positive
@@ -183,20 +184,17 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
     This runs once per response on every model call (benchmarks/RESULTS.md), so it is inline: the
     clamps are written ``x = 0.0 if x < 0.0 else x`` (min/max without the call), each ``exp`` is
     taken once and reused for z, w and the margin."""
-    exp, log, floor, log_k, tabled = math.exp, math.log, LOGPROB_FLOOR, _LOG_K, len(_LOG_K)
-    texts: list[Any] = []
-    pieces: list[Any] = []
+    exp, log, log_k, tabled, log_5 = math.exp, math.log, _LOG_K, len(_LOG_K), _LOG_K[5]
     logprobs: list[Any] = []
-    add_text, add_piece, add_logprob = texts.append, pieces.append, logprobs.append
+    add_logprob = logprobs.append
     left_out = skipped = 0
-    total = min_lp = entropy_sum = mass_sum = negentropy_sum = margin_sum = 0.0
-    entropy_n = negentropy_n = 0
-    for entry in entries:
+    entropy_sum = mass_sum = negentropy_sum = margin_sum = 0.0
+    entropy_n = negentropy_n = fives = 0
+    defects: dict[int, dict[str, Any] | TokenLogprob | None] = {}
+    for position, entry in enumerate(entries):
         try:
             lp = entry["logprob"]
             top = entry["top_logprobs"]
-            text = entry["token"]
-            piece = entry["bytes"]
             if not lp <= 0.0:  # NaN, positive (maybe noise to read as 0), None: cleaned below
                 raise _Defect
             if top:
@@ -211,8 +209,18 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
                     z = p1 + p2 + pc + pd + pe
                     # (an alternative of probability 0 adds nothing: its ln is -inf, 0 * -inf is NaN)
                     weighted = p1 * la + p2 * lb + pc * lc + pd * ld + pe * le if pe else _weighted(top)
+                    # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z, at least 0
+                    entropy = log(z) - weighted / z if z > 0.0 else 0.0
+                    if entropy < 0.0:
+                        entropy = 0.0
+                    entropy_sum += entropy
+                    mass_sum += 1.0 if z > 1.0 else z
+                    # 1 - H / ln k, clamped to [0, 1] (H >= 0 already)
+                    negentropy_sum += 1.0 - entropy / log_5 if entropy < log_5 else 0.0
+                    margin_sum += p1 - p2
+                    fives += 1
                 else:
-                    z = weighted = previous = p1 = p2 = 0.0
+                    z = weighted = previous = 0.0
                     for alternative in top:
                         alp = alternative["logprob"]
                         if not alp <= previous or (not alp and type(alp) is not float):  # out of order, NaN, ...
@@ -222,64 +230,98 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
                         z += p
                         if p:
                             weighted += p * alp
+                    entropy = log(z) - weighted / z if z > 0.0 else 0.0
+                    if entropy < 0.0:
+                        entropy = 0.0
+                    entropy_sum += entropy
+                    entropy_n += 1
+                    mass_sum += 1.0 if z > 1.0 else z
                     if k >= 2:
-                        p1, p2 = exp(top[0]["logprob"]), exp(top[1]["logprob"])
-                # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z
-                entropy = log(z) - weighted / z if z > 0.0 else 0.0
-                if entropy < 0.0:
-                    entropy = 0.0
-                entropy_sum += entropy
-                entropy_n += 1
-                mass_sum += 1.0 if z > 1.0 else z
-                if k >= 2:
-                    log_of_k = log_k[k] if k < tabled else log(k)
-                    # 1 - H / ln k, clamped to [0, 1] (H >= 0 already)
-                    negentropy_sum += 1.0 - entropy / log_of_k if entropy < log_of_k else 0.0
-                    negentropy_n += 1
-                    margin_sum += p1 - p2
-            total += lp if lp > floor else floor
-            if lp < min_lp:
-                min_lp = lp
-            add_text(text)
-            add_piece(piece)
+                        log_of_k = log_k[k] if k < tabled else log(k)
+                        negentropy_sum += 1.0 - entropy / log_of_k if entropy < log_of_k else 0.0
+                        negentropy_n += 1
+                        margin_sum += exp(top[0]["logprob"]) - exp(top[1]["logprob"])
             add_logprob(lp)
         except Exception:
             cleaned = _cleaned(entry)
+            defects[position] = cleaned
             if cleaned is None:
                 left_out += 1
                 continue
             if type(cleaned) is TokenLogprob:  # a NaN or clearly positive logprob: kept, not scored
                 skipped += 1
-                add_text(cleaned.token)
-                add_piece(cleaned.bytes)
                 add_logprob(cleaned.logprob)
                 continue
             if type(entry) is dict and entry.get("_cleaned") is _CLEANED:
                 raise  # a cleaned entry the inline reading refused: a bug here, never a loop
-            (text_1,), (piece_1,), (lp_1,), one = read_columns([cleaned])[0]
-            add_text(text_1)
-            add_piece(piece_1)
+            _, _, (lp_1,), one = read_columns([cleaned])[0]
             add_logprob(lp_1)
-            skipped += one.skipped
-            total += one.total
-            if one.min_logprob < min_lp:
-                min_lp = one.min_logprob
             entropy_sum += one.entropy_sum
             mass_sum += one.mass_sum
             entropy_n += one.entropy_n
             negentropy_sum += one.negentropy_sum
             margin_sum += one.margin_sum
             negentropy_n += one.negentropy_n
-    if not _FLOAT.issuperset(map(type, logprobs)) or not _TEXT_TYPES.issuperset(map(type, texts)):
-        # An int or bool logprob, or a text that is not a string, read inline: read every entry
-        # cleaned instead (rare, so the common pass checks types once, here, not per token).
+    read = _texts_and_pieces(entries, defects) if entries else ([], [])
+    if read is None or not _FLOAT.issuperset(map(type, logprobs)) or not _TEXT_TYPES.issuperset(map(type, read[0])):
+        # An int or bool logprob, a text that is not a string or an entry that is not a dict, read
+        # inline: read every entry cleaned instead (rare, so the common pass checks types once,
+        # here, not per token).
         tokens = [entry if isinstance(entry, TokenLogprob) else _read_entry(entry) for entry in entries]
         kept = [token for token in tokens if token is not None]
         columns, _ = read_columns(kept)
         return columns, len(tokens) - len(kept)
+    # The logprobs' sum and minimum in C; in Python when some are NaN or positive (skipped) or
+    # below LOGPROB_FLOOR (each counts as the floor). The same additions, in the same order.
+    min_lp = min(logprobs, default=0.0) if not skipped else math.nan
+    if min_lp >= LOGPROB_FLOOR:
+        total = sum(logprobs, 0.0)
+        min_lp = min_lp if min_lp < 0.0 else 0.0
+    else:
+        total, min_lp = _total_and_least(logprobs)
+    texts, pieces = read
     return TokenColumns(texts, pieces, logprobs, TokenSums(
-        skipped, len(logprobs) - skipped, total, min_lp, entropy_sum, mass_sum, entropy_n,
-        negentropy_sum, margin_sum, negentropy_n)), left_out
+        skipped, len(logprobs) - skipped, total, min_lp, entropy_sum, mass_sum, entropy_n + fives,
+        negentropy_sum, margin_sum, negentropy_n + fives)), left_out
+
+
+def _texts_and_pieces(entries: Sequence[Any], defects: dict[int, Any]) -> tuple[list[Any], list[Any]] | None:
+    """The ``token`` and ``bytes`` of each entry read, in C when every entry was read inline
+    (``defects`` holds the others: their cleaned form, None for one left out). None when an entry
+    read inline is not a dict (another mapping, an object with items): the caller reads it again."""
+    if not defects:
+        if set(map(type, entries)) != _DICT:
+            return None
+        return list(map(dict.get, entries, repeat("token"))), list(map(dict.get, entries, repeat("bytes")))
+    texts: list[Any] = []
+    pieces: list[Any] = []
+    for position, entry in enumerate(entries):
+        if position in defects:
+            entry = defects[position]
+            if entry is None:
+                continue
+            if type(entry) is TokenLogprob:
+                texts.append(entry.token)
+                pieces.append(entry.bytes)
+                continue
+        elif type(entry) is not dict:
+            return None
+        texts.append(entry.get("token"))
+        pieces.append(entry.get("bytes"))
+    return texts, pieces
+
+
+def _total_and_least(logprobs: list[float]) -> tuple[float, float]:
+    """The sum of the scored logprobs (each at least LOGPROB_FLOOR) and the least of them (at
+    most 0), NaN and positive ones (skipped tokens) left out."""
+    total = least = 0.0
+    floor = LOGPROB_FLOOR
+    for lp in logprobs:
+        if lp <= 0.0:
+            total += lp if lp > floor else floor
+            if lp < least:
+                least = lp
+    return total, least
 
 
 class _Defect(Exception):
@@ -345,6 +387,7 @@ def _read_entry(entry: Any) -> TokenLogprob | None:
 
 
 _FLOAT = {float}
+_DICT = {dict}
 _NONE_TYPE = type(None)
 _TEXT_TYPES = {str, _NONE_TYPE}
 
@@ -448,3 +491,6 @@ def _alternatives(value: Any) -> tuple[tuple[str | None, float], ...]:
 
 
 _LOGPROB_OF_PAIR = operator.itemgetter(1)
+
+
+connect_column_reader(lambda tokens: read_columns(tokens)[0])

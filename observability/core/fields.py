@@ -76,6 +76,8 @@ def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence,
     logprobs = tokens.columns.logprobs
     count = len(logprobs)
     fields = []
+    alternatives_of = -1
+    token_alternatives: tuple[tuple[str | None, float], ...] = ()
     for path, start, end, content, duplicate in leaves:
         index = bisect_right(ends, start)
         n = 0
@@ -87,7 +89,9 @@ def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence,
             token_start, token_end = starts[index], ends[index]
             if not found_content and token_start <= content < token_end:
                 found_content = True
-                alternatives = _alternatives(tokens.token(index))
+                if index != alternatives_of:  # (one long token may hold many values: made once)
+                    alternatives_of, token_alternatives = index, _alternatives(tokens.token(index))
+                alternatives = token_alternatives
             lp = logprobs[index]
             if token_start < token_end and lp <= POSITIVE_NOISE:  # no characters; NaN, real positives
                 if lp > 0.0:
@@ -97,15 +101,27 @@ def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence,
                 if lp < min_lp:
                     min_lp = lp
             index += 1
-        fields.append(FieldConfidence(
-            path=path, start=start, end=end, token_count=n,
-            sequence_logprob=total if n else None,
-            mean_logprob=total / n if n else None,
-            min_token_probability=math.exp(min_lp) if n else None,
-            alternatives=alternatives,
-            duplicate_key=duplicate,
-        ))
+        # (filled slot by slot: a frozen dataclass's __init__ costs a microsecond or two a field)
+        field = _new_field(FieldConfidence)
+        _set_path(field, path)
+        _set_start(field, start)
+        _set_end(field, end)
+        _set_token_count(field, n)
+        _set_sequence_logprob(field, total if n else None)
+        _set_mean_logprob(field, total / n if n else None)
+        _set_min_token_probability(field, math.exp(min_lp) if n else None)
+        _set_alternatives(field, alternatives)
+        _set_duplicate_key(field, duplicate)
+        fields.append(field)
     return tuple(fields)
+
+
+_new_field = object.__new__
+_slots = vars(FieldConfidence)  # the slots' descriptors (``FieldConfidence`` has no __post_init__)
+_set_path, _set_start, _set_end = _slots["path"].__set__, _slots["start"].__set__, _slots["end"].__set__
+_set_token_count, _set_sequence_logprob = _slots["token_count"].__set__, _slots["sequence_logprob"].__set__
+_set_mean_logprob, _set_min_token_probability = _slots["mean_logprob"].__set__, _slots["min_token_probability"].__set__
+_set_alternatives, _set_duplicate_key = _slots["alternatives"].__set__, _slots["duplicate_key"].__set__
 
 
 def _alternatives(tok: TokenLogprob) -> tuple[tuple[str | None, float], ...]:
@@ -297,8 +313,9 @@ def _key(text: str, index: int) -> tuple[str, int] | None:
     colon = _skip_blank(text, match.end())
     if not text.startswith(":", colon):
         return None
-    key: str = json.loads(match.group(), strict=False)
-    return _escape(key), colon + 1
+    quoted = match.group()
+    key: str = json.loads(quoted, strict=False) if "\\" in quoted else quoted[1:-1]  # escapes: decode them
+    return (_escape(key) if "~" in key or "/" in key else key), colon + 1
 
 
 def _leaf_end(text: str, index: int) -> int | None:

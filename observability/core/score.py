@@ -185,7 +185,6 @@ def _spans(low: list[int], logprobs: Sequence[float], located: Located) -> tuple
 
 
 _new_span = object.__new__
-_set_start = LowConfidenceSpan.start.__set__  # type: ignore[attr-defined]  # the slots' descriptors
-_set_end = LowConfidenceSpan.end.__set__  # type: ignore[attr-defined]
-_set_min_probability = LowConfidenceSpan.min_probability.__set__  # type: ignore[attr-defined]
-_set_token_count = LowConfidenceSpan.token_count.__set__  # type: ignore[attr-defined]
+_slots = vars(LowConfidenceSpan)  # the slots' descriptors
+_set_start, _set_end = _slots["start"].__set__, _slots["end"].__set__
+_set_min_probability, _set_token_count = _slots["min_probability"].__set__, _slots["token_count"].__set__

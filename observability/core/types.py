@@ -21,6 +21,16 @@ LogprobsStatus = Literal["present", "not_requested", "not_returned"]
 ``not_returned`` (asked, none came: provider without logprobs, or the Responses API path)."""
 
 
+
+# The reading pass (``core.extract.read_columns``) makes the columns of hand-made tokens; extract
+# imports this module, so it connects itself here on import instead of being imported back.
+_column_reader: Callable[[list[TokenLogprob]], TokenColumns] | None = None
+
+
+def connect_column_reader(read: Callable[[list[TokenLogprob]], TokenColumns]) -> None:
+    global _column_reader
+    _column_reader = read
+
 class TokenLogprob(NamedTuple):
     """One generated token.
 
@@ -100,9 +110,8 @@ class TokenLogprobs(Sequence[TokenLogprob]):
     @property
     def columns(self) -> TokenColumns:
         if self._columns is None:
-            from observability.core.extract import read_columns  # the reading pass (it imports this module)
-
-            self._columns = read_columns(self._list())[0]
+            assert _column_reader is not None, "observability.core.extract connects the reading pass on import"
+            self._columns = _column_reader(self._list())
         return self._columns
 
     def token(self, index: int) -> TokenLogprob:
