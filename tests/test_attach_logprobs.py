@@ -12,6 +12,7 @@ import pytest
 from langchain_core.messages import HumanMessage
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
+from pydantic import SecretStr
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.demo.model_server import MODEL_NAME, LocalModelServer
@@ -73,7 +74,7 @@ def test_what_the_app_asked_for_is_left_alone(chat_model: Any, reports: Any) -> 
 
 @pytest.mark.parametrize("model_name", ["o3-mini", "gpt-5", "gpt-4o-search-preview", "deepseek-reasoner"])
 def test_models_known_to_reject_logprobs_are_left_alone(model_name: str) -> None:
-    model = ChatOpenAI(model=model_name, api_key="unused", base_url="http://127.0.0.1:9/v1")
+    model = ChatOpenAI(model=model_name, api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1")
     with patch.logprobs_enabled():
         payload = model._get_request_payload([HumanMessage("hi")])
         params = model._get_invocation_params()
@@ -82,9 +83,9 @@ def test_models_known_to_reject_logprobs_are_left_alone(model_name: str) -> None
 
 
 def test_responses_api_requests_ask_in_their_own_words() -> None:
-    model = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1",
+    model = ChatOpenAI(model="gpt-4.1-mini", api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1",
                        use_responses_api=True)
-    plain = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    plain = ChatOpenAI(model="gpt-4.1-mini", api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1")
     with patch.logprobs_enabled(top_logprobs=2):
         payload = model._get_request_payload([HumanMessage("hi")])
         chat_payload = plain._get_request_payload([HumanMessage("hi")])
@@ -104,7 +105,7 @@ def test_the_patch_is_undone_exactly_when_the_last_user_lets_go() -> None:
     patch.disable_logprobs()
     assert not patch.is_patched()
     assert originals() == before and all(originals()[name] is before[name] for name in before)
-    model = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    model = ChatOpenAI(model="gpt-4.1-mini", api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1")
     assert "logprobs" not in model._get_request_payload([HumanMessage("hi")])
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models.base import BaseChatOpenAI
+from pydantic import SecretStr
 
 from observability.attach import activation as _attach
 from observability.attach.config import AttachConfig
@@ -49,7 +50,7 @@ def provider() -> Iterator[dict[str, Any]]:
 
 
 def model(provider: dict[str, Any], name: str = "m") -> ChatOpenAI:
-    return ChatOpenAI(model=name, base_url=provider["base_url"], api_key="unused", max_retries=0, timeout=60)
+    return ChatOpenAI(model=name, base_url=provider["base_url"], api_key=SecretStr("unused"), max_retries=0, timeout=60)
 
 
 def test_a_changed_langchain_openai_leaves_the_patch_off_with_one_warning(

@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator, Sequence
 from itertools import pairwise
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from hypothesis import given
@@ -253,7 +253,8 @@ def test_the_handler_exports_the_map_applied_to_the_raw_figure(telemetry: InMemo
     assert len(spans) == 4
     for span, value in zip(spans, expected, strict=True):
         assert span.attributes is not None
-        assert math.isclose(span.attributes["llm.confidence.calibrated_probability"], value, abs_tol=1e-12)
+        figure = span.attributes["llm.confidence.calibrated_probability"]
+        assert isinstance(figure, float) and math.isclose(figure, value, abs_tol=1e-12)
     read = read_records(records_path)
     assert [r.calibrated_probability for r in read] == [r.calibrated_probability for r in records]
 
@@ -342,7 +343,7 @@ def test_a_map_fitted_on_real_answers_applies_on_a_real_call(tmp_path: Path, cha
     model.batch([item["question"] for item in items],
                 [{"callbacks": [recorder], "metadata": {"accepted": item["answers"]}} for item in items])
     records = read_records(records_path)
-    correct = [is_right(r.text or "", r.start.metadata["accepted"]) for r in records]
+    correct = [is_right(r.text or "", cast(list[str], r.start.metadata["accepted"])) for r in records]
     assert len(records) == MIN_LABELS and 0 < sum(correct) < MIN_LABELS, correct
     labels_path.write_text("".join(json.dumps({"run_id": str(r.start.run_id), "correct": y}) + "\n"
                                    for r, y in zip(records, correct, strict=True)), encoding="utf-8")

@@ -133,12 +133,12 @@ def test_inline_reading_gives_what_the_general_reader_gives(case: tuple[list[Any
 
 
 def test_alternatives_come_out_best_first_whatever_the_order_sent() -> None:
-    entry = {"token": "a", "logprob": -0.5, "top_logprobs": [
+    entry: dict[str, Any] = {"token": "a", "logprob": -0.5, "top_logprobs": [
         {"token": "b", "logprob": -2.0}, {"token": "a", "logprob": -0.5}, {"token": "c", "logprob": -0.1}]}
     (token,) = tokens = extract_token_logprobs([entry])
     assert token.top_logprobs == (("c", -0.1), ("a", -0.5), ("b", -2.0))
     sorted_first = extract_token_logprobs([{**entry, "top_logprobs": sorted(
-        entry["top_logprobs"], key=lambda alt: -alt["logprob"])}])  # type: ignore[index, operator]
+        entry["top_logprobs"], key=lambda alt: -alt["logprob"])}])
     assert repr(score_confidence(tokens)) == repr(score_confidence(sorted_first))
 
 

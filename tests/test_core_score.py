@@ -174,6 +174,7 @@ def test_probabilities_and_ratios_stay_in_their_ranges(tokens: list[TokenLogprob
     assert r.min_token_probability is not None and r.sequence_probability is not None
     assert r.min_token_probability <= r.sequence_probability + 1e-12  # min ≤ geometric mean
     assert r.mean_token_entropy is None or r.mean_token_entropy >= 0.0
+    assert r.low_confidence_ratio is not None
     assert sum(s.token_count for s in r.low_confidence_spans) == round(r.low_confidence_ratio * r.token_count)
 
 

@@ -105,7 +105,7 @@ def test_evaluate_on_real_records_matches_independent_computations(tmp_path: Pat
     assert len(records) == len(QUESTIONS)
     with labels_path.open("w", encoding="utf-8") as labels:
         for record in records:
-            correct = record.start.metadata["city"].lower() in (record.text or "").lower()
+            correct = str(record.start.metadata["city"]).lower() in (record.text or "").lower()
             labels.write(json.dumps({"run_id": str(record.start.run_id), "correct": correct}) + "\n")
     html = tmp_path / "evaluation.html"
     result = subprocess.run([sys.executable, "-m", "observability", "evaluate", str(records_path), "--labels",

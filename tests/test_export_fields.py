@@ -193,7 +193,7 @@ def test_provider_name_on_span_and_metric_points_agree(ls_provider: str | None, 
     for exporter in metric_exporters(sinks, labels):
         exporter.export([record])
     [span] = sinks.spans()
-    assert span.attributes["gen_ai.provider.name"] == expected
+    assert span.attributes is not None and span.attributes["gen_ai.provider.name"] == expected
     assert {p.attributes["gen_ai.provider.name"] for p in sinks.metric_points("llm.responses")} == {expected}
     assert sinks.sample("llm_responses_total", provider=expected) == 1
     sinks.shutdown()

@@ -11,6 +11,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from langchain_core.callbacks import BaseCallbackHandler
+from opentelemetry.sdk.metrics.export import NumberDataPoint
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.testing import FakeLogprobChatModel, InMemoryTelemetry
@@ -56,8 +58,9 @@ def test_verdicts_are_counted_by_outcome_and_confidence_bucket(telemetry: InMemo
     assert metrics is not None
     points = [p for rm in metrics.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
               if m.name == "llm.feedback" for p in m.data.data_points]
+    assert all(isinstance(p, NumberDataPoint) and p.attributes is not None for p in points)
     otel = {(p.attributes["llm.confidence.feedback.confidence"], p.attributes["llm.confidence.feedback.outcome"]):
-            p.value for p in points}
+            p.value for p in points if isinstance(p, NumberDataPoint) and p.attributes is not None}
     assert otel == expected
     assert handler.unknown_feedback == 0 and dict(handler.errors) == {}
 
@@ -177,7 +180,7 @@ def test_a_verdict_reaches_the_handler_that_kept_the_response_when_attached_twic
     windowed = ConfidenceCallbackHandler(exporters=shared, feedback_window=10)
     seen: list[ResponseRecord] = []
     plain.on_report = seen.append
-    handlers = [windowed, plain] if order == "windowed-first" else [plain, windowed]
+    handlers: list[BaseCallbackHandler] = [windowed, plain] if order == "windowed-first" else [plain, windowed]
     FakeLogprobChatModel(tokens=["a", "b"], token_logprobs=[-0.2, -0.3]).invoke("hi", config={"callbacks": handlers})
     assert plain.duplicate_runs + windowed.duplicate_runs == 1  # exactly one of them exported the run
     run_id = seen[0].start.run_id

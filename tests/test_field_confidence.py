@@ -13,8 +13,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from observability import extract_token_logprobs
-from observability.core.fields import FieldConfidence, field_confidence
+from observability import FieldConfidence, extract_token_logprobs
+from observability.core.fields import field_confidence
 from observability.core.score import LOGPROB_FLOOR
 from observability.core.types import TokenLogprob
 from observability.demo.model_server import MODEL_NAME

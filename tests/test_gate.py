@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import statistics
 from collections.abc import Iterator
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 import pytest
 from langchain_core.messages import AIMessage, BaseMessage
@@ -50,10 +50,10 @@ def gate(primary: Any, telemetry: InMemoryTelemetry, threshold: float, **options
 
 def reports_of(records: list[ResponseRecord]) -> dict[str, ConfidenceReport]:
     """The handler's report of each call, keyed by the question (via the run's metadata)."""
-    found = {}
+    found: dict[str, ConfidenceReport] = {}
     for record in records:
         assert record.report is not None
-        found[record.start.metadata["question"]] = record.report
+        found[str(record.start.metadata["question"])] = record.report
     return found
 
 
@@ -88,7 +88,8 @@ def test_invoke_ainvoke_batch_and_abatch_fall_back_exactly_below_the_threshold(
         primary: Any, telemetry: InMemoryTelemetry) -> None:
     threshold = statistics.median(figures(primary).values())
     confident = gate(primary, telemetry, threshold)
-    runs = {mode: [] for mode in ("invoke", "ainvoke", "batch", "abatch")}  # the handler's records per mode
+    # the handler's records per mode
+    runs: dict[str, list[ResponseRecord]] = {mode: [] for mode in ("invoke", "ainvoke", "batch", "abatch")}
     cfgs = {mode: configs(records) for mode, records in runs.items()}
     outputs = {
         "invoke": [confident.invoke(q, c) for q, c in zip(QUESTIONS, cfgs["invoke"], strict=True)],
@@ -151,8 +152,9 @@ def test_a_chat_ui_on_the_real_model_never_shows_the_rejected_answer(
         builder.add_node("answer", lambda state: {"messages": [confident.invoke(state["messages"])]})
         builder.add_edge(START, "answer")
         builder.add_edge("answer", END)
-        stream = builder.compile().stream({"messages": [("user", QUESTIONS[3])]}, stream_mode="messages")
-        return [message.text for message, _ in stream if message.text]
+        stream = builder.compile().stream(cast(State, {"messages": [("user", QUESTIONS[3])]}),
+                                         stream_mode="messages")
+        return [message.text for message, _ in cast(Iterator[tuple[BaseMessage, Any]], stream) if message.text]
 
     # The fallback: the same model asked for a different, fixed-length answer (max_tokens=4).
     fallback = chat_model(max_tokens=4)
@@ -217,7 +219,12 @@ def test_the_primarys_error_is_not_a_reason_to_fall_back(chat_model: Any, teleme
 
     dead = chat_model(logprobs=True, base_url=f"http://127.0.0.1:{free_port()}/v1", timeout=5)
     called: list[Any] = []
-    fallback = RunnableLambda(lambda x: called.append(x) or FALLBACK)
+
+    def fallback_answer(x: Any) -> str:
+        called.append(x)
+        return FALLBACK
+
+    fallback = RunnableLambda(fallback_answer)
     import openai
 
     with pytest.raises(openai.APIConnectionError):

@@ -15,7 +15,7 @@ from observability.testing import FakeLogprobChatModel
 
 
 def test_wrong_arguments_raise_at_once_naming_the_fix() -> None:
-    primary, fallback = FakeLogprobChatModel(), RunnableLambda(lambda _: "no")
+    primary, fallback = FakeLogprobChatModel(), RunnableLambda[Any, str](lambda _: "no")
     with pytest.raises(ValueError, match="metric must be one of"):
         confidence_fallback(primary, fallback, threshold=0.5, metric="perplexity")
     with pytest.raises(ValueError, match="on_missing"):
@@ -32,11 +32,12 @@ def test_wrong_arguments_raise_at_once_naming_the_fix() -> None:
 def test_a_threshold_outside_the_metrics_range_is_refused_when_the_gate_is_built(threshold: float,
                                                                                  metric: str) -> None:
     with pytest.raises(ValueError, match=r"must be between 0 and 1 .*0\.6, not 60"):
-        confidence_fallback(FakeLogprobChatModel(), RunnableLambda(lambda _: "no"), threshold=threshold, metric=metric)
+        confidence_fallback(FakeLogprobChatModel(), RunnableLambda[Any, str](lambda _: "no"), threshold=threshold,
+                            metric=metric)
 
 
 def test_the_ends_of_the_range_are_accepted_and_a_callables_threshold_must_be_finite() -> None:
-    primary, fallback = FakeLogprobChatModel(), RunnableLambda(lambda _: "no")
+    primary, fallback = FakeLogprobChatModel(), RunnableLambda[Any, str](lambda _: "no")
     for threshold in (0, 0.0, 1, 1.0):
         assert confidence_fallback(primary, fallback, threshold=threshold).threshold == threshold
     assert confidence_fallback(primary, fallback, threshold=60, metric=lambda r: True).threshold == 60
@@ -64,7 +65,7 @@ def test_keyword_arguments_reach_both_branches_in_every_call_mode(mode: str) -> 
     recorder = Recorder()
     gate = confidence_fallback(recorder.branch("primary"), recorder.branch("fallback"), threshold=0.5,
                                on_missing="fallback", registry=CollectorRegistry())
-    options = {"stop": ["\n"], "temperature": 0}
+    options: dict[str, Any] = {"stop": ["\n"], "temperature": 0}
 
     async def call_async() -> Any:
         if mode == "ainvoke":

@@ -13,7 +13,7 @@ import asyncio
 import math
 import warnings
 from collections.abc import Callable
-from typing import Annotated, Any, TypedDict
+from typing import Annotated, Any, TypedDict, cast
 
 import pytest
 from langchain_core.callbacks import BaseCallbackHandler
@@ -159,7 +159,7 @@ class TokenPrinter(BaseCallbackHandler):
         self.shown: list[str] = []
         self.primary: list[str] = []
 
-    def on_llm_new_token(self, token: str, *, tags: list[str] | None = None, **kwargs: Any) -> None:
+    def on_llm_new_token(self, token: Any, *, tags: list[str] | None = None, **kwargs: Any) -> None:
         (self.primary if PRIMARY_TAG in (tags or []) else self.shown).append(token)
 
 
@@ -176,12 +176,12 @@ def test_the_abstain_recipe_never_streams_the_doubtful_answer() -> None:
     from langchain_core.runnables import RunnableLambda
 
     small, _ = models()
-    abstain = RunnableLambda(lambda _: AIMessage("I am not sure; please check with a person."))
+    abstain = RunnableLambda[Any, AIMessage](lambda _: AIMessage("I am not sure; please check with a person."))
     careful = confidence_fallback(small, abstain, threshold=0.5, metric="min_token_probability", name="abstain",
                                   registry=CollectorRegistry())
     builder = StateGraph(State)
     builder.add_node("answer", lambda state: {"messages": [careful.invoke(state["messages"])]})
     builder.add_edge(START, "answer")
     builder.add_edge("answer", END)
-    shown = text([m for m, _ in builder.compile().stream({"messages": QUESTION}, stream_mode="messages")])
+    shown = text([m for m, _ in builder.compile().stream(cast(State, {"messages": QUESTION}), stream_mode="messages")])
     assert shown == "I am not sure; please check with a person."

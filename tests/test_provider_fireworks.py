@@ -6,6 +6,7 @@ from a raw request to that server, made here without LangChain."""
 from __future__ import annotations
 
 import pytest
+from pydantic import SecretStr
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.demo.model_server import MODEL_NAME, LocalModelServer
@@ -22,8 +23,9 @@ def test_chat_fireworks_invoke_stream_and_async_record_what_the_server_sent(loca
 
     records: list[ResponseRecord] = []
     config = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=records.append)]}
-    model = ChatFireworks(model=MODEL_NAME, base_url=local_model.base_url.removesuffix("/v1"), api_key="unused",
-                          temperature=0, max_tokens=MAX_TOKENS, max_retries=0).bind(logprobs=True, top_logprobs=3)
+    model = ChatFireworks(model=MODEL_NAME, base_url=local_model.base_url.removesuffix("/v1"),
+                          api_key=SecretStr("unused"), temperature=0, max_tokens=MAX_TOKENS,
+                          max_retries=0).bind(logprobs=True, top_logprobs=3)
     answers = every_way(model, QUESTION, config)
 
     body = {"model": MODEL_NAME, "messages": [{"role": "user", "content": QUESTION}], "temperature": 0,

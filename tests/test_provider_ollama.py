@@ -6,6 +6,7 @@ server sent."""
 from __future__ import annotations
 
 import pytest
+from langchain_core.runnables import RunnableConfig
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.demo.model_server import MODEL_NAME, LocalModelServer
@@ -19,7 +20,7 @@ def test_chat_ollama_invoke_stream_and_async_record_what_the_server_sent(local_m
     from langchain_ollama import ChatOllama
 
     records: list[ResponseRecord] = []
-    config = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=records.append)]}
+    config: RunnableConfig = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=records.append)]}
     with ollama_proxy(local_model.base_url) as server:
         model = ChatOllama(model=MODEL_NAME, base_url=server["host"], logprobs=True, top_logprobs=3,
                            temperature=0, num_predict=12)

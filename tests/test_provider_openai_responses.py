@@ -15,8 +15,10 @@ import httpx
 import pytest
 from langchain_core.messages import AIMessage
 from langchain_core.outputs import ChatGeneration
+from langchain_core.runnables import RunnableConfig
 from langchain_openai import ChatOpenAI
 from langchain_openai.chat_models import base as openai_base
+from pydantic import SecretStr
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.core.text import token_offsets
@@ -38,7 +40,7 @@ def reports() -> Iterator[tuple[ConfidenceCallbackHandler, list[ResponseRecord]]
 
 
 def responses_model(base_url: str, **kwargs: Any) -> ChatOpenAI:
-    options: dict[str, Any] = {"model": MODEL_NAME, "base_url": base_url, "api_key": "unused",
+    options: dict[str, Any] = {"model": MODEL_NAME, "base_url": base_url, "api_key": SecretStr("unused"),
                                "use_responses_api": True, "temperature": 0, "max_tokens": 12, "timeout": 120,
                                "max_retries": 0, "http_async_client": httpx.AsyncClient(timeout=120)}
     return ChatOpenAI(**{**options, **kwargs})
@@ -48,7 +50,7 @@ def responses_model(base_url: str, **kwargs: Any) -> ChatOpenAI:
 def test_enabled_option_asks_and_records_match_what_the_provider_sent(
         local_model: LocalModelServer, reports: Any) -> None:
     handler, records = reports
-    config = {"callbacks": [handler]}
+    config: RunnableConfig = {"callbacks": [handler]}
     with responses_proxy(local_model.base_url) as proxy:
         model = responses_model(proxy["base_url"])
         with patch.logprobs_enabled(top_logprobs=3):
@@ -72,7 +74,7 @@ def test_enabled_option_asks_and_records_match_what_the_provider_sent(
 @pytest.mark.real_model
 def test_what_the_app_asked_for_is_kept_and_recovered(local_model: LocalModelServer, reports: Any) -> None:
     handler, records = reports
-    config = {"callbacks": [handler]}
+    config: RunnableConfig = {"callbacks": [handler]}
     with responses_proxy(local_model.base_url) as proxy:
         model = responses_model(proxy["base_url"], include=[RESPONSES_LOGPROBS], top_logprobs=2)
         without_option = model.invoke(QUESTION, config=config)
@@ -90,7 +92,7 @@ def test_what_the_app_asked_for_is_kept_and_recovered(local_model: LocalModelSer
 def test_byte_split_tokens_of_a_stream_get_the_ranges_of_the_same_answer_invoked(reports: Any) -> None:
     # OpenAI's recorded Korean answer: 민 and 국 arrive as UTF-8 byte pieces, spelled "\\xeb\\xaf" + "\\xbc".
     handler, records = reports
-    config = {"callbacks": [handler]}
+    config: RunnableConfig = {"callbacks": [handler]}
     entries = seed_korean_payload()["content"]
     with responses_proxy("", canned=entries) as proxy, patch.logprobs_enabled(top_logprobs=0):
         model = responses_model(proxy["base_url"])
@@ -144,9 +146,9 @@ def test_an_unknown_langchain_openai_leaves_responses_alone_with_one_warning(
     monkeypatch.setattr(openai_base, "_convert_responses_chunk_to_generation_chunk", lambda chunk, state: None)
     monkeypatch.setattr(patch, "_warned", set())
     caplog.set_level(logging.WARNING, logger="observability")
-    model = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1",
+    model = ChatOpenAI(model="gpt-4.1-mini", api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1",
                        use_responses_api=True)
-    chat = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1")
+    chat = ChatOpenAI(model="gpt-4.1-mini", api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1")
     for _ in range(2):
         with patch.logprobs_enabled(top_logprobs=2):
             assert patch.is_patched() and not patch.responses_patched()
@@ -165,14 +167,15 @@ def test_an_unknown_langchain_openai_leaves_responses_alone_with_one_warning(
 
 @pytest.mark.parametrize("model_name", ["o3-mini", "gpt-5"])
 def test_responses_models_known_to_reject_logprobs_are_left_alone(model_name: str) -> None:
-    model = ChatOpenAI(model=model_name, api_key="unused", base_url="http://127.0.0.1:9/v1", use_responses_api=True)
+    model = ChatOpenAI(model=model_name, api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1",
+                       use_responses_api=True)
     with patch.logprobs_enabled():
         payload = model._get_request_payload(QUESTION)
     assert "include" not in payload and "top_logprobs" not in payload
 
 
 def test_the_apps_include_list_is_extended_not_replaced() -> None:
-    model = ChatOpenAI(model="gpt-4.1-mini", api_key="unused", base_url="http://127.0.0.1:9/v1",
+    model = ChatOpenAI(model="gpt-4.1-mini", api_key=SecretStr("unused"), base_url="http://127.0.0.1:9/v1",
                        include=["reasoning.encrypted_content"])
     with patch.logprobs_enabled(top_logprobs=2):
         payload = model._get_request_payload(QUESTION)
@@ -188,7 +191,7 @@ def test_a_provider_refusing_responses_logprobs_does_not_fail_the_stream(
         local_model: LocalModelServer, reports: Any) -> None:
     # llama.cpp's own /v1/responses behind a proxy that answers HTTP 400 to any request with logprobs
     handler, records = reports
-    config = {"callbacks": [handler]}
+    config: RunnableConfig = {"callbacks": [handler]}
     with refusing_proxy(local_model.base_url) as proxy:
         sync_model = responses_model(proxy["base_url"], model="refuser-responses-stream", max_tokens=8)
         async_model = responses_model(proxy["base_url"], model="refuser-responses-astream", max_tokens=8)
@@ -210,9 +213,9 @@ def test_a_provider_refusing_responses_logprobs_does_not_fail_the_stream(
 
 def test_hostile_logprobs_are_skipped_and_counted_and_the_answer_is_unchanged(reports: Any) -> None:
     handler, records = reports
-    config = {"callbacks": [handler]}
+    config: RunnableConfig = {"callbacks": [handler]}
     good = {"token": "ok", "bytes": [111, 107], "logprob": -0.5, "top_logprobs": [{"token": "ok", "logprob": -0.5}]}
-    hostile = [good,
+    hostile: list[dict[str, Any]] = [good,
                {"token": "a", "bytes": [97], "logprob": float("nan"), "top_logprobs": []},
                {"token": "b", "bytes": [98], "logprob": 5.0, "top_logprobs": []},
                {"token": None, "bytes": [], "logprob": None, "top_logprobs": [{"token": "x", "logprob": "high"}]},
@@ -243,7 +246,7 @@ def test_our_failure_in_the_recovery_leaves_the_answer_as_it_was(
     entries = seed_korean_payload()["content"]
     with responses_proxy("", canned=entries) as proxy, patch.logprobs_enabled():
         model = responses_model(proxy["base_url"])
-        answers = [model.invoke(QUESTION, config={"callbacks": [handler]}).text for _ in range(2)]
+        answers: list[str] = [str(model.invoke(QUESTION, config={"callbacks": [handler]}).text) for _ in range(2)]
         answers += ["".join(c.text for c in model.stream(QUESTION, config={"callbacks": [handler]})) for _ in range(2)]
     assert answers == ["대한민국의 수도는 서울입니다."] * 4
     assert [r.logprobs for r in records] == ["not_returned"] * 4 and not handler.errors
@@ -265,7 +268,7 @@ def test_a_streaming_ui_and_a_second_handler_get_the_same_recovered_tokens() -> 
         model = responses_model(proxy["base_url"])
 
         async def ui() -> str:
-            config = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=passed.append)]}
+            config: RunnableConfig = {"callbacks": [ConfidenceCallbackHandler(exporters=(), on_report=passed.append)]}
             return "".join([event["data"]["chunk"].text async for event in model.astream_events(
                 QUESTION, config=config, version="v2") if event["event"] == "on_chat_model_stream"])
 

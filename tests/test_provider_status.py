@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 from langchain_core.language_models import BaseChatModel
 from langchain_core.runnables import Runnable
+from pydantic import SecretStr
 
 from observability import ConfidenceCallbackHandler, ResponseRecord
 from observability.langchain.payload import logprobs_requested
@@ -38,7 +39,8 @@ def urls() -> Iterator[dict[str, str]]:
 def openai(**kwargs: Any) -> Callable[[dict[str, str]], BaseChatModel]:
     from langchain_openai import ChatOpenAI
 
-    return lambda urls: ChatOpenAI(model="m", base_url=urls["openai"], api_key="unused", max_retries=0, **kwargs)
+    return lambda urls: ChatOpenAI(model="m", base_url=urls["openai"], api_key=SecretStr("unused"),
+                                   max_retries=0, **kwargs)
 
 
 def ollama(**kwargs: Any) -> Callable[[dict[str, str]], BaseChatModel]:
@@ -50,7 +52,8 @@ def ollama(**kwargs: Any) -> Callable[[dict[str, str]], BaseChatModel]:
 def fireworks(**kwargs: Any) -> Callable[[dict[str, str]], BaseChatModel]:
     from langchain_fireworks import ChatFireworks
 
-    return lambda urls: ChatFireworks(model="m", base_url=urls["root"], api_key="unused", max_retries=0, **kwargs)
+    return lambda urls: ChatFireworks(model="m", base_url=urls["root"], api_key=SecretStr("unused"),
+                                      max_retries=0, **kwargs)
 
 
 # (the model, what .bind() adds, asked?)

@@ -13,7 +13,7 @@ import asyncio
 import math
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -54,7 +54,7 @@ def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[Received]:
     def forget_cached_environment() -> None:
         # langsmith caches what it read of LANGSMITH_* (lru_cache): a test earlier in the same
         # process that ran without LANGSMITH_TRACING would otherwise keep tracing off here.
-        langsmith.utils.get_env_var.cache_clear()
+        cast(Any, langsmith.utils.get_env_var).cache_clear()  # lru_cache behind an overload
         langsmith.utils.get_tracer_project.cache_clear()
 
     with langsmith_endpoint() as received:

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from email.parser import BytesParser
 from email.policy import HTTP
-from typing import Any
+from typing import Any, cast
 
 from tests.http_support import QuietHandler, serving
 
@@ -66,7 +66,7 @@ def _multipart(content_type: str, body: bytes) -> list[tuple[str, Any]]:
     parts = []
     for part in message.iter_parts():
         name = part.get_param("name", header="content-disposition")
-        payload = part.get_payload(decode=True)
+        payload = cast(bytes, part.get_payload(decode=True))  # a multipart part decodes to bytes
         try:
             value = json.loads(payload)
         except ValueError:
