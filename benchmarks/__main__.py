@@ -19,6 +19,7 @@ from typing import Any
 from benchmarks import configs as cfg
 from benchmarks import harness, workloads
 from benchmarks.report import render
+from observability import ConfidenceCallbackHandler
 
 HERE = Path(__file__).resolve().parent
 RESULTS = HERE / "RESULTS.md"
@@ -85,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             probes = harness.read_floor_probes(workload.tokens)
         elif workload.key == "w3":
             probes = harness.read_floor_probes(workload.tokens, calls=workload.units)
-            probes.append(harness.end_of_run_probe(harness.END_OF_RUN, cfg.ConfidenceCallbackHandler,
+            probes.append(harness.end_of_run_probe(harness.END_OF_RUN, ConfidenceCallbackHandler,
                                                    workload.tokens, calls=workload.units))
             if old is not None:
                 probes.append(harness.end_of_run_probe(harness.BEFORE_END_OF_RUN, old.ConfidenceCallbackHandler,

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
+from functools import partial
 from types import ModuleType
 from typing import Any
 
@@ -157,16 +158,14 @@ def build(names: Sequence[str], sinks: Sinks, *, before: ModuleType | None = Non
             from openinference.instrumentation.langchain import LangChainInstrumentor
 
             oi = LangChainInstrumentor()
-            init = _instrumented_init(lambda oi=oi: oi.instrument(tracer_provider=sinks.tracer_provider),
-                                      oi.uninstrument)
+            init = _instrumented_init(partial(oi.instrument, tracer_provider=sinks.tracer_provider), oi.uninstrument)
             configs.append(Configuration(name, [], init))
         elif name == OPENLLMETRY:
             from opentelemetry.instrumentation.langchain import LangchainInstrumentor
 
             ol = LangchainInstrumentor()
             init = _instrumented_init(
-                lambda ol=ol: ol.instrument(tracer_provider=sinks.tracer_provider,
-                                            meter_provider=sinks.meter_provider),
+                partial(ol.instrument, tracer_provider=sinks.tracer_provider, meter_provider=sinks.meter_provider),
                 ol.uninstrument)
             configs.append(Configuration(name, [], init))
         elif name in BEFORE and before is not None:

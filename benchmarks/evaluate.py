@@ -17,6 +17,8 @@ import unicodedata
 from pathlib import Path
 from typing import Any
 
+from pydantic import SecretStr
+
 ROOT = Path(__file__).resolve().parent.parent
 QUESTIONS = ROOT / "benchmarks" / "capitals.jsonl"
 OUT = ROOT / "benchmarks" / "evaluation"
@@ -72,8 +74,9 @@ def main() -> int:
     handler.on_report = keep
     with LocalModelServer(parallel=4) as server:
         print(f"asking {len(items)} questions of {MODEL_NAME} …", flush=True)
-        model = ChatOpenAI(model=MODEL_NAME, base_url=server.base_url, api_key="unused", temperature=0,
-                           max_tokens=16, logprobs=True, top_logprobs=5, max_retries=0, timeout=300)
+        model = ChatOpenAI(model=MODEL_NAME, base_url=server.base_url, api_key=SecretStr("unused"),
+                           temperature=0, max_completion_tokens=16, logprobs=True, top_logprobs=5, max_retries=0,
+                           timeout=300)
         model.batch([item["question"] for item in items],
                     [{"callbacks": [handler], "metadata": {"accepted": item["answers"]}} for item in items])
     with labels_path.open("w", encoding="utf-8") as labels:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import random
 from collections.abc import AsyncIterator, Iterator
-from typing import Any
+from typing import Any, cast
 
 from langchain_core.callbacks import AsyncCallbackManagerForLLMRun, CallbackManagerForLLMRun
 from langchain_core.language_models.chat_models import BaseChatModel
@@ -48,7 +48,7 @@ def openai_logprobs_content(n_tokens: int, *, top_logprobs: int = TOP_LOGPROBS, 
         words = rng.sample(_WORDS, top_logprobs)
         alternatives = [{"token": w, "logprob": math.log(p), "bytes": list(w.encode())}
                         for w, p in zip(words, probabilities, strict=True)]
-        chosen = next(a for a in alternatives if math.isclose(math.exp(a["logprob"]), chosen_p))
+        chosen = next(a for a in alternatives if math.isclose(math.exp(cast(float, a["logprob"])), chosen_p))
         entries.append({"token": chosen["token"], "logprob": chosen["logprob"], "bytes": chosen["bytes"],
                         "top_logprobs": alternatives})
     return entries

@@ -20,6 +20,8 @@ import time
 from collections.abc import Iterable
 from typing import Any
 
+from pydantic import SecretStr
+
 from observability.demo.model_server import MODEL_NAME, LocalModelServer
 from observability.langchain.gate import confidence_fallback
 
@@ -43,8 +45,8 @@ def measure(base_url: str, rounds: int, max_tokens: int) -> dict[str, dict[str, 
     from langchain_openai import ChatOpenAI
     from prometheus_client import CollectorRegistry
 
-    model = ChatOpenAI(model=MODEL_NAME, base_url=base_url, api_key="unused",  # type: ignore[arg-type]
-                       temperature=0, max_tokens=max_tokens, timeout=300, max_retries=0, logprobs=True,
+    model = ChatOpenAI(model=MODEL_NAME, base_url=base_url, api_key=SecretStr("unused"),
+                       temperature=0, max_completion_tokens=max_tokens, timeout=300, max_retries=0, logprobs=True,
                        top_logprobs=3)
     registry = CollectorRegistry()
     kept = confidence_fallback(model, model, threshold=0.0, name="kept", registry=registry)

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackHandler, CallbackManager
-from langchain_core.messages import HumanMessage
+from langchain_core.messages import BaseMessage, HumanMessage
 from langchain_core.outputs import ChatGenerationChunk, LLMResult
 
 from benchmarks.configs import BASELINE, NOOP, Configuration
@@ -130,7 +130,7 @@ def per_chunk(configs: Sequence[Configuration], rounds: int, n_tokens: int = 200
     """ns per chunk spent in ``run_manager.on_llm_new_token`` for each configuration, per round,
     minus the same loop with no handler; run start and end are outside the timed loop."""
     chunks = _stream_chunks(n_tokens)
-    message = [[HumanMessage(content="Which city is the capital of Australia?")]]
+    message: list[list[BaseMessage]] = [[HumanMessage(content="Which city is the capital of Australia?")]]
     params = {"logprobs": True, "top_logprobs": 5, "model": "fake-logprobs"}
     end = LLMResult(generations=[[chunks[-1]]])
     out: dict[str, list[float]] = {c.name: [] for c in configs}
@@ -142,7 +142,7 @@ def per_chunk(configs: Sequence[Configuration], rounds: int, n_tokens: int = 200
             on_token = run.on_llm_new_token
             start = time.perf_counter_ns()
             for chunk in chunks:
-                on_token(chunk.message.content, chunk=chunk)  # type: ignore[arg-type]
+                on_token(chunk.message.content, chunk=chunk)
             elapsed = time.perf_counter_ns() - start
             run.on_llm_end(end)
         return elapsed / len(chunks)

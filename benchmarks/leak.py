@@ -16,9 +16,9 @@ import gc
 import random
 import time
 import tracemalloc
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from benchmarks.fake_model import FakeLogprobChatModel
 from benchmarks.workloads import PROMPT
@@ -90,7 +90,8 @@ def run_leak_check(exporters: list[Any], runs: int = 100_000, *, tokens: int = 8
             for index, _ in enumerate(stream):
                 if index == tokens // 2:
                     break
-            stream.close()  # what leaving a for loop over a temporary generator does at once
+            # what leaving a for loop over a temporary generator does at once
+            cast(Generator[Any, None, None], stream).close()
 
     for _ in range(200):  # warm caches (pydantic, logging, metric label sets) before tracing
         one()

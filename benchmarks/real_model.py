@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, cast
+
+from langchain_core.callbacks import BaseCallbackHandler
+from pydantic import SecretStr
 
 from benchmarks.configs import Configuration
 from benchmarks.harness import Measured, check_clean, interleave
@@ -26,8 +29,8 @@ def real_stream(base_url: str, max_tokens: int) -> tuple[Workload, list[int]]:
     """The workload and the list it appends each run's count of streamed text chunks to."""
     from langchain_openai import ChatOpenAI
 
-    model = ChatOpenAI(model=MODEL_NAME, base_url=base_url, api_key="unused",  # type: ignore[arg-type]
-                       temperature=0, max_tokens=max_tokens, timeout=300, max_retries=0)
+    model = ChatOpenAI(model=MODEL_NAME, base_url=base_url, api_key=SecretStr("unused"),
+                       temperature=0, max_completion_tokens=max_tokens, timeout=300, max_retries=0)
     bound = model.bind(logprobs=True, top_logprobs=5)
     counted: list[int] = []
 
@@ -35,7 +38,7 @@ def real_stream(base_url: str, max_tokens: int) -> tuple[Workload, list[int]]:
         start = time.perf_counter_ns()
         last = start
         tokens = 0
-        for chunk in bound.stream(REAL_PROMPT, config={"callbacks": callbacks}):  # type: ignore[dict-item]
+        for chunk in bound.stream(REAL_PROMPT, config={"callbacks": cast(list[BaseCallbackHandler], callbacks)}):
             tokens += bool(chunk.content)
             last = time.perf_counter_ns()
         end = time.perf_counter_ns()

@@ -59,7 +59,7 @@ def stream_async(n_tokens: int) -> Workload:
     async def consume(callbacks: list[Any]) -> Sample:
         start = time.perf_counter_ns()
         last = start
-        async for _ in model.astream(PROMPT, config={"callbacks": callbacks}):  # type: ignore[arg-type]
+        async for _ in model.astream(PROMPT, config={"callbacks": callbacks}):
             last = time.perf_counter_ns()
         end = time.perf_counter_ns()
         return Sample(end - start, last - start)
@@ -123,7 +123,7 @@ def concurrent_astream(streams: int, n_tokens: int) -> Workload:
     model = FakeLogprobChatModel(n_tokens=n_tokens)
 
     async def one(callbacks: list[Any]) -> None:
-        async for _ in model.astream(PROMPT, config={"callbacks": callbacks}):  # type: ignore[arg-type]
+        async for _ in model.astream(PROMPT, config={"callbacks": callbacks}):
             pass
 
     async def all_of_them(callbacks: list[Any]) -> Sample:

@@ -18,6 +18,7 @@ from benchmarks import harness, workloads
 from benchmarks.__main__ import main
 from benchmarks.fake_model import TOP_LOGPROBS, FakeLogprobChatModel
 from benchmarks.leak import run_leak_check
+from observability import ConfidenceCallbackHandler
 
 LOCAL = [cfg.BASELINE, cfg.NOOP, cfg.SCORING, cfg.FULL]
 SCOPE = "langchain-confidence"  # the instrumentation scope of our span exporter
@@ -138,14 +139,14 @@ def test_end_of_run_probe_and_an_older_copy_measured_in_the_same_rounds(tmp_path
     shutil.copytree(Path(cfg.__file__).resolve().parents[1] / "observability", tmp_path / "observability",
                     ignore=shutil.ignore_patterns("__pycache__"))
     old = before.load(tmp_path)
-    assert old.__name__ == before.NAME and old.ConfidenceCallbackHandler is not cfg.ConfidenceCallbackHandler
+    assert old.__name__ == before.NAME and old.ConfidenceCallbackHandler is not ConfidenceCallbackHandler
     sinks, before_sinks = cfg.Sinks(), cfg.Sinks()
     try:
         configurations = cfg.build(LOCAL, sinks, before=old, before_sinks=before_sinks)
         assert [c.name for c in configurations] == [*LOCAL, *cfg.BEFORE]
         workload = workloads.invoke(20, calls=2)
         probes = [*harness.read_floor_probes(20, calls=2),
-                  harness.end_of_run_probe(harness.END_OF_RUN, cfg.ConfidenceCallbackHandler, 20, calls=2),
+                  harness.end_of_run_probe(harness.END_OF_RUN, ConfidenceCallbackHandler, 20, calls=2),
                   harness.end_of_run_probe(harness.BEFORE_END_OF_RUN, old.ConfidenceCallbackHandler, 20, calls=2)]
         results = harness.interleave(workload, configurations, rounds=2, probes=probes)
         before_sinks.flush()

@@ -18,6 +18,7 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import Self
 
 from observability.demo.process import ManagedProcess, ProcessStartError, free_port, port_in_use
 
@@ -63,7 +64,7 @@ class LocalModelServer(ManagedProcess):
         """The OpenAI-compatible endpoint, for ``ChatOpenAI(base_url=...)``."""
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self) -> LocalModelServer:
+    def start(self) -> Self:
         model_path()  # fail early with the install hint
         try:
             super().start()

@@ -17,7 +17,7 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO
+from typing import IO, Self
 
 
 class ProcessStartError(RuntimeError):
@@ -80,7 +80,7 @@ class ManagedProcess:
     def pid(self) -> int | None:
         return self.process.pid if self.process else None
 
-    def start(self) -> ManagedProcess:
+    def start(self) -> Self:
         if self.log_path is None:
             import tempfile
 
@@ -138,7 +138,7 @@ class ManagedProcess:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> ManagedProcess:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
