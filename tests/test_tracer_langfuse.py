@@ -9,7 +9,6 @@ the ``llm_confidence`` metadata and one score per headline figure keyed to that 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -24,11 +23,10 @@ from observability import ResponseRecord, observe_confidence
 from observability.exporters import _peer_spans, default_exporters
 from observability.exporters._otel_spans import HEADLINE_SCORES, REPORT_FIELDS
 from observability.langchain import peers as _peers
-from tests.tracer_support import Received, langfuse_endpoint
+from tests.tracer_support import Received, call, langfuse_endpoint
 
 pytestmark = pytest.mark.real_model
 
-QUESTION = "What is the capital of France? One word."
 MAX_TOKENS = 8
 
 
@@ -81,21 +79,6 @@ def langfuse() -> Iterator[Langfuse]:
 
 def generations_of(spans: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [s for s in spans if s["attributes"].get("langfuse.observation.type") == "generation"]
-
-
-def call(llm: Any, how: str, config: dict[str, Any]) -> None:
-    if how == "invoke":
-        llm.invoke(QUESTION, config=config)
-    elif how == "stream":
-        for _ in llm.stream(QUESTION, config=config):
-            pass
-    else:
-        async def consume() -> None:
-            await llm.ainvoke(QUESTION, config=config)
-            async for _ in llm.astream(QUESTION, config=config):
-                pass
-
-        asyncio.run(consume())
 
 
 def run(langfuse: Langfuse, chat_model: Any, how: str = "invoke", **model_options: Any) -> list[ResponseRecord]:

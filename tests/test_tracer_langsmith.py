@@ -9,7 +9,6 @@ answer, or is not there, leaves the call and the figures as they are).
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
 from collections.abc import Iterator
@@ -23,11 +22,10 @@ from observability.exporters._otel_spans import REPORT_FIELDS
 from observability.langchain import peers as _peers
 from observability.testing import InMemoryTelemetry
 from tests.conftest import raw_chat_completion
-from tests.tracer_support import Received, langsmith_endpoint
+from tests.tracer_support import QUESTION, Received, call, langsmith_endpoint
 
 pytestmark = pytest.mark.real_model
 
-QUESTION = "What is the capital of France? One word."
 MAX_TOKENS = 8
 
 
@@ -68,21 +66,6 @@ def langsmith(monkeypatch: pytest.MonkeyPatch) -> Iterator[Received]:
         client.cleanup()
     monkeypatch.undo()
     forget_cached_environment()
-
-
-def call(llm: Any, how: str, config: dict[str, Any]) -> None:
-    if how == "invoke":
-        llm.invoke(QUESTION, config=config)
-    elif how == "stream":
-        for _ in llm.stream(QUESTION, config=config):
-            pass
-    else:
-        async def consume() -> None:
-            await llm.ainvoke(QUESTION, config=config)
-            async for _ in llm.astream(QUESTION, config=config):
-                pass
-
-        asyncio.run(consume())
 
 
 def flushed(received: Received, count: int) -> dict[str, dict[str, Any]]:

@@ -3,6 +3,7 @@ wire format the real client packages send and keep what they receive, decoded.""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 from collections.abc import Iterator
@@ -26,6 +27,9 @@ LANGSMITH_INFO = {
         "size_limit_bytes": 20_971_520,
     },
 }
+
+QUESTION = "What is the capital of France? One word."
+
 
 
 @dataclass
@@ -180,3 +184,19 @@ def langfuse_endpoint() -> Iterator[Received]:
     with serving(Handler) as url:
         received.url = url
         yield received
+
+
+def call(llm: Any, how: str, config: dict[str, Any]) -> None:
+    """One model call the way ``how`` says: invoke, stream, or ainvoke then astream."""
+    if how == "invoke":
+        llm.invoke(QUESTION, config=config)
+    elif how == "stream":
+        for _ in llm.stream(QUESTION, config=config):
+            pass
+    else:
+        async def consume() -> None:
+            await llm.ainvoke(QUESTION, config=config)
+            async for _ in llm.astream(QUESTION, config=config):
+                pass
+
+        asyncio.run(consume())
