@@ -1,4 +1,4 @@
-"""Confidence on the run records of tracers that keep their own: LangSmith, Langfuse, MLflow.
+"""Confidence on the run records of tracers that keep their own: LangSmith and Langfuse.
 
 An exporter (``TracerRunsExporter``, in ``default_exporters``) that, when a model run's records
 arrive, finds the run in each of these tracers that took part in it (``observability.langchain.peers``
@@ -13,11 +13,9 @@ queue. Nothing here does I/O on the app's thread.
   figures as numeric scores (``LangfuseGeneration.score``, queued by the SDK's score ingestion) and
   all figures as the metadata key ``llm_confidence``; the ``llm.confidence.*`` attributes and events go
   onto the generation's span through the span exporter, which then makes no span of its own.
-- **MLflow** (``mlflow.langchain.autolog()``'s ``MlflowLangchainTracer``): its LLM span for the run
-  gets the ``llm.confidence.*`` attributes (``LiveSpan.set_attributes``).
 
-Each tracer's run lookup goes through a private attribute (Langfuse ``_runs``, MLflow
-``_get_span_by_run_id``; LangSmith's ``run_map`` is public): guarded, logged once by tracer name and
+Each tracer's run lookup goes through its handler's run map (Langfuse's private ``_runs``;
+LangSmith's ``run_map`` is public): guarded, logged once by tracer name and
 exception type, and the run goes on without figures in that tracer. docs/peer-tracers.md has the
 versions tested and where each figure shows up in the tracer's UI.
 """
@@ -34,7 +32,7 @@ from observability.exporters._definitions import finite
 from observability.exporters._otel_spans import CONFIDENCE_PREFIX, HEADLINE_SCORES, confidence_attributes
 from observability.langchain import peers as _peers
 
-RUN_PEERS = (_peers.LANGSMITH, _peers.LANGFUSE, _peers.MLFLOW)
+RUN_PEERS = (_peers.LANGSMITH, _peers.LANGFUSE)  # MLflow: not yet (docs/peer-tracers.md)
 LANGFUSE_METADATA_KEY = "llm_confidence"
 
 
@@ -71,19 +69,12 @@ def _langfuse(handler: Any, run_id: UUID, records: Sequence[ResponseRecord]) -> 
         generation.score(name=name, value=value, data_type="NUMERIC")
 
 
-def _mlflow(handler: Any, run_id: UUID, records: Sequence[ResponseRecord]) -> None:
-    span = handler._get_span_by_run_id(run_id)
-    if span is None:
-        return
-    span.set_attributes(confidence_attributes(records))
-
-
 _WRITERS: dict[str, Callable[[Any, UUID, Sequence[ResponseRecord]], None]] = {
-    _peers.LANGSMITH: _langsmith, _peers.LANGFUSE: _langfuse, _peers.MLFLOW: _mlflow}
+    _peers.LANGSMITH: _langsmith, _peers.LANGFUSE: _langfuse}
 
 
 class TracerRunsExporter:
-    """Adds a model run's confidence to the run LangSmith, Langfuse or MLflow keeps for it (see the
+    """Adds a model run's confidence to the run LangSmith or Langfuse keeps for it (see the
     module docstring); does nothing for a run none of them traces."""
 
     def __init__(self) -> None:
