@@ -185,3 +185,29 @@ def test_the_abstain_recipe_never_streams_the_doubtful_answer() -> None:
     builder.add_edge("answer", END)
     shown = text([m for m, _ in builder.compile().stream(cast(State, {"messages": QUESTION}), stream_mode="messages")])
     assert shown == "I am not sure; please check with a person."
+
+
+def test_a_langchain_core_without_the_private_streaming_classes_still_imports_and_gates() -> None:
+    """The hold relies on langchain-core's private streaming handler classes; where they are gone the
+    package still imports, says so once, and the gate still decides (it just cannot hold back)."""
+    import subprocess
+    import sys
+
+    script = (
+        "import logging; logging.basicConfig()\n"
+        "import langchain_core.language_models.chat_models  # langchain-core's own references, taken first\n"
+        "import langchain_core.tracers._streaming as streaming\n"
+        "del streaming._StreamingCallbackHandler, streaming._V2StreamingCallbackHandler  # as if renamed\n"
+        "from prometheus_client import CollectorRegistry\n"
+        "from langchain_core.runnables import RunnableLambda\n"
+        "from observability import confidence_fallback\n"
+        "from observability.testing import FakeLogprobChatModel\n"
+        "primary = FakeLogprobChatModel(token_logprobs=[-5.0] * 4, tokens=['a'] * 4)\n"
+        "gate = confidence_fallback(primary, RunnableLambda(lambda _: 'fallback'), threshold=0.5,\n"
+        "                           registry=CollectorRegistry())\n"
+        "print(gate.invoke('q'))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "fallback"
+    assert done.stderr.count("cannot hold a rejected answer back") == 1

@@ -16,6 +16,7 @@ The recorder declares itself a streaming handler exactly when a held one was, so
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import AsyncIterator, Iterator
 from typing import Any, TypeVar
@@ -23,7 +24,19 @@ from uuid import UUID
 
 from langchain_core.callbacks import BaseCallbackHandler, BaseCallbackManager
 from langchain_core.callbacks.manager import ahandle_event, handle_event
-from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
+
+try:  # private to langchain-core: where it moves, nothing is held back and the import still works
+    from langchain_core.tracers._streaming import _StreamingCallbackHandler, _V2StreamingCallbackHandler
+except ImportError:
+    class _StreamingCallbackHandler:  # type: ignore[no-redef]
+        """Stand-in: no handler is one, so the gate holds nothing back."""
+
+    class _V2StreamingCallbackHandler:  # type: ignore[no-redef]
+        """Stand-in, as above."""
+
+    logging.getLogger("observability").warning(
+        "observability: this langchain-core has no streaming handler classes where we look; a confidence "
+        "gate cannot hold a rejected answer back from streaming consumers")
 
 T = TypeVar("T")
 
