@@ -26,8 +26,8 @@ POSITIVE_NOISE = 1e-4
 values are malformed."""
 
 LOGPROB_FLOOR = math.log(2.2250738585072014e-308)
-"""About -708.4, the log of the smallest normal float. Sums of logprobs (``_score``,
-``_field_confidence``) use max(lp, floor) so that a token of probability 0 (lp = -inf) keeps every
+"""About -708.4, the log of the smallest normal float. Sums of logprobs (``score``,
+``fields``) use max(lp, floor) so that a token of probability 0 (lp = -inf) keeps every
 figure finite; its probability still reads as 0. Defined here, beside ``POSITIVE_NOISE``, so that
 both readers of logprobs take the two constants from the module every logprob comes through."""
 
@@ -179,7 +179,7 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
     Per token with k alternatives of logprobs l_i (p_i = exp(l_i), z = sum p_i, w = sum p_i l_i
     over p_i > 0): entropy H = ln z - w / z (>= 0), top-k mass min(z, 1), and for k >= 2
     negentropy 1 - H / ln k (in [0, 1]) and top margin p_1 - p_2. Summed in token order (see
-    ``TokenSums``), each expression as ``_score``'s module docstring gives it.
+    ``TokenSums``), each expression as ``score``'s module docstring gives it.
 
     This runs once per response on every model call (benchmarks/RESULTS.md), so it is inline: the
     clamps are written ``x = 0.0 if x < 0.0 else x`` (min/max without the call), each ``exp`` is

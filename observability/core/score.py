@@ -59,9 +59,9 @@ def score_confidence(
     ``skipped`` adds the malformed entries ``extract_token_logprobs`` left out (its
     ``skipped`` attribute) to tokens skipped here (NaN or clearly positive logprobs).
 
-    The walk is one way: the columns (read once, with the per-token sums, by ``_extract``), then
-    the low-confidence tokens, then the characters (``_text.locate``: only when there are
-    low-confidence tokens or the answer may be JSON), then the fields (``_field_confidence``).
+    The walk is one way: the columns (read once, with the per-token sums, by ``extract``), then
+    the low-confidence tokens, then the characters (``text.locate``: only when there are
+    low-confidence tokens or the answer may be JSON), then the fields (``fields``).
     """
     threshold = check_threshold(low_confidence_threshold)
     if not isinstance(tokens, TokenLogprobs):
@@ -85,7 +85,7 @@ class ScoredResponse(NamedTuple):
 
 def score_response(end_payload: object, streamed: Sequence[object], *,
                    low_confidence_threshold: float = DEFAULT_LOW_CONFIDENCE_THRESHOLD) -> ScoredResponse | None:
-    """What the handler calls, once per response: read its logprobs (``_extract.extract_response``:
+    """What the handler calls, once per response: read its logprobs (``extract.extract_response``:
     ``end_payload`` from the end event, ``streamed`` each chunk's) and score them. None when
     neither holds any."""
     tokens = extract_response(end_payload, streamed)

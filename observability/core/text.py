@@ -126,7 +126,7 @@ _CONTINUATION = bytes(1 if 0x80 <= byte < 0xC0 else 0 for byte in range(256))
 
 
 def _piece(piece: Any, text: Any) -> bytes:
-    """A token's raw UTF-8 as ``_extract`` reads it: its bytes (a list of ints, bytes), else the
+    """A token's raw UTF-8 as ``extract`` reads it: its bytes (a list of ints, bytes), else the
     UTF-8 of its text (a piece it cannot read counts as none)."""
     if isinstance(piece, (bytes, bytearray, list, tuple)):
         try:

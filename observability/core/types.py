@@ -48,7 +48,7 @@ class TokenLogprob(NamedTuple):
 
 
 class TokenSums(NamedTuple):
-    """What the reading pass adds up over one response's tokens (see ``_extract.read_columns``):
+    """What the reading pass adds up over one response's tokens (see ``extract.read_columns``):
     ``skipped``, tokens whose logprob is NaN or clearly positive (only a hand-made token list has
     them: extraction leaves such entries out); ``n`` the tokens scored; ``total`` the sum of their
     logprobs (each at least ``LOGPROB_FLOOR``) and ``min_logprob`` the least; then, over the tokens

@@ -12,7 +12,7 @@ would mean holding every verdict until its response leaves the window, and the d
 lag by that long. Later verdicts on the same response return False and are counted in the
 handler's ``repeated_feedback``. This holds process-wide: a handler attached twice (explicitly and
 by zero-code activation) keeps every response it saw, also the runs whose export it left to the
-other (``_dedupe``), and a verdict given to either counts once, marked in every window that holds
+other (``dedupe``), and a verdict given to either counts once, marked in every window that holds
 the response.
 """
 

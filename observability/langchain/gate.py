@@ -6,7 +6,7 @@ final answer) and returns ``primary``'s output when the figure is at least ``thr
 otherwise it runs ``fallback`` on the same input and returns that. Errors are never a reason to
 fall back: an error of either branch reaches the caller as it is (``with_fallbacks`` is
 LangChain's tool for errors, and the two compose). What a consumer streams from a gate never holds
-the rejected answer (``_gate_hold``).
+the rejected answer (``gate_hold``).
 
 Every decision is counted (Prometheus ``{prefix}_confidence_gate_decisions_total`` and OTel
 ``{prefix}.confidence.gate.decisions``, by gate name and outcome) and traced (an INTERNAL span
@@ -82,7 +82,7 @@ def confidence_fallback(primary: Runnable[Any, Any], fallback: Runnable[Any, Any
     keyword arguments (``stop=[...]``) on to both branches, as ``with_fallbacks`` does. Nothing a
     consumer streams from a gate holds a rejected answer: the primary's run reaches streaming
     handlers (``astream_events``, LangGraph ``"messages"``) only once its answer is kept (see
-    ``_gate_hold``); ``stream`` yields a kept answer once, after the decision, and a fallback's
+    ``gate_hold``); ``stream`` yields a kept answer once, after the decision, and a fallback's
     chunks as they come.
     """
     if not isinstance(primary, Runnable) or not isinstance(fallback, Runnable):

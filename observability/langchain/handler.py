@@ -2,8 +2,8 @@
 
 Per-run state lives in one dict keyed by run id, bounded, popped on end and on error. The
 per-chunk path keeps a reference to the chunk's logprobs payload (nothing is read there); at the
-end, one call into the core, ``_score.score_response``, reads and scores the response (its reading,
-``_extract.extract_response``, reconciles the chunks' entries with the end event's: the longer,
+end, one call into the core, ``score.score_response``, reads and scores the response (its reading,
+``extract.extract_response``, reconciles the chunks' entries with the end event's: the longer,
 consistent list wins; see there): some streaming paths (langchain-core 1.8's v3 events) end with
 only the last chunk's logprobs, and a stream that fails may hand over a partial result or none.
 Durations use a monotonic clock; the wall clock only gives timestamps. Nothing here raises into

@@ -15,10 +15,10 @@ wraps them while it is on:
   which LangChain merges into the end result as it does for Chat Completions.
 
 Both are written in the Chat Completions shape ``{"content": [{token, bytes, logprob,
-top_logprobs}]}`` that ``_extract`` reads, so from there on a Responses answer is read exactly like a
+top_logprobs}]}`` that ``extract`` reads, so from there on a Responses answer is read exactly like a
 Chat Completions one. Nothing is added when langchain-openai already put logprobs on the
 generation or chunk (``logprobs`` in ``generation_info`` / ``response_metadata``, or on content
-blocks): the upstream fix is then read as it is (``_fields.logprobs_payload``), never twice.
+blocks): the upstream fix is then read as it is (``payload.logprobs_payload``), never twice.
 
 Streamed entries carry no ``bytes``. Where a token is a whole piece of text, its bytes are its
 UTF-8 (what OpenAI sends as ``bytes`` for it). A token that holds part of a character (Korean and
