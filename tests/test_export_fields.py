@@ -69,6 +69,17 @@ def test_one_field_event_per_leaf_with_its_figures_and_no_text_by_default() -> N
     assert "zqx" not in blob  # nor the alternatives' text
 
 
+def test_a_key_written_twice_is_marked_on_its_field_event() -> None:
+    # {"age": 31, "age": 7}: a JSON parser keeps 7, so that is the one field, marked as a duplicate.
+    record = json_record(['{"age": ', '31', ', "age": ', '7', ', "name": ', '"x"', '}'])
+    [span] = spans_for([record], capture=False)
+    events = field_events(span)
+    assert [e["llm.confidence.field.path"] for e in events] == ["/age", "/name"]
+    assert events[0]["llm.confidence.field.duplicate_key"] is True
+    assert events[0]["llm.confidence.field.token_count"] == 1  # the kept "7", not "31"
+    assert "llm.confidence.field.duplicate_key" not in events[1]  # only set when true
+
+
 def test_value_and_alternatives_text_only_with_capture_on() -> None:
     record = json_record(PIECES)
     [span] = spans_for([record], capture=True)

@@ -160,10 +160,3 @@ def piece_offsets(pieces: Sequence[bytes]) -> tuple[str, list[tuple[int, int]]]:
         end = length + len(tail)
         offsets = [(s, end if e > length else e) for s, e in offsets]
     return "".join(parts), offsets
-
-
-def utf8_safe(text: str) -> str:
-    """``text`` with every character UTF-8 cannot encode (a lone surrogate, as JSON ``"\\ud800"``
-    decodes to) replaced by ``?``. Exported strings go through it: one such character would break
-    a whole OTLP batch or every later Prometheus scrape."""
-    return text if text.isascii() else text.encode("utf-8", "replace").decode("utf-8")

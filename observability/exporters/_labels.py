@@ -24,9 +24,9 @@ import re
 import threading
 from collections.abc import Iterable
 
-from observability.core.text import utf8_safe
 from observability.core.types import ResponseRecord
 from observability.exporters._providers import provider_name
+from observability.exporters._strings import utf8_safe
 
 DEFAULT_MAX_LABEL_VALUES = 50
 MAX_LABEL_VALUE_LENGTH = 100

@@ -35,12 +35,13 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Span, SpanKind, StatusCode
 
-from observability.core.text import token_offsets, utf8_safe
+from observability.core.text import token_offsets
 from observability.core.types import FieldConfidence, ResponseRecord, RunEvicted, RunStart
 from observability.exporters import _peer_spans
 from observability.exporters._content import resolve_capture_content
 from observability.exporters._definitions import INSTRUMENTATION_SCOPE, OPERATION_NAMES, finite, package_version
 from observability.exporters._providers import provider_name
+from observability.exporters._strings import utf8_safe
 
 DEFAULT_MAX_OPEN_RUNS = 10_000
 MAX_CONTENT_EVENTS = 100
@@ -162,8 +163,8 @@ class OpenTelemetryTracingExporter:
 
     def _onto_peer_spans(self, records: Sequence[ResponseRecord]) -> bool:
         """Put the confidence on the peers' open spans of this run; False when ours is to be made."""
-        spans = _peer_spans.find(records[0].start.run_id)
-        if not isinstance(spans, list) or not spans:  # no peer span, or a peer we no longer know (BROKEN)
+        spans = _peer_spans.records_for(records[0].start.run_id).spans
+        if not spans:  # no peer span, or a peer we no longer know (None)
             return self.peer_spans == "always"
         described = False
         for span in spans:
@@ -285,6 +286,8 @@ class OpenTelemetryTracingExporter:
                 "llm.confidence.field.end": field.end,
                 "llm.confidence.field.token_count": field.token_count,
             }
+            if field.duplicate_key:
+                attributes["llm.confidence.field.duplicate_key"] = True
             for name in ("sequence_logprob", "mean_logprob", "min_token_probability"):
                 value = finite(getattr(field, name))
                 if value is not None:

@@ -1,11 +1,11 @@
-"""Where the exporters meet other tracers: a peer's open span for a model run, and the exporters
-that put the figures on other tracers' own run records.
+"""Where the exporters meet other tracers: the records other tracers keep of the model run being
+exported (their open LLM spans, their own run objects), and the exporters that write onto them.
 
-The exporters know their SDKs, not LangChain: the LangChain layer (``observability.langchain.peers``
-and ``.tracer_runs``) connects the functions here when it is imported, and until then there is no
-peer. ``find(run_id)`` returns the peers' live spans of that run (a list,
-empty when none), or anything else for a peer whose internals we no longer know (the exporter then
-makes its own span).
+The exporters know their SDKs, not LangChain. The LangChain layer (``observability.langchain.peers``)
+finds a run's peer records once, when the run ends, and sets ``RUN_PEERS`` around the export
+call; exporters read it (``records_for``) and never call back up. ``connect`` (on import of the
+LangChain layer) says how to start watching for peers, and ``add_run_exporter`` adds the exporter
+that annotates other tracers' own run records to ``default_exporters``.
 """
 
 from __future__ import annotations
@@ -13,22 +13,41 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from contextvars import ContextVar
+from dataclasses import dataclass
 from typing import Any
 from uuid import UUID
 
 logger = logging.getLogger("observability")
 
+
+@dataclass(frozen=True, slots=True)
+class PeerRecords:
+    """Other tracers' records of one model run, found when it ended.
+
+    ``spans``: the live LLM spans the span peers have open for it (usually none or one), or None
+    when a peer of this run no longer looks like the version we know (the span exporter then makes
+    its own span). ``runs``: ``(tracer, its run object)`` for tracers that keep runs of their own.
+    """
+
+    run_id: UUID
+    spans: list[Any] | None = None
+    runs: tuple[tuple[str, Any], ...] = ()
+
+
+RUN_PEERS: ContextVar[PeerRecords | None] = ContextVar("observability_run_peers", default=None)
+"""Set by the handler while it exports a model run's records; None outside an export."""
+
 _install: Callable[[], None] = lambda: None  # noqa: E731
-_find: Callable[[UUID], Any] = lambda run_id: []  # noqa: E731
 _run_exporters: list[Callable[[], Any]] = []
 _logged: set[str] = set()
 _lock = threading.Lock()
 
 
-def connect(*, find: Callable[[UUID], Any], install: Callable[[], None]) -> None:
-    """Called once by the LangChain layer: how to find peer spans, and how to start looking."""
-    global _find, _install
-    _find, _install = find, install
+def connect(*, install: Callable[[], None]) -> None:
+    """Called once by the LangChain layer: how to start watching for peers."""
+    global _install
+    _install = install
 
 
 def add_run_exporter(factory: Callable[[], Any]) -> None:
@@ -45,8 +64,10 @@ def install() -> None:
     _install()
 
 
-def find(run_id: UUID) -> Any:
-    return _find(run_id)
+def records_for(run_id: UUID) -> PeerRecords:
+    """This run's peer records, as the handler found them for the export under way (none outside it)."""
+    found = RUN_PEERS.get()
+    return found if found is not None and found.run_id == run_id else PeerRecords(run_id, spans=[])
 
 
 def log_once(key: str, message: str) -> None:

@@ -43,8 +43,8 @@ from observability.core.types import (
     RunStart,
     Status,
 )
-from observability.langchain import peers as _peers  # noqa: F401  (connects the exporters to peer tracers)
-from observability.langchain import tracer_runs as _tracer_runs  # noqa: F401  (likewise)
+from observability.exporters._peer_spans import RUN_PEERS
+from observability.langchain import tracer_runs as _tracer_runs  # noqa: F401  (adds its exporter to default_exporters)
 from observability.langchain.dedupe import NOTHING, ExportGroups, Exporting
 from observability.langchain.feedback import FeedbackWindow, judge
 from observability.langchain.payload import (
@@ -57,6 +57,7 @@ from observability.langchain.payload import (
     response_id,
     run_name,
 )
+from observability.langchain.peers import find_records
 
 logger = logging.getLogger("observability")
 logger.addHandler(logging.NullHandler())
@@ -495,11 +496,20 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
                     self.on_report(record)
                 except Exception as exc:
                     self._failed("on_report", exc)
-        for exporter in exporters:
-            try:
-                exporter.export(records)
-            except Exception as exc:
-                self._failed(f"{type(exporter).__name__}.export", exc)
+        try:  # other tracers' records of this run, found once for every exporter (observability.langchain.peers)
+            peers = find_records(records[0].start.run_id)
+        except Exception as exc:
+            self._failed("peer tracers", exc)
+            peers = None
+        token = RUN_PEERS.set(peers)
+        try:
+            for exporter in exporters:
+                try:
+                    exporter.export(records)
+                except Exception as exc:
+                    self._failed(f"{type(exporter).__name__}.export", exc)
+        finally:
+            RUN_PEERS.reset(token)
 
     def _failed(self, where: str, exc: BaseException) -> None:
         self.errors[where] += 1

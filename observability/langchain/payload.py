@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from observability.core.extract import PAYLOAD_KEYS
-from observability.core.text import utf8_safe
+from observability.exporters._strings import utf8_safe
 
 _FINISH_KEYS = ("finish_reason", "done_reason", "stop_reason")
 

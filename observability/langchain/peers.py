@@ -10,14 +10,16 @@ Two parts, both process-wide and both guarded:
   error events then reach us before the peer, whichever way each handler was attached. This is an
   ``__init__`` added to those two classes (neither defines one; the peers wrap
   ``BaseCallbackManager.__init__``, which run managers do not inherit), removed by ``uninstall``.
-- **Lookup.** The same ``__init__`` remembers the peer handlers it sees; ``peer_spans(run_id)``
-  asks each for its live span of that run through the peer's own run-to-span map (OpenInference:
+- **Lookup.** The same ``__init__`` remembers the peer handlers it sees; when the run ends, the
+  handler calls ``find_records(run_id)`` once, before any exporter runs: it asks each span peer for
+  its live span of that run through the peer's own run-to-span map (OpenInference:
   ``OpenInferenceTracer.get_span``; OpenLLMetry: ``TraceloopCallbackHandler.spans[run_id].span``;
   OpenTelemetry's official instrumentation: ``OpenTelemetryLangChainCallbackHandler.
-  _invocation_manager.get_invocation(run_id).span``).
+  _invocation_manager.get_invocation(run_id).span``), and LangSmith and Langfuse for their run
+  object. The exporters get the answer through ``observability.exporters._peer_spans.RUN_PEERS``.
 
 A peer whose internals no longer look as expected (a class, method or map renamed) is logged
-once, by peer name, and answered with ``BROKEN``: the exporter then makes its own span, as if
+once, by peer name, and the run's ``spans`` are None: the exporter then makes its own span, as if
 there were no peer. Measured with openinference-instrumentation-langchain 0.1.80,
 opentelemetry-instrumentation-langchain 0.62.4 and opentelemetry-instrumentation-genai-langchain
 1.3b0 (docs/peer-tracers.md).
@@ -33,6 +35,7 @@ from typing import Any
 from uuid import UUID
 
 from observability.exporters import _peer_spans
+from observability.exporters._peer_spans import PeerRecords
 
 logger = logging.getLogger("observability")
 
@@ -48,20 +51,9 @@ _PEER_MODULES = {  # module prefix → (peer, handler class name)
     "langchain_core.tracers.langchain": (LANGSMITH, "LangChainTracer"),
     "langfuse.langchain": (LANGFUSE, "LangchainCallbackHandler"),
 }
-SPAN_PEERS = (OPENINFERENCE, OPENLLMETRY, OTEL_GENAI, LANGFUSE)
-"""Peers whose model-run record is an OpenTelemetry span the span exporter can write to."""
 MAX_TRACKED_RUNS = 10_000
 """Model runs whose peer handlers are remembered (weakly), oldest forgotten first."""
 
-
-class _Broken:
-    """A peer handler that does not look like the version we know."""
-
-    def __repr__(self) -> str:
-        return "BROKEN"
-
-
-BROKEN = _Broken()
 
 _lock = threading.Lock()
 _runs: dict[UUID, tuple[tuple[str, weakref.ref[Any]], ...]] = {}  # model run → its peer handlers
@@ -174,31 +166,51 @@ def uninstall() -> None:
         _runs.clear()
 
 
-def peer_handlers(run_id: UUID, peers: tuple[str, ...]) -> list[tuple[str, Any]]:
-    """The handlers of these peers that took part in this model run (still alive), in list order."""
+def _peer_handlers(run_id: UUID) -> list[tuple[str, Any]]:
+    """The peer handlers that took part in this model run (still alive), in list order."""
     with _lock:
         seen = _runs.get(run_id, ())
     found = []
     for peer, ref in seen:
         handler = ref()
-        if peer in peers and handler is not None:
+        if handler is not None:
             found.append((peer, handler))
     return found
 
 
-def peer_spans(run_id: UUID) -> list[Any] | _Broken:
-    """The live spans the span peers have open for this run (usually none or one), or ``BROKEN``
-    when a peer of this run no longer exposes its run-to-span map as expected."""
-    spans: list[Any] = []
-    for peer, handler in peer_handlers(run_id, SPAN_PEERS):
-        try:
-            span = _LOOKUPS[peer](handler, run_id)
-        except Exception as exc:
-            _changed(peer, f"{type(exc).__name__} reading its run map")
-            return BROKEN
-        if span is not None:
-            spans.append(span)
-    return spans
+def find_records(run_id: UUID) -> PeerRecords | None:
+    """Other tracers' records of this model run, read once when it ends (None: no peer saw it).
+
+    Span peers give their live span of the run (a peer that no longer exposes its run map as
+    expected makes ``spans`` None: the span exporter then makes its own); LangSmith and Langfuse
+    give their own run object (one that does not is logged once and left out)."""
+    if not _runs:
+        return None
+    handlers = _peer_handlers(run_id)
+    if not handlers:
+        return None
+    spans: list[Any] | None = []
+    runs: list[tuple[str, Any]] = []
+    for peer, handler in handlers:
+        if peer in _SPAN_LOOKUPS and spans is not None:
+            try:
+                span = _SPAN_LOOKUPS[peer](handler, run_id)
+            except Exception as exc:
+                _changed(peer, f"{type(exc).__name__} reading its run map")
+                spans = None
+            else:
+                if span is not None:
+                    spans.append(span)
+        if peer in _RUN_LOOKUPS:
+            try:
+                run = _RUN_LOOKUPS[peer](handler, run_id)
+            except Exception as exc:
+                log_once(f"{peer} run", f"{peer}'s LangChain handler does not look like the version we know "
+                         f"({type(exc).__name__} finding its run)", "its runs go on without our figures")
+            else:
+                if run is not None:
+                    runs.append((peer, run))
+    return PeerRecords(run_id, spans, tuple(runs))
 
 
 def _openinference_span(tracer: Any, run_id: UUID) -> Any:
@@ -233,10 +245,18 @@ def _openllmetry_span(handler: Any, run_id: UUID) -> Any:
     return None if holder is None else holder.span
 
 
-_LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {OPENINFERENCE: _openinference_span,
-                                                   OPENLLMETRY: _openllmetry_span,
-                                                   OTEL_GENAI: _otel_genai_span,
-                                                   LANGFUSE: _langfuse_span}
+def _langsmith_run(tracer: Any, run_id: UUID) -> Any:
+    """LangSmith's ``Run`` for this model run (the tracer's public ``run_map``)."""
+    return tracer.run_map.get(str(run_id))
 
 
-_peer_spans.connect(find=peer_spans, install=install)
+_SPAN_LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {OPENINFERENCE: _openinference_span,
+                                                        OPENLLMETRY: _openllmetry_span,
+                                                        OTEL_GENAI: _otel_genai_span,
+                                                        LANGFUSE: _langfuse_span}
+"""Peers whose model-run record is an OpenTelemetry span the span exporter can write to."""
+_RUN_LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {LANGSMITH: _langsmith_run, LANGFUSE: langfuse_generation}
+"""Tracers that keep run objects of their own (``observability.langchain.tracer_runs`` writes to them)."""
+
+
+_peer_spans.connect(install=install)

@@ -1,9 +1,9 @@
 """Confidence on the run records of tracers that keep their own: LangSmith and Langfuse.
 
 An exporter (``TracerRunsExporter``, in ``default_exporters``) that, when a model run's records
-arrive, finds the run in each of these tracers that took part in it (``observability.langchain.peers``
-remembers them per run and moves their handler behind ours, so they have not sent or ended it yet)
-and adds the figures there, in memory: the tracer ships them with the run, from its own background
+arrive, adds the figures to the run each of these tracers keeps for it (``observability.langchain.peers``
+remembers their handlers per run, moves them behind ours so they have not sent or ended the run
+yet, and finds their run objects when it ends), in memory: the tracer ships them with the run, from its own background
 queue. Nothing here does I/O on the app's thread.
 
 - **LangSmith** (``langchain_core.tracers.langchain.LangChainTracer``): the run's metadata
@@ -14,9 +14,9 @@ queue. Nothing here does I/O on the app's thread.
   all figures as the metadata key ``llm_confidence``; the ``llm.confidence.*`` attributes and events go
   onto the generation's span through the span exporter, which then makes no span of its own.
 
-Each tracer's run lookup goes through its handler's run map (Langfuse's private ``_runs``;
-LangSmith's ``run_map`` is public): guarded, logged once by tracer name and
-exception type, and the run goes on without figures in that tracer. docs/peer-tracers.md has the
+Each tracer's run is found through its handler's run map (Langfuse's private ``_runs``;
+LangSmith's ``run_map`` is public) in ``peers``; a lookup or a write that fails is logged once by
+tracer name and exception type, and the run goes on without figures in that tracer. docs/peer-tracers.md has the
 versions tested and where each figure shows up in the tracer's UI.
 """
 
@@ -24,15 +24,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from typing import Any
-from uuid import UUID
 
 from observability.core.types import ResponseRecord
 from observability.exporters import _peer_spans
 from observability.exporters._definitions import finite
 from observability.exporters._otel_spans import CONFIDENCE_PREFIX, HEADLINE_SCORES, confidence_attributes
-from observability.langchain import peers as _peers
+from observability.langchain.peers import LANGFUSE, LANGSMITH
 
-RUN_PEERS = (_peers.LANGSMITH, _peers.LANGFUSE)  # MLflow: not yet (docs/peer-tracers.md)
 LANGFUSE_METADATA_KEY = "llm_confidence"
 
 
@@ -52,25 +50,18 @@ def score_figures(records: Sequence[ResponseRecord]) -> dict[str, float]:
     return figures
 
 
-def _langsmith(handler: Any, run_id: UUID, records: Sequence[ResponseRecord]) -> None:
-    run = handler.run_map.get(str(run_id))
-    if run is None:
-        return
+def _langsmith(run: Any, records: Sequence[ResponseRecord]) -> None:
     run.extra.setdefault("metadata", {}).update(confidence_attributes(records))
 
 
-def _langfuse(handler: Any, run_id: UUID, records: Sequence[ResponseRecord]) -> None:
-    generation = _peers.langfuse_generation(handler, run_id)
-    if generation is None:
-        return
+def _langfuse(generation: Any, records: Sequence[ResponseRecord]) -> None:
     figures = {key.removeprefix(CONFIDENCE_PREFIX): value for key, value in confidence_attributes(records).items()}
     generation.update(metadata={LANGFUSE_METADATA_KEY: figures})
     for name, value in score_figures(records).items():
         generation.score(name=name, value=value, data_type="NUMERIC")
 
 
-_WRITERS: dict[str, Callable[[Any, UUID, Sequence[ResponseRecord]], None]] = {
-    _peers.LANGSMITH: _langsmith, _peers.LANGFUSE: _langfuse}
+_WRITERS: dict[str, Callable[[Any, Sequence[ResponseRecord]], None]] = {LANGSMITH: _langsmith, LANGFUSE: _langfuse}
 
 
 class TracerRunsExporter:
@@ -78,19 +69,18 @@ class TracerRunsExporter:
     module docstring); does nothing for a run none of them traces."""
 
     def __init__(self) -> None:
-        _peers.install()
+        _peer_spans.install()
 
     def export(self, records: Sequence[ResponseRecord]) -> None:
         if not records:
             return
-        run_id = records[0].start.run_id
-        for peer, handler in _peers.peer_handlers(run_id, RUN_PEERS):
+        for peer, run in _peer_spans.records_for(records[0].start.run_id).runs:
             try:
-                _WRITERS[peer](handler, run_id, records)
+                _WRITERS[peer](run, records)
             except Exception as exc:  # a tracer's internals changed: that tracer goes without figures
-                _peers.log_once(f"{peer} run", f"{peer}'s LangChain handler does not look like the version we "
-                                f"know ({type(exc).__name__} adding the figures to its run)",
-                                "its runs go on without our figures")
+                _peer_spans.log_once(f"{peer} run", f"observability: {peer}'s run does not look like the version we "
+                                     f"know ({type(exc).__name__} adding the figures to it); its runs go on "
+                                     "without our figures")
 
 
 _peer_spans.add_run_exporter(TracerRunsExporter)
