@@ -41,12 +41,14 @@ OPENLLMETRY = "openllmetry"
 OTEL_GENAI = "opentelemetry-genai"
 LANGSMITH = "langsmith"
 LANGFUSE = "langfuse"
+MLFLOW = "mlflow"
 _PEER_MODULES = {  # module prefix → (peer, handler class name)
     "openinference.instrumentation.langchain": (OPENINFERENCE, "OpenInferenceTracer"),
     "opentelemetry.instrumentation.langchain": (OPENLLMETRY, "TraceloopCallbackHandler"),
     "opentelemetry.instrumentation.genai.langchain": (OTEL_GENAI, "OpenTelemetryLangChainCallbackHandler"),
     "langchain_core.tracers.langchain": (LANGSMITH, "LangChainTracer"),
     "langfuse.langchain": (LANGFUSE, "LangchainCallbackHandler"),
+    "mlflow.langchain.langchain_tracer": (MLFLOW, "MlflowLangchainTracer"),
 }
 SPAN_PEERS = (OPENINFERENCE, OPENLLMETRY, OTEL_GENAI, LANGFUSE)
 """Peers whose model-run record is an OpenTelemetry span the span exporter can write to."""
