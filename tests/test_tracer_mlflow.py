@@ -46,15 +46,13 @@ def mlflow_server() -> Iterator[Any]:
     from tests.backends import MlflowServer
 
     for server in running(MlflowServer(), "the MLflow tracking server (`make mlflow`)"):
-        before = mlflow.get_tracking_uri()
-        mlflow.set_tracking_uri(server.url)
+        mlflow.set_tracking_uri(server.url)  # every MLflow test sets its own
         mlflow.langchain.autolog(silent=True)
         try:
             yield server
         finally:
             mlflow.langchain.autolog(disable=True)
-            mlflow.flush_trace_async_logging()
-            mlflow.set_tracking_uri(before)
+            mlflow.flush_trace_async_logging()  # while the server still runs
 
 
 @pytest.fixture
@@ -87,6 +85,12 @@ def traces(experiment: str, count: int, assessments: int) -> list[Any]:
             assert (len(found), logged) == (count, assessments), "MLflow did not store what was expected in 60 s"
             return [mlflow.get_trace(t.info.trace_id) for t in found]
         time.sleep(0.2)
+
+
+def search(experiment: str, filter_string: str) -> list[Any]:
+    import mlflow
+
+    return list(mlflow.search_traces(locations=[experiment], filter_string=filter_string, return_type="list"))
 
 
 def llm_span(trace: Any) -> Any:
@@ -135,6 +139,11 @@ def test_an_invoke_gives_one_mlflow_llm_span_with_the_figures_of_the_raw_respons
                                                   rel=1e-3, abs=1e-3)
     assert [record.status for record in records] == ["ok"]
     assert telemetry.sample("llm_responses_total", status="ok") == 1  # and ours as without MLflow
+    # The filter docs/peer-tracers.md shows: MLflow's search compares the assessment's value.
+    below = f"feedback.sequence_probability < {expected['sequence_probability'] + 1e-3}"
+    above = f"feedback.sequence_probability > {expected['sequence_probability'] + 1e-3}"
+    assert [t.info.trace_id for t in search(experiment, below)] == [trace.info.trace_id]
+    assert search(experiment, above) == []
     assert mlflow_runs.FEEDBACK.failed == mlflow_runs.FEEDBACK.dropped == 0
 
 
@@ -199,6 +208,16 @@ def test_the_app_never_waits_on_mlflow(mlflow_state: str, mlflow_server: Any, te
             holding.release.set()
             mlflow.flush_trace_async_logging()
             mlflow.set_tracking_uri(mlflow_server.url)
+
+
+def test_peer_spans_never_leaves_mlflows_trace_as_it_was(
+        experiment: str, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
+    with observe_confidence(exporters=telemetry.exporters(peer_spans="never")):
+        chat_model(max_tokens=MAX_TOKENS).bind(logprobs=True).invoke(QUESTION)
+    (trace,) = traces(experiment, 1, 0)
+    assert confidence(llm_span(trace)) == {} and trace.info.assessments == []
+    (span,) = telemetry.spans()
+    assert (span.attributes or {})["llm.confidence.status"] == "ok"
 
 
 def test_without_autolog_mlflow_sees_nothing_and_our_span_is_made(
