@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -72,19 +71,16 @@ def telemetry() -> Iterator[InMemoryTelemetry]:
 
 
 def traces(experiment: str, count: int, assessments: int) -> list[Any]:
-    """The experiment's traces, oldest first, once ``count`` are stored with ``assessments`` feedback
-    assessments in all (MLflow exports a trace, and our queue logs its assessments, in the background)."""
+    """The experiment's traces, oldest first, checked to be ``count`` with ``assessments`` feedback
+    assessments in all, once MLflow has exported its traces and our queue has logged (or given up on)
+    every assessment: both work in the background."""
     import mlflow
 
     mlflow.flush_trace_async_logging()
-    deadline = time.monotonic() + 60
-    while True:
-        found = mlflow.search_traces(locations=[experiment], return_type="list", order_by=["timestamp_ms ASC"])
-        logged = sum(len(t.info.assessments) for t in found)
-        if (len(found) >= count and logged >= assessments) or time.monotonic() > deadline:
-            assert (len(found), logged) == (count, assessments), "MLflow did not store what was expected in 60 s"
-            return [mlflow.get_trace(t.info.trace_id) for t in found]
-        time.sleep(0.2)
+    assert mlflow_runs.FEEDBACK.flush(120), "the assessment queue did not finish in 120 s"
+    found = mlflow.search_traces(locations=[experiment], return_type="list", order_by=["timestamp_ms ASC"])
+    assert (len(found), sum(len(t.info.assessments) for t in found)) == (count, assessments)
+    return [mlflow.get_trace(t.info.trace_id) for t in found]
 
 
 def search(experiment: str, filter_string: str) -> list[Any]:
@@ -164,6 +160,18 @@ def test_stream_and_async_calls_each_give_one_llm_span_with_their_figures(
         assert figures["llm.confidence.token_count"] == report.token_count
         assert figures["llm.confidence.sequence_logprob"] == pytest.approx(report.sequence_logprob)
         assert feedback(trace, span) == pytest.approx({name: getattr(report, name) for name in HEADLINE_SCORES})
+
+
+def test_a_second_handler_with_exporters_of_its_own_adds_no_second_assessments(
+        experiment: str, telemetry: InMemoryTelemetry, chat_model: Any) -> None:
+    other = InMemoryTelemetry()
+    try:
+        handlers = [ConfidenceCallbackHandler(exporters=sinks.exporters()) for sinks in (telemetry, other)]
+        chat_model(max_tokens=MAX_TOKENS).bind(logprobs=True).invoke(QUESTION, config={"callbacks": handlers})
+    finally:
+        other.shutdown()
+    (trace,) = traces(experiment, 1, len(HEADLINE_SCORES))
+    assert set(feedback(trace, llm_span(trace))) == set(HEADLINE_SCORES)
 
 
 def test_a_failed_call_keeps_its_exception_and_gets_no_figures(

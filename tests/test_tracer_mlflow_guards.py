@@ -50,8 +50,8 @@ def test_a_full_queue_drops_and_counts_and_its_flush_is_bounded(
     with langsmith_endpoint(slow=True) as holding, caplog.at_level(logging.WARNING, "observability"):
         tracking_uri(holding.url)
         _peer_spans._logged.discard(f"{_peers.MLFLOW} queue")
-        for _ in range(6):
-            queue.put("tr-0123456789abcdef0123456789abcdef", "0123456789abcdef", {"sequence_probability": 0.5})
+        for index in range(6):
+            queue.put("tr-0123456789abcdef0123456789abcdef", f"{index:016x}", {"sequence_probability": 0.5})
         assert queue.dropped >= 3 and queue.sent == 0
         assert queue.flush(0.2) is False
         assert [r.getMessage() for r in caplog.records if "dropped" in r.getMessage()] == [

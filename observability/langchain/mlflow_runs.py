@@ -14,6 +14,7 @@ adds to every callback manager) keeps one live MLflow span per LangChain run in 
   runs on the app's thread: a bounded queue and one daemon thread, which retries while the server
   answers that the trace does not exist yet (up to ``WAIT_FOR_TRACE_SECONDS``). A full queue drops
   the run's assessments (counted in ``dropped``); at exit it waits at most ``EXIT_FLUSH_SECONDS``.
+  A span already queued (a second handler of ours with exporters of its own) is not queued again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import atexit
 import queue
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,6 +36,8 @@ TESTED_MAJOR = "3."
 SOURCE_ID = "langchain-confidence"
 """The assessments' source (type ``CODE``), as MLflow's UI shows it."""
 MAX_QUEUED = 1000
+REMEMBERED_SPANS = 10_000
+"""Spans whose assessments were queued lately, so that a second handler's are not logged twice."""
 WAIT_FOR_TRACE_SECONDS = 60.0
 RETRY_SECONDS = 0.5
 EXIT_FLUSH_SECONDS = 2.0
@@ -86,9 +90,16 @@ class FeedbackQueue:
         self._retry_every = retry_every
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
+        self._queued: OrderedDict[tuple[str, str], None] = OrderedDict()
         self.sent = self.dropped = self.failed = 0
 
     def put(self, trace_id: str, span_id: str, figures: dict[str, float]) -> None:
+        with self._lock:
+            if (trace_id, span_id) in self._queued:
+                return
+            self._queued[trace_id, span_id] = None
+            if len(self._queued) > REMEMBERED_SPANS:
+                self._queued.popitem(last=False)
         self._start()
         try:
             self._queue.put_nowait(_Assessments(trace_id, span_id, figures, time.monotonic() + self._wait_for_trace))
