@@ -4,6 +4,7 @@ LangChain autologging, a loopback stand-in (or a closed port) as the tracking se
 
 - The assessment queue never blocks the caller: when full it drops (counted, logged once), and its
   flush gives up after its timeout however long MLflow takes.
+- A queue used before ``fork`` sends from the child too.
 - An MLflow tracer whose private run map changed shape: one warning naming MLflow and the exception
   type, counted in the exporter's ``failures``, and the app's call returns its answer unchanged.
 """
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -107,3 +109,22 @@ def test_an_mlflow_tracer_whose_run_map_changed_leaves_the_call_alone(
     assert [r.getMessage() for r in caplog.records if r.name == "observability"] == [
         "observability: mlflow's LangChain handler does not look like the version we know (TypeError adding "
         "the figures to its run); its runs go on without our figures"]
+
+
+def test_a_forked_child_starts_its_own_sending_thread(tracking_uri: Any) -> None:
+    """A queue used before ``fork`` (a pre-loading server's parent) still sends from the child,
+    where the parent's thread does not exist: the child's first ``put`` starts one."""
+    queue = mlflow_runs.FeedbackQueue()
+    with langsmith_endpoint(slow=True) as holding:
+        tracking_uri(holding.url)
+        queue.put("tr-0123456789abcdef0123456789abcdef", "0000000000000001", {"sequence_probability": 0.5})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # forking a process that has threads
+            child = os.fork()
+        if child == 0:  # the child: report whether a thread is sending, and leave at once
+            queue.put("tr-0123456789abcdef0123456789abcdef", "0000000000000002", {"sequence_probability": 0.5})
+            thread = queue._thread
+            os._exit(0 if thread is not None and thread.is_alive() else 1)
+        _, status = os.waitpid(child, 0)
+        holding.release.set()
+    assert os.waitstatus_to_exitcode(status) == 0, "the forked child had no thread sending its assessments"

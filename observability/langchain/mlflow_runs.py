@@ -117,13 +117,16 @@ class FeedbackQueue:
         return not self._queue.unfinished_tasks
 
     def _start(self) -> None:
-        if self._thread is not None:
+        """Start the thread on first use, and again in a forked child (where it is not running)."""
+        thread = self._thread
+        if thread is not None and thread.is_alive():
             return
         with self._lock:
             if self._thread is None:
+                atexit.register(self.flush, EXIT_FLUSH_SECONDS)
+            if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="observability-mlflow-feedback", daemon=True)
                 self._thread.start()
-                atexit.register(self.flush, EXIT_FLUSH_SECONDS)
 
     def _run(self) -> None:
         while True:
