@@ -25,7 +25,7 @@ BENCH_VENV := .venv-bench
 BENCH_PEERS := openinference-instrumentation-langchain==0.1.80 opentelemetry-instrumentation-langchain==0.62.4
 BENCH_ARGS ?=
 
-.PHONY: setup wheelhouse system-deps phoenix litellm vertex grafana-schema check check-highest test demo evaluate lint lock bench stack clean
+.PHONY: setup wheelhouse system-deps phoenix mlflow litellm vertex grafana-schema check check-highest test demo evaluate lint lock bench stack clean
 
 setup: $(VENV)/.installed
 
@@ -82,6 +82,20 @@ $(VERTEX_VENV)/.installed: pyproject.toml
 	$(VERTEX_VENV)/bin/python -m pip install --quiet --disable-pip-version-check $(VERTEX_PACKAGES) -e .
 	touch $@
 
+# The MLflow tracking server for tests/test_tracer_mlflow.py; its client (mlflow-tracing) is in the
+# development environment. The full `mlflow` package resolves with the pins, but adds about 40
+# packages (numpy, pandas, pyarrow, scikit-learn, matplotlib, Flask...) that no test imports, so
+# the server runs from a virtualenv of its own (about 880 MB, 1 to 2 minutes).
+MLFLOW_VENV := .venv-mlflow
+MLFLOW_VERSION := 3.18.0
+
+mlflow: $(MLFLOW_VENV)/.installed
+
+$(MLFLOW_VENV)/.installed:
+	$(PYTHON) -m venv $(MLFLOW_VENV)
+	$(MLFLOW_VENV)/bin/python -m pip install --quiet --disable-pip-version-check mlflow==$(MLFLOW_VERSION)
+	touch $@
+
 phoenix: $(PHOENIX_VENV)/.installed
 
 $(PHOENIX_VENV)/.installed:
@@ -108,12 +122,13 @@ $(HIGH_VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 # Everything: lint and types, the fast tier on the highest CPython, then every test (real model,
-# Prometheus, Phoenix, Chromium, promtool, docker-compose, the LiteLLM and Vertex AI clients in
+# Prometheus, Phoenix, MLflow, Chromium, promtool, docker-compose, the LiteLLM and Vertex AI clients in
 # their own virtualenvs) with fuzzing at full strength, on two workers. Whole files go to one
 # worker (--dist loadfile): a module's fixture (the no-Docker stack, the built wheel) starts once;
 # each worker has its own model server (tests/conftest.py).
-test: setup wheelhouse system-deps phoenix litellm vertex grafana-schema lint check-highest
-	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix LITELLM_PYTHON=$(abspath $(LITELLM_VENV))/bin/python \
+test: setup wheelhouse system-deps phoenix mlflow litellm vertex grafana-schema lint check-highest
+	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix MLFLOW_BIN=$(abspath $(MLFLOW_VENV))/bin/mlflow \
+	  LITELLM_PYTHON=$(abspath $(LITELLM_VENV))/bin/python \
 	  VERTEX_PYTHON=$(abspath $(VERTEX_VENV))/bin/python $(PY) -m pytest -n 2 --dist loadfile
 
 # Re-pin the development environment: resolve the newest versions in a scratch virtualenv and
@@ -161,5 +176,5 @@ $(BENCH_VENV)/.installed: pyproject.toml $(LOCK)
 	touch $@
 
 clean:
-	rm -rf $(VENV) $(HIGH_VENV) $(WHEELHOUSE) dist $(PHOENIX_VENV) $(LITELLM_VENV) $(VERTEX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+	rm -rf $(VENV) $(HIGH_VENV) $(WHEELHOUSE) dist $(PHOENIX_VENV) $(MLFLOW_VENV) $(LITELLM_VENV) $(VERTEX_VENV) $(BENCH_VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 	rm -rf deploy/grafana/node_modules

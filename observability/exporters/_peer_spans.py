@@ -27,12 +27,14 @@ class PeerRecords:
 
     ``spans``: the live LLM spans the span peers have open for it (usually none or one), or None
     when a peer of this run no longer looks like the version we know (the span exporter then makes
-    its own span). ``runs``: ``(tracer, its run object)`` for tracers that keep runs of their own.
+    its own span). ``runs``: ``(tracer, its run object)`` for tracers that keep runs of their own;
+    ``failed``: those of them whose run could not be looked up (logged once; the run exporter counts them).
     """
 
     run_id: UUID
     spans: list[Any] | None = None
     runs: tuple[tuple[str, Any], ...] = ()
+    failed: tuple[str, ...] = ()
 
 
 RUN_PEERS: ContextVar[PeerRecords | None] = ContextVar("observability_run_peers", default=None)

@@ -44,12 +44,14 @@ OPENLLMETRY = "openllmetry"
 OTEL_GENAI = "opentelemetry-genai"
 LANGSMITH = "langsmith"
 LANGFUSE = "langfuse"
+MLFLOW = "mlflow"
 _PEER_MODULES = {  # module prefix → (peer, handler class name)
     "openinference.instrumentation.langchain": (OPENINFERENCE, "OpenInferenceTracer"),
     "opentelemetry.instrumentation.langchain": (OPENLLMETRY, "TraceloopCallbackHandler"),
     "opentelemetry.instrumentation.genai.langchain": (OTEL_GENAI, "OpenTelemetryLangChainCallbackHandler"),
     "langchain_core.tracers.langchain": (LANGSMITH, "LangChainTracer"),
     "langfuse.langchain": (LANGFUSE, "LangchainCallbackHandler"),
+    "mlflow.langchain.langchain_tracer": (MLFLOW, "MlflowLangchainTracer"),
 }
 MAX_TRACKED_RUNS = 10_000
 """Model runs whose peer handlers are remembered (weakly), oldest forgotten first."""
@@ -183,7 +185,7 @@ def find_records(run_id: UUID) -> PeerRecords | None:
 
     Span peers give their live span of the run (a peer that no longer exposes its run map as
     expected makes ``spans`` None: the span exporter then makes its own); LangSmith and Langfuse
-    give their own run object (one that does not is logged once and left out)."""
+    and MLflow give their own run object (one that does not is logged once and named in ``failed``)."""
     if not _runs:
         return None
     handlers = _peer_handlers(run_id)
@@ -191,6 +193,7 @@ def find_records(run_id: UUID) -> PeerRecords | None:
         return None
     spans: list[Any] | None = []
     runs: list[tuple[str, Any]] = []
+    failed: list[str] = []
     for peer, handler in handlers:
         if peer in _SPAN_LOOKUPS and spans is not None:
             try:
@@ -205,12 +208,13 @@ def find_records(run_id: UUID) -> PeerRecords | None:
             try:
                 run = _RUN_LOOKUPS[peer](handler, run_id)
             except Exception as exc:
+                failed.append(peer)
                 log_once(f"{peer} run", f"{peer}'s LangChain handler does not look like the version we know "
                          f"({type(exc).__name__} finding its run)", "its runs go on without our figures")
             else:
                 if run is not None:
                     runs.append((peer, run))
-    return PeerRecords(run_id, spans, tuple(runs))
+    return PeerRecords(run_id, spans, tuple(runs), tuple(failed))
 
 
 def _openinference_span(tracer: Any, run_id: UUID) -> Any:
@@ -250,12 +254,42 @@ def _langsmith_run(tracer: Any, run_id: UUID) -> Any:
     return tracer.run_map.get(str(run_id))
 
 
+def _mlflow_span(tracer: Any, run_id: UUID) -> Any:
+    """MLflow's open ``LiveSpan`` for this run, or None (its tracer's private ``_run_span_mapping``;
+    read only on the major version we tested)."""
+    if not _mlflow_tested():
+        return None
+    mapping = tracer._run_span_mapping
+    if not isinstance(mapping, Mapping):
+        raise TypeError("_run_span_mapping is not a mapping")
+    held = mapping.get(str(run_id))
+    return None if held is None else held.span
+
+
+MLFLOW_TESTED_MAJOR = "3."
+"""MLflow versions whose private run map we read (tested: 3.18.0); others go without figures."""
+_mlflow_ok: bool | None = None
+
+
+def _mlflow_tested() -> bool:
+    global _mlflow_ok
+    if _mlflow_ok is None:
+        from mlflow.version import VERSION
+
+        _mlflow_ok = str(VERSION).startswith(MLFLOW_TESTED_MAJOR)
+        if not _mlflow_ok:
+            log_once(f"{MLFLOW} version", f"MLflow {VERSION} is not a version we tested (3.x)",
+                     "its spans go on without our figures")
+    return _mlflow_ok
+
+
 _SPAN_LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {OPENINFERENCE: _openinference_span,
                                                         OPENLLMETRY: _openllmetry_span,
                                                         OTEL_GENAI: _otel_genai_span,
                                                         LANGFUSE: _langfuse_span}
 """Peers whose model-run record is an OpenTelemetry span the span exporter can write to."""
-_RUN_LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {LANGSMITH: _langsmith_run, LANGFUSE: langfuse_generation}
+_RUN_LOOKUPS: dict[str, Callable[[Any, UUID], Any]] = {LANGSMITH: _langsmith_run, LANGFUSE: langfuse_generation,
+                                                       MLFLOW: _mlflow_span}
 """Tracers that keep run objects of their own (``observability.langchain.tracer_runs`` writes to them)."""
 
 
