@@ -126,7 +126,13 @@ $(HIGH_VENV)/.installed: pyproject.toml $(LOCK)
 # their own virtualenvs) with fuzzing at full strength, on two workers. Whole files go to one
 # worker (--dist loadfile): a module's fixture (the no-Docker stack, the built wheel) starts once;
 # each worker has its own model server (tests/conftest.py).
-test: setup wheelhouse system-deps phoenix mlflow litellm vertex grafana-schema lint check-highest
+# The virtualenvs and downloads are built side by side (mostly unpacking from pip's cache), after
+# the Debian packages, whose installer takes a lock.
+TEST_ENVIRONMENTS := wheelhouse phoenix mlflow litellm vertex grafana-schema $(HIGH_VENV)/.installed
+
+test: setup system-deps
+	@$(MAKE) --no-print-directory -j4 --output-sync=target $(TEST_ENVIRONMENTS)
+	@$(MAKE) --no-print-directory lint check-highest
 	PHOENIX_BIN=$(abspath $(PHOENIX_VENV))/bin/phoenix MLFLOW_BIN=$(abspath $(MLFLOW_VENV))/bin/mlflow \
 	  LITELLM_PYTHON=$(abspath $(LITELLM_VENV))/bin/python \
 	  VERTEX_PYTHON=$(abspath $(VERTEX_VENV))/bin/python $(PY) -m pytest -n 2 --dist loadfile
