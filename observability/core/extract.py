@@ -51,8 +51,7 @@ def extract_token_logprobs(payload: object) -> TokenLogprobs:
     entries = _entry_list(payload)
     if entries:
         columns, left_out = read_columns(entries)
-        return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries),
-                                        None if left_out else partial(_entry_token, entries), left_out)
+        return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries), left_out)
     out = _Reading()
     try:
         _extract(payload, out, 0)
@@ -190,7 +189,7 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
     left_out = skipped = 0
     entropy_sum = mass_sum = negentropy_sum = margin_sum = 0.0
     entropy_n = negentropy_n = fives = 0
-    defects: dict[int, dict[str, Any] | TokenLogprob | None] = {}
+    defects: dict[int, dict[str, Any] | tuple[TokenLogprob, list[dict[str, Any]]] | None] = {}
     for position, entry in enumerate(entries):
         try:
             lp = entry["logprob"]
@@ -244,17 +243,19 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
             add_logprob(lp)
         except Exception:
             cleaned = _cleaned(entry)
-            defects[position] = cleaned
             if cleaned is None:
+                defects[position] = None
                 left_out += 1
                 continue
-            if type(cleaned) is TokenLogprob:  # a NaN or clearly positive logprob: kept, not scored
+            if isinstance(cleaned, TokenLogprob):  # a NaN or clearly positive logprob: kept, not scored
                 skipped += 1
                 add_logprob(cleaned.logprob)
+                defects[position] = (cleaned, _kept(cleaned.top_logprobs))
                 continue
+            defects[position] = cleaned
             if type(entry) is dict and entry.get("_cleaned") is _CLEANED:
                 raise  # a cleaned entry the inline reading refused: a bug here, never a loop
-            _, _, (lp_1,), one = read_columns([cleaned])[0]
+            _, _, (lp_1,), one, _ = read_columns([cleaned])[0]
             add_logprob(lp_1)
             entropy_sum += one.entropy_sum
             mass_sum += one.mass_sum
@@ -262,7 +263,7 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
             negentropy_sum += one.negentropy_sum
             margin_sum += one.margin_sum
             negentropy_n += one.negentropy_n
-    read = _texts_and_pieces(entries, defects) if entries else ([], [])
+    read = _texts_and_pieces(entries, defects) if entries else ([], [], [])
     if read is None or not _FLOAT.issuperset(map(type, logprobs)) or not _TEXT_TYPES.issuperset(map(type, read[0])):
         # An int or bool logprob, a text that is not a string or an entry that is not a dict, read
         # inline: read every entry cleaned instead (rare, so the common pass checks types once,
@@ -279,36 +280,46 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
         min_lp = min_lp if min_lp < 0.0 else 0.0
     else:
         total, min_lp = _total_and_least(logprobs)
-    texts, pieces = read
+    texts, pieces, alternatives = read
     return TokenColumns(texts, pieces, logprobs, TokenSums(
         skipped, len(logprobs) - skipped, total, min_lp, entropy_sum, mass_sum, entropy_n + fives,
-        negentropy_sum, margin_sum, negentropy_n + fives)), left_out
+        negentropy_sum, margin_sum, negentropy_n + fives), alternatives), left_out
 
 
-def _texts_and_pieces(entries: Sequence[Any], defects: dict[int, Any]) -> tuple[list[Any], list[Any]] | None:
-    """The ``token`` and ``bytes`` of each entry read, in C when every entry was read inline
-    (``defects`` holds the others: their cleaned form, None for one left out). None when an entry
-    read inline is not a dict (another mapping, an object with items): the caller reads it again."""
+def _texts_and_pieces(entries: Sequence[Any], defects: dict[int, Any]) -> tuple[list[Any], list[Any], list[Any]] | None:
+    """The ``token``, ``bytes`` and ``top_logprobs`` of each entry read, in C when every entry was
+    read inline (``defects`` holds the others: their cleaned form, None for one left out, a kept
+    NaN token with its cleaned alternatives). None when an entry read inline is not a dict (another
+    mapping, an object with items): the caller reads it again."""
     if not defects:
         if set(map(type, entries)) != _DICT:
             return None
-        return list(map(dict.get, entries, repeat("token"))), list(map(dict.get, entries, repeat("bytes")))
+        return (list(map(dict.get, entries, repeat("token"))), list(map(dict.get, entries, repeat("bytes"))),
+                list(map(dict.get, entries, repeat("top_logprobs"))))
     texts: list[Any] = []
     pieces: list[Any] = []
+    alternatives: list[Any] = []
     for position, entry in enumerate(entries):
         if position in defects:
             entry = defects[position]
             if entry is None:
                 continue
-            if type(entry) is TokenLogprob:
-                texts.append(entry.token)
-                pieces.append(entry.bytes)
+            if type(entry) is tuple:  # (a kept TokenLogprob, its cleaned alternatives)
+                token, cleaned = entry
+                texts.append(token.token)
+                pieces.append(token.bytes)
+                alternatives.append(cleaned)
                 continue
-        elif type(entry) is not dict:
+            texts.append(entry["token"])
+            pieces.append(entry["bytes"])
+            alternatives.append(entry["_in_order"])
+            continue
+        if type(entry) is not dict:
             return None
         texts.append(entry.get("token"))
         pieces.append(entry.get("bytes"))
-    return texts, pieces
+        alternatives.append(entry.get("top_logprobs"))
+    return texts, pieces, alternatives
 
 
 def _total_and_least(logprobs: list[float]) -> tuple[float, float]:
@@ -342,14 +353,21 @@ def _cleaned(entry: Any) -> dict[str, Any] | TokenLogprob | None:
     text, piece, lp, alternatives = token
     if not lp <= POSITIVE_NOISE:
         return TokenLogprob(text, piece, lp, alternatives)
+    kept = _kept(alternatives)
     return {"token": text, "bytes": piece, "logprob": float(0.0 if lp > 0.0 else lp), "_cleaned": _CLEANED,
-            "top_logprobs": [{"logprob": alp} for alp in _best_first(alternatives)]}
+            "top_logprobs": sorted(kept, key=_LOGPROB, reverse=True), "_in_order": kept}
 
 
-def _best_first(alternatives: Sequence[tuple[str | None, float]]) -> list[float]:
-    """The logprobs of a token's alternatives: NaN and clearly positive ones left out, float noise
-    above 0 read as 0, best first (ties in the order given, as extraction sorts them)."""
-    return sorted((float(0.0 if lp > 0.0 else lp) for _, lp in alternatives if lp <= POSITIVE_NOISE), reverse=True)
+def _kept(alternatives: Sequence[tuple[str | None, float]]) -> list[dict[str, Any]]:
+    """A token's alternatives as the inline reading takes them (``{"token", "logprob"}``), in the
+    order the token holds them (best first for every entry read here; a hand-made token's in its
+    own): NaN and clearly positive ones left out, float noise above 0 read as 0. (Sorted stably,
+    ties keep their order, for the reading.)"""
+    return [{"token": text, "logprob": float(0.0 if lp > 0.0 else lp)}
+            for text, lp in alternatives if lp <= POSITIVE_NOISE]
+
+
+_LOGPROB = operator.itemgetter("logprob")
 
 
 def _weighted(top: list[Any]) -> float:
@@ -369,13 +387,6 @@ _LOG_K = [0.0, 0.0, *(math.log(k) for k in range(2, 33))]  # ln k for the usual 
 def _entry_tokens(entries: list[Any]) -> list[TokenLogprob]:
     """The tokens ``_entry`` reads from the entries (those it refuses left out, as the pass did)."""
     return [token for token in map(_read_entry, entries) if token is not None]
-
-
-def _entry_token(entries: list[Any], index: int) -> TokenLogprob:
-    """The token of ``entries[index]`` alone, for a response none of whose entries was left out."""
-    token = _read_entry(entries[index])
-    assert token is not None
-    return token
 
 
 def _read_entry(entry: Any) -> TokenLogprob | None:

@@ -44,7 +44,7 @@ import json
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from observability.core.extract import LOGPROB_FLOOR, POSITIVE_NOISE
@@ -65,15 +65,15 @@ def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, .
 
 def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence, ...]:
     """``field_confidence`` given where the tokens' characters are (``score_confidence`` has that
-    already). Reads the token columns; a token object is made only for the token whose
-    alternatives a field reports."""
+    already). Reads the token columns only: no token object is made."""
     leaves = json_leaves(located.text)
     if not leaves:
         return ()
     starts, ends = located.ranges()
     # Token ranges never move backwards (start and end both non-decreasing), so the first token
     # overlapping [start, end) is found by bisecting the ends.
-    logprobs = tokens.columns.logprobs
+    columns = tokens.columns
+    logprobs, alternatives_column = columns.logprobs, columns.alternatives
     count = len(logprobs)
     fields = []
     alternatives_of = -1
@@ -90,7 +90,7 @@ def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence,
             if not found_content and token_start <= content < token_end:
                 found_content = True
                 if index != alternatives_of:  # (one long token may hold many values: made once)
-                    alternatives_of, token_alternatives = index, _alternatives(tokens.token(index))
+                    alternatives_of, token_alternatives = index, _alternatives(alternatives_column[index])
                 alternatives = token_alternatives
             lp = logprobs[index]
             if token_start < token_end and lp <= POSITIVE_NOISE:  # no characters; NaN, real positives
@@ -124,11 +124,17 @@ _set_mean_logprob, _set_min_token_probability = _slots["mean_logprob"].__set__, 
 _set_alternatives, _set_duplicate_key = _slots["alternatives"].__set__, _slots["duplicate_key"].__set__
 
 
-def _alternatives(tok: TokenLogprob) -> tuple[tuple[str | None, float], ...]:
+def _alternatives(read: Sequence[Mapping[str, object]] | None) -> tuple[tuple[str | None, float], ...]:
+    """A token's alternatives column (``TokenColumns.alternatives``: logprobs <= 0, so exp() is
+    at most 1) as ``(text, probability)`` pairs, a text that is not a string read as None."""
+    if not read:
+        return ()
     out = []
-    for text, lp in tok.top_logprobs:
-        if lp <= POSITIVE_NOISE:
-            out.append((text, math.exp(lp) if lp < 0.0 else 1.0))
+    for alternative in read:
+        text = alternative.get("token")
+        if type(text) is not str and not isinstance(text, str):
+            text = None
+        out.append((text, math.exp(alternative["logprob"])))  # type: ignore[arg-type]  # a number, read
     return tuple(out)
 
 
@@ -142,6 +148,9 @@ enclosing one was written twice in its object (see the module docstring)."""
 _BLANK = " \t\n\r"
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _STRING = re.compile(r'"(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"')  # raw control characters allowed
+_BLANKS = re.compile(r"[ \t\n\r]*")
+# An object key, with the blanks around it and after its colon (the scanner's most common step).
+_KEY = re.compile(r'[ \t\n\r]*("(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*")[ \t\n\r]*:[ \t\n\r]*')
 _FENCE = re.compile(r"^[ \t]*```[^\n`]*\n", re.MULTILINE)
 _FENCE_END = re.compile(r"^[ \t]*```", re.MULTILINE)
 _LITERALS = ("true", "false", "null")
@@ -177,10 +186,7 @@ def _json_start(text: str) -> int | None:
 
 
 def _skip_blank(text: str, index: int) -> int:
-    length = len(text)
-    while index < length and text[index] in _BLANK:
-        index += 1
-    return index
+    return _BLANKS.match(text, index).end()  # type: ignore[union-attr]  # `*` always matches
 
 
 def _escape(key: str) -> str:
@@ -245,10 +251,14 @@ def _scan(text: str, index: int) -> list[Leaf]:
     container: _Open | None = None  # the innermost open container
     expect_value = True  # a value comes next (at the top, after `[`, `:`, or `,` in an array)
     while True:
-        index = _skip_blank(text, index)
         if index >= length:
             break
         char = text[index]
+        if char in _BLANK:
+            index = _skip_blank(text, index)
+            if index >= length:
+                break
+            char = text[index]
         if expect_value:
             if char in "{[":
                 container = _Open(char == "{", container, "" if container is None else container.member,
@@ -285,7 +295,7 @@ def _scan(text: str, index: int) -> list[Leaf]:
             index += 1
             if container.is_object:
                 container.end_member(leaves)
-                key = _key(text, _skip_blank(text, index))
+                key = _key(text, index)
                 if key is None:
                     break
                 container.begin_member(key[0], leaves)
@@ -305,17 +315,14 @@ def _scan(text: str, index: int) -> list[Leaf]:
 
 
 def _key(text: str, index: int) -> tuple[str, int] | None:
-    """At ``index`` an object key and its colon: ``(escaped key, index after the colon)``, or
-    None if the text ends or is not JSON there."""
-    match = _STRING.match(text, index)
+    """At ``index`` (blanks may come first) an object key and its colon: ``(escaped key, index
+    after the colon and the blanks after it)``, or None if the text ends or is not JSON there."""
+    match = _KEY.match(text, index)
     if match is None:
         return None
-    colon = _skip_blank(text, match.end())
-    if not text.startswith(":", colon):
-        return None
-    quoted = match.group()
+    quoted = match.group(1)
     key: str = json.loads(quoted, strict=False) if "\\" in quoted else quoted[1:-1]  # escapes: decode them
-    return (_escape(key) if "~" in key or "/" in key else key), colon + 1
+    return (_escape(key) if "~" in key or "/" in key else key), match.end()
 
 
 def _leaf_end(text: str, index: int) -> int | None:

@@ -70,13 +70,17 @@ class TokenSums(NamedTuple):
 class TokenColumns(NamedTuple):
     """One response's tokens as parallel lists, what scoring reads: each token's ``text``, its raw
     UTF-8 ``piece`` as the provider sent it (bytes or a list of ints; None where it sent none) and
-    its ``logprob``; and ``sums``, what the reading pass added up over the tokens and their
-    alternatives. (Columns, not an object per token: scoring a response makes none.)"""
+    its ``logprob``; ``sums``, what the reading pass added up over the tokens and their
+    alternatives; and each token's ``alternatives`` as the pass read them: mappings with a
+    ``logprob`` (a number <= 0, best first, no NaN) and a ``token`` (its text; anything but a
+    string reads as none), or None / empty for a token without. (Columns, not an object per token:
+    scoring a response makes none; the alternatives are the provider's own entries, never copied.)"""
 
     texts: Sequence[str | None]
     pieces: Sequence[builtins.bytes | Sequence[int] | None]
     logprobs: Sequence[float]
     sums: TokenSums
+    alternatives: Sequence[Sequence[Mapping[str, object]] | None] = ()
 
 
 class TokenLogprobs(Sequence[TokenLogprob]):
@@ -89,22 +93,21 @@ class TokenLogprobs(Sequence[TokenLogprob]):
     scored and exported without an object per token and per alternative.
     """
 
-    __slots__ = ("_build", "_columns", "_one", "_tokens", "skipped")
+    __slots__ = ("_build", "_columns", "_tokens", "skipped")
 
     def __init__(self, tokens: Iterable[TokenLogprob] = (), skipped: int = 0) -> None:
         self._tokens: list[TokenLogprob] | None = list(tokens)
         self._columns: TokenColumns | None = None
         self._build: Callable[[], list[TokenLogprob]] | None = None
-        self._one: Callable[[int], TokenLogprob] | None = None
         self.skipped = skipped
 
     @classmethod
     def read_later(cls, columns: TokenColumns, build: Callable[[], list[TokenLogprob]],
-                   one: Callable[[int], TokenLogprob] | None, skipped: int = 0) -> TokenLogprobs:
+                   skipped: int = 0) -> TokenLogprobs:
         """Tokens known by their ``columns``; ``build()`` makes the same tokens as objects, on first
-        access, ``one(i)`` (if given) the token at index ``i`` alone."""
+        access."""
         tokens = cls(skipped=skipped)
-        tokens._tokens, tokens._columns, tokens._build, tokens._one = None, columns, build, one
+        tokens._tokens, tokens._columns, tokens._build = None, columns, build
         return tokens
 
     @property
@@ -114,16 +117,10 @@ class TokenLogprobs(Sequence[TokenLogprob]):
             self._columns = _column_reader(self._list())
         return self._columns
 
-    def token(self, index: int) -> TokenLogprob:
-        """The token at ``index``, without making the others (``tokens[index]`` makes them all)."""
-        if self._tokens is None and self._one is not None:
-            return self._one(index)
-        return self._list()[index]
-
     def _list(self) -> list[TokenLogprob]:
         if self._tokens is None:
             assert self._build is not None
-            self._tokens, self._build, self._one = self._build(), None, None
+            self._tokens, self._build = self._build(), None
         return self._tokens
 
     def __len__(self) -> int:
