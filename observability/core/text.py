@@ -92,17 +92,21 @@ class Located:
             return [starts[i] for i in firsts], [ends[i] for i in lasts]
         byte_ends = self._byte_ends
         begins = [byte_ends[i - 1] if i else 0 for i in firsts]
-        finishes = [byte_ends[i] for i in lasts]
+        finishes = list(map(byte_ends.__getitem__, lasts))
         continuation = self._continuation
         if not continuation:
             return begins, finishes
         # Edges in byte order: begin, finish, begin, finish ... (runs are disjoint and increasing).
-        positions = [at for pair in zip(begins, finishes, strict=True) for at in pair]
+        positions = [0] * (2 * len(begins))
+        positions[0::2], positions[1::2] = begins, finishes
         before = list(accumulate(map(continuation.count, repeat(1), [0, *positions[:-1]], positions)))
-        size = len(continuation)
-        return ([at - counted - (continuation[at] if at < size else 0)
-                 for at, counted in zip(begins, before[0::2], strict=True)],
-                list(map(sub, finishes, before[1::2])))
+        starts = list(map(sub, begins, before[0::2]))
+        if begins[-1] < len(continuation):  # a token finishing a character starts at that character
+            starts = list(map(sub, starts, map(continuation.__getitem__, begins)))
+        else:
+            starts = [start - (continuation[at] if at < len(continuation) else 0) for start, at in zip(starts, begins,
+                                                                                                     strict=True)]
+        return starts, list(map(sub, finishes, before[1::2]))
 
     def ranges(self) -> tuple[list[int], list[int]]:
         """Every token's character range, as a list of starts and a list of ends."""
@@ -113,11 +117,15 @@ class Located:
             if not continuation:
                 self._ranges = byte_starts, byte_ends
             else:
-                before = list(accumulate(map(continuation.count, repeat(1), byte_starts, byte_ends)))
-                size = len(continuation)
-                self._ranges = ([at - counted - (continuation[at] if at < size else 0)
-                                 for at, counted in zip(byte_starts, [0, *before], strict=False)],
-                                list(map(sub, byte_ends, before)))
+                # through[b]: the continuation bytes in the first b + 1 bytes (the last repeated, for
+                # an empty token at the very end); before[b], those in the first b. A token ending at
+                # byte e ends at character e - before[e]; one starting at byte s (perhaps inside a
+                # character: then at that character) starts at s - through[s]. In C, per byte.
+                through = list(accumulate(continuation))
+                through.append(through[-1])
+                before = [0, *through]
+                self._ranges = (list(map(sub, byte_starts, map(through.__getitem__, byte_starts))),
+                                list(map(sub, byte_ends, map(before.__getitem__, byte_ends))))
         return self._ranges
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Literal, NamedTuple, Protocol, overload, runtime_checkable
 from uuid import UUID
 
@@ -81,6 +82,51 @@ class TokenColumns(NamedTuple):
     logprobs: Sequence[float]
     sums: TokenSums
     alternatives: Sequence[Sequence[Mapping[str, object]] | None] = ()
+
+
+class EntryColumn(Sequence[object]):
+    """One column of a response's tokens, read from the provider's JSON entries (dicts) when first
+    used: ``entries[i].get(key)`` for each entry. The reading pass makes one per column it does not
+    need for the sums (texts, pieces, alternatives), so a column nobody reads costs nothing. With
+    ``strings=True`` a value that is not a string reads as None (a token's text)."""
+
+    __slots__ = ("_entries", "_key", "_strings", "_values")
+
+    def __init__(self, entries: Sequence[dict[str, object]], key: str, *, strings: bool = False) -> None:
+        self._entries, self._key, self._strings = entries, key, strings
+        self._values: list[object] | None = None
+
+    def _list(self) -> list[object]:
+        if self._values is None:
+            values = list(map(dict.get, self._entries, repeat(self._key)))
+            if self._strings and not _TEXT_TYPES.issuperset(map(type, values)):
+                values = [value if isinstance(value, str) else None for value in values]
+            self._values = values
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @overload
+    def __getitem__(self, index: int) -> object: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[object]: ...
+    def __getitem__(self, index: int | slice) -> object | list[object]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        return self._list() == list(other) if isinstance(other, (EntryColumn, list, tuple)) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # a list's
+
+    def __repr__(self) -> str:
+        return repr(self._list())
+
+
+_TEXT_TYPES = {str, type(None)}
 
 
 class TokenLogprobs(Sequence[TokenLogprob]):
