@@ -48,8 +48,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from observability.core.extract import LOGPROB_FLOOR, POSITIVE_NOISE
-from observability.core.text import Located, locate, may_hold_json
-from observability.core.types import FieldConfidence, TokenLogprob, TokenLogprobs
+from observability.core.text import json_start, locate, may_hold_json
+from observability.core.types import FieldConfidence, TokenColumns, TokenLogprob, token_columns
 
 __all__ = ["field_confidence", "fields_in", "json_leaves", "may_hold_json"]
 
@@ -57,22 +57,26 @@ __all__ = ["field_confidence", "fields_in", "json_leaves", "may_hold_json"]
 def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, ...]:
     """One ``FieldConfidence`` per complete leaf value of the JSON in the response, in document
     order; ``()`` when the response holds no JSON object or array. See the module docstring."""
-    if not isinstance(tokens, TokenLogprobs):
-        tokens = TokenLogprobs(tokens)
-    located = locate(tokens.columns, low=False)
-    return () if located is None else fields_in(tokens, located)
+    columns = token_columns(tokens)
+    located = locate(columns, low=False)
+    start = None if located is None else json_start(located.text)
+    if located is None or start is None:
+        return ()
+    return fields_in(columns, located.text, start, *located.ranges())
 
 
-def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence, ...]:
-    """``field_confidence`` given where the tokens' characters are (``score_confidence`` has that
-    already). Reads the token columns only: no token object is made."""
-    leaves = json_leaves(located.text)
+def fields_in(columns: TokenColumns, text: str, start: int, token_starts: Sequence[int],
+              token_ends: Sequence[int]) -> tuple[FieldConfidence, ...]:
+    """``field_confidence`` given the text the tokens spell, where its JSON begins
+    (``text.json_start``) and each token's character range (``text.Located.ranges``):
+    ``score_confidence`` has them already. Reads the token columns only: no token object is made,
+    and nothing is located again."""
+    leaves = _scan(text, start)
     if not leaves:
         return ()
-    starts, ends = located.ranges()
+    starts, ends = token_starts, token_ends
     # Token ranges never move backwards (start and end both non-decreasing), so the first token
     # overlapping [start, end) is found by bisecting the ends.
-    columns = tokens.columns
     logprobs, alternatives_column = columns.logprobs, columns.alternatives
     count = len(logprobs)
     fields = []
@@ -151,8 +155,6 @@ _STRING = re.compile(r'"(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"')  # raw 
 _BLANKS = re.compile(r"[ \t\n\r]*")
 # An object key, with the blanks around it and after its colon (the scanner's most common step).
 _KEY = re.compile(r'[ \t\n\r]*("(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*")[ \t\n\r]*:[ \t\n\r]*')
-_FENCE = re.compile(r"^[ \t]*```[^\n`]*\n", re.MULTILINE)
-_FENCE_END = re.compile(r"^[ \t]*```", re.MULTILINE)
 _LITERALS = ("true", "false", "null")
 _AFTER_VALUE = _BLANK + ",}]"
 
@@ -161,28 +163,8 @@ def json_leaves(text: str) -> list[Leaf]:
     """The complete leaf values of the JSON object or array the answer holds, in document order,
     a value whose key comes again later in its object left out. See the module docstring for which
     text counts as JSON."""
-    start = _json_start(text)
+    start = json_start(text)
     return [] if start is None else _scan(text, start)
-
-
-def _json_start(text: str) -> int | None:
-    """Where the answer's JSON object or array begins: the first non-blank character, else the
-    content of the first Markdown fence that starts with one. None if neither."""
-    index = _skip_blank(text, 0)
-    if text.startswith(("{", "["), index):
-        return index
-    if "```" not in text:  # no fence: skip the regular expression's line-by-line search
-        return None
-    position = 0
-    while (fence := _FENCE.search(text, position)) is not None:
-        index = _skip_blank(text, fence.end())
-        if text.startswith(("{", "["), index):
-            return index
-        closing = _FENCE_END.search(text, fence.end())
-        if closing is None:
-            return None
-        position = closing.end()
-    return None
 
 
 def _skip_blank(text: str, index: int) -> int:

@@ -8,6 +8,7 @@ of a character covers that whole character. Standard library only.
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Sequence
 from itertools import accumulate, chain, repeat
 from operator import sub
@@ -38,6 +39,36 @@ def may_hold_json(texts: Sequence[str | None]) -> bool:
 
 
 _BLANK = " \t\n\r"
+
+
+def json_start(text: str) -> int | None:
+    """Where the answer's JSON object or array begins: the first non-blank character, else the
+    content of the first Markdown fence that starts with one. None if neither (then nothing needs
+    every token's range: see ``observability.core.fields``)."""
+    index = _skip_blank(text, 0)
+    if text.startswith(("{", "["), index):
+        return index
+    if "```" not in text:  # no fence: skip the regular expression's line-by-line search
+        return None
+    position = 0
+    while (fence := _FENCE.search(text, position)) is not None:
+        index = _skip_blank(text, fence.end())
+        if text.startswith(("{", "["), index):
+            return index
+        closing = _FENCE_END.search(text, fence.end())
+        if closing is None:
+            return None
+        position = closing.end()
+    return None
+
+
+def _skip_blank(text: str, index: int) -> int:
+    return _BLANKS.match(text, index).end()  # type: ignore[union-attr]  # `*` always matches
+
+
+_BLANKS = re.compile(r"[ \t\n\r]*")
+_FENCE = re.compile(r"^[ \t]*```[^\n`]*\n", re.MULTILINE)
+_FENCE_END = re.compile(r"^[ \t]*```", re.MULTILINE)
 
 
 def locate(columns: TokenColumns, *, low: bool) -> Located | None:
