@@ -100,11 +100,13 @@ def _scored(tokens: TokenLogprobs, threshold: float) -> ScoredResponse:
     # The low-confidence tokens' indices, in C (NaN and positive logprobs are never below).
     low = list(compress(count(), map(lt, logprobs, repeat(_log(threshold))))) if sums.n else []
     located = locate(columns, low=bool(low)) if sums.n else None
-    spans = _spans(low, logprobs, located) if low and located is not None else ()
-    # Every token's range only for an answer holding JSON; then the fields, from these (the walk
-    # enters ``text`` once, then ``fields`` once).
+    # Every token's range only for an answer holding JSON (made first, the spans' edges read
+    # them); then the fields, from these (the walk enters ``text`` once, then ``fields`` once).
     start = None if located is None else json_start(located.text)
-    fields = () if located is None or start is None else fields_in(columns, located.text, start, *located.ranges())
+    ranges = None if located is None or start is None else located.ranges()
+    spans = _spans(low, logprobs, located) if low and located is not None else ()
+    fields = () if located is None or ranges is None or start is None else fields_in(
+        columns, located.text, start, *ranges)
     return ScoredResponse(tokens, _report(threshold, sums.skipped + tokens.skipped, sums, len(low), spans, fields),
                           located)
 
