@@ -166,3 +166,42 @@ def test_a_hand_made_token_with_a_nan_or_positive_logprob_is_kept_and_skipped(lp
     report = score_confidence(tokens)
     assert (report.token_count, report.skipped) == (2, 1)
     assert report.low_confidence_spans == (LowConfidenceSpan(2, 3, math.exp(-2.0), 1),)
+
+
+def five_alternatives(top: list[float], n: int, chosen: int = 0) -> list[dict[str, Any]]:
+    """``n`` entries whose 5 alternatives have the logprobs ``top`` (best first), the token the
+    ``chosen``-th of them."""
+    return [{"token": "ab"[i % 2], "bytes": [97 + i % 2], "logprob": top[chosen],
+             "top_logprobs": [{"token": "x", "logprob": lp} for lp in top]} for i in range(n)]
+
+
+def same_figures(entries: list[dict[str, Any]]) -> None:
+    read = [_entry(entry) for entry in entries]
+    tokens = [token for token in read if token is not None]
+    expected = reference(tokens, len(read) - len(tokens), 0.5)
+    report = score_confidence(extract_token_logprobs(entries))
+    for name in ConfidenceReport.__slots__:
+        assert close(getattr(report, name), getattr(expected, name)), name
+
+
+@pytest.mark.parametrize(("top", "why"), [
+    ([-1e-12, -28.0, -29.0, -30.0, -31.0], "entropy near 0: the per-token clamps act, the two sums cancel"),
+    ([0.0, -700.0, -701.0, -702.0, -703.0], "entropy 0 to the last bit"),
+    ([-1.6094379124341003] * 5, "uniform: negentropy near 0, entropy at ln 5"),
+    ([-1.6094379124341, -1.6094379124342, -1.6094379124343, -1.6094379124344, -1.6094379124345], "nearly uniform"),
+    ([-40.0, -40.5, -41.0, -41.5, -42.0], "z about 1e-17: the product of z folds every 16 tokens"),
+    ([-700.0, -701.0, -702.0, -703.0, -704.0], "z below 1e-300: folds at every token"),
+])
+def test_the_one_log_entropy_equals_the_per_token_sums_at_the_edges(top: list[float], why: str) -> None:
+    """``read_columns`` sums the entropy of 5-alternative tokens as ln(prod z) - sum(w / z) and the
+    negentropy from it (issue 29); where that could leave 1e-12 relative it reads per token."""
+    for n in (1, 3, 1_000):
+        same_figures(five_alternatives(top, n))
+
+
+@fuzz(100)
+@given(st.lists(st.lists(st.floats(-60.0, 0.0), min_size=5, max_size=5), min_size=1, max_size=3_000),
+       st.integers(0, 4))
+def test_the_one_log_entropy_equals_the_per_token_sums_on_long_answers(tops: list[list[float]], chosen: int) -> None:
+    entries = [entry for top in tops for entry in five_alternatives(sorted(top, reverse=True), 1, chosen)]
+    same_figures(entries)

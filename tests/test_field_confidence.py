@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from observability import FieldConfidence, extract_token_logprobs
+from observability import FieldConfidence, extract_token_logprobs, score_confidence
 from observability.core.fields import field_confidence
 from observability.core.score import LOGPROB_FLOOR
 from observability.core.types import TokenLogprob
@@ -264,6 +264,23 @@ def test_alternatives_of_an_empty_string_are_those_of_its_closing_quote() -> Non
     (empty,) = field_confidence(tokens)
     assert labels(empty)[0] == ['"]', "a"]
     assert labels(empty)[1] == pytest.approx([math.exp(-0.2), math.exp(-3.0)])
+
+
+def test_a_json_answer_is_scored_from_the_columns_without_a_token_object(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 25 item 6: the alternatives a field reports come from the reading pass's columns; no
+    ``TokenLogprob`` is built per reported field (that was most of a JSON answer's extra cost)."""
+    import observability.core.extract as extract_module
+
+    entries = [{"token": piece, "bytes": list(piece.encode()), "logprob": -0.05 * (i + 1),
+                "top_logprobs": [{"token": piece, "logprob": -0.05 * (i + 1)}, {"token": "x", "logprob": -4.0}]}
+               for i, piece in enumerate(['{"', "name", '":', ' "', "Ada", '",', ' "', "age", '":', " 36", "}"])]
+    tokens = extract_token_logprobs({"content": entries, "refusal": None})
+    built: list[object] = []
+    monkeypatch.setattr(extract_module, "_entry", lambda entry: built.append(entry))
+    name, age = score_confidence(tokens).fields
+    assert built == []
+    assert labels(name) == (["Ada", "x"], [math.exp(-0.25), math.exp(-4.0)])
+    assert labels(age) == ([" 36", "x"], [math.exp(-0.5), math.exp(-4.0)])
 
 
 def test_field_confidence_is_a_frozen_slotted_dataclass() -> None:

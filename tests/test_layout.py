@@ -1,5 +1,6 @@
 """The package's rooms: imports point one way (tools/check_imports.py), the top level stays small,
-and names that moved still import, with a warning."""
+names that moved still import, with a warning, and one response walks through the core once
+(tools/walk.py)."""
 
 from __future__ import annotations
 
@@ -10,11 +11,23 @@ from pathlib import Path
 import pytest
 
 import observability
-from tools import check_imports
+from tools import check_imports, walk
 
 
 def test_the_package_imports_point_one_way_without_cycles() -> None:
     assert check_imports.problems() == []
+
+
+def test_one_response_walks_through_the_core_once() -> None:
+    """Issue 26: the handler calls the core once (``score``), which reads (``extract``), locates
+    (``text``: the text, the spans' edges, every token's range for a JSON answer) and scores the
+    fields (``fields``), each entered once; no core module calls back into another."""
+    stops = walk.walk_on_llm_end().stops
+    core = [(caller.removeprefix("observability."), callee.removeprefix("observability."))
+            for caller, callee in stops if callee.startswith("observability.core.")
+            and caller.startswith(("observability.core.", "observability.langchain.handler"))]
+    assert core == [("langchain.handler", "core.score"), ("core.score", "core.extract"), ("core.score", "core.text"),
+                    ("core.score", "core.fields")]
 
 
 @pytest.fixture

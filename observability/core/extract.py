@@ -16,10 +16,16 @@ import math
 import operator
 from collections.abc import Mapping, Sequence
 from functools import partial
-from itertools import repeat
 from typing import Any
 
-from observability.core.types import TokenColumns, TokenLogprob, TokenLogprobs, TokenSums, connect_column_reader
+from observability.core.types import (
+    EntryColumn,
+    TokenColumns,
+    TokenLogprob,
+    TokenLogprobs,
+    TokenSums,
+    connect_column_reader,
+)
 
 POSITIVE_NOISE = 1e-4
 """Logprobs in (0, POSITIVE_NOISE] are float noise around 0 and read as 0; larger positive
@@ -51,8 +57,7 @@ def extract_token_logprobs(payload: object) -> TokenLogprobs:
     entries = _entry_list(payload)
     if entries:
         columns, left_out = read_columns(entries)
-        return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries),
-                                        None if left_out else partial(_entry_token, entries), left_out)
+        return TokenLogprobs.read_later(columns, partial(_entry_tokens, entries), left_out)
     out = _Reading()
     try:
         _extract(payload, out, 0)
@@ -165,7 +170,7 @@ def _entries(entries: Sequence[Any], out: _Reading) -> None:
             out.append(token)
 
 
-def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
+def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenColumns, int]:
     """One pass over a response's entries: the token columns, and how many entries were left out.
 
     An entry is a JSON-decoded dict of the chat shape (``token``, ``bytes``, ``logprob``,
@@ -178,35 +183,53 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
 
     Per token with k alternatives of logprobs l_i (p_i = exp(l_i), z = sum p_i, w = sum p_i l_i
     over p_i > 0): entropy H = ln z - w / z (>= 0), top-k mass min(z, 1), and for k >= 2
-    negentropy 1 - H / ln k (in [0, 1]) and top margin p_1 - p_2. Summed in token order (see
-    ``TokenSums``), each expression as ``score``'s module docstring gives it.
+    negentropy 1 - H / ln k (in [0, 1]) and top margin p_1 - p_2, each expression as ``score``'s
+    module docstring gives it. Summed in token order (see ``TokenSums``), except entropy and
+    negentropy of the usual tokens (5 alternatives, each of probability > 0): as H = ln(z / p_1) -
+    (w / z - l_1), their entropies' sum is taken as ln(prod z / p_1) - sum(w / z - l_1), one ``log``
+    per response (the product folded before it overflows), and their negentropies' as their count
+    less that over ln 5. That differs from the per-token sum by rounding only; where it could differ
+    by more than 1e-12 relative (a mean entropy or negentropy near 0, where the per-token clamps
+    act) the response is read again with ``exact=True``, every token alone (docs/confidence.md,
+    "How exact").
 
     This runs once per response on every model call (benchmarks/RESULTS.md), so it is inline: the
     clamps are written ``x = 0.0 if x < 0.0 else x`` (min/max without the call), each ``exp`` is
     taken once and reused for z, w and the margin."""
-    exp, log, log_k, tabled, log_5 = math.exp, math.log, _LOG_K, len(_LOG_K), _LOG_K[5]
+    exp, log, log_k, tabled, log_5, fold = math.exp, math.log, _LOG_K, len(_LOG_K), _LOG_K[5], _FOLD
+    fast_above = math.inf if exact else 0.0  # the least probability of a 5th alternative read the fast way
     logprobs: list[Any] = []
     add_logprob = logprobs.append
-    left_out = skipped = 0
-    entropy_sum = mass_sum = negentropy_sum = margin_sum = 0.0
-    entropy_n = negentropy_n = fives = 0
-    defects: dict[int, dict[str, Any] | TokenLogprob | None] = {}
-    for position, entry in enumerate(entries):
+    left_out = skipped = bare = 0
+    entropy_sum = mass_sum = negentropy_sum = margin_sum = ratio_sum = log_product = 0.0
+    product = 1.0
+    entropy_n = negentropy_n = 0
+    defects: dict[int, dict[str, Any] | tuple[TokenLogprob, list[dict[str, Any]]] | None] = {}
+    for entry in entries:
         try:
             lp = entry["logprob"]
             top = entry["top_logprobs"]
             if not lp <= 0.0:  # NaN, positive (maybe noise to read as 0), None: cleaned below
                 raise _Defect
-            if top:
-                k = len(top)
-                if k == 5:  # the usual count: unrolled (each exp once, reused for z, w and the margin)
-                    a, b, c, d, e = top
-                    la, lb, lc, ld, le = a["logprob"], b["logprob"], c["logprob"], d["logprob"], e["logprob"]
-                    # best first, none above 0, no NaN; a logprob of 0 may be JSON's `false`: check it
-                    if not 0.0 >= la >= lb >= lc >= ld >= le or (not la and type(la) is not float):
-                        raise _Defect
-                    p1, p2, pc, pd, pe = exp(la), exp(lb), exp(lc), exp(ld), exp(le)
-                    z = p1 + p2 + pc + pd + pe
+            if not top:
+                bare += 1
+            elif len(top) == 5:  # the usual count: unrolled (each exp once, reused for z, w and the margin)
+                a, b, c, d, e = top
+                la, lb, lc, ld, le = a["logprob"], b["logprob"], c["logprob"], d["logprob"], e["logprob"]
+                # best first, none above 0, no NaN; a logprob of 0 may be JSON's `false`: check it
+                if not 0.0 >= la >= lb >= lc >= ld >= le or (not la and type(la) is not float):
+                    raise _Defect
+                p1, p2, pc, pd, pe = exp(la), exp(lb), exp(lc), exp(ld), exp(le)
+                z = p1 + p2 + pc + pd + pe
+                margin_sum += p1 - p2
+                mass_sum += 1.0 if z > 1.0 else z
+                if pe > fast_above:  # H = ln(z / p_1) - (w / z - l_1), summed apart (see above)
+                    ratio_sum += (p1 * la + p2 * lb + pc * lc + pd * ld + pe * le) / z - la
+                    product *= z / p1
+                    if product > fold:
+                        log_product += log(product)
+                        product = 1.0
+                else:
                     # (an alternative of probability 0 adds nothing: its ln is -inf, 0 * -inf is NaN)
                     weighted = p1 * la + p2 * lb + pc * lc + pd * ld + pe * le if pe else _weighted(top)
                     # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z, at least 0
@@ -214,59 +237,72 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
                     if entropy < 0.0:
                         entropy = 0.0
                     entropy_sum += entropy
-                    mass_sum += 1.0 if z > 1.0 else z
                     # 1 - H / ln k, clamped to [0, 1] (H >= 0 already)
                     negentropy_sum += 1.0 - entropy / log_5 if entropy < log_5 else 0.0
-                    margin_sum += p1 - p2
-                    fives += 1
-                else:
-                    z = weighted = previous = 0.0
-                    for alternative in top:
-                        alp = alternative["logprob"]
-                        if not alp <= previous or (not alp and type(alp) is not float):  # out of order, NaN, ...
-                            raise _Defect
-                        previous = alp
-                        p = exp(alp)
-                        z += p
-                        if p:
-                            weighted += p * alp
-                    entropy = log(z) - weighted / z if z > 0.0 else 0.0
-                    if entropy < 0.0:
-                        entropy = 0.0
-                    entropy_sum += entropy
                     entropy_n += 1
-                    mass_sum += 1.0 if z > 1.0 else z
-                    if k >= 2:
-                        log_of_k = log_k[k] if k < tabled else log(k)
-                        negentropy_sum += 1.0 - entropy / log_of_k if entropy < log_of_k else 0.0
-                        negentropy_n += 1
-                        margin_sum += exp(top[0]["logprob"]) - exp(top[1]["logprob"])
+                    negentropy_n += 1
+            else:
+                k = len(top)
+                z = weighted = previous = 0.0
+                for alternative in top:
+                    alp = alternative["logprob"]
+                    if not alp <= previous or (not alp and type(alp) is not float):  # out of order, NaN, ...
+                        raise _Defect
+                    previous = alp
+                    p = exp(alp)
+                    z += p
+                    if p:
+                        weighted += p * alp
+                entropy = log(z) - weighted / z if z > 0.0 else 0.0
+                if entropy < 0.0:
+                    entropy = 0.0
+                entropy_sum += entropy
+                entropy_n += 1
+                mass_sum += 1.0 if z > 1.0 else z
+                if k >= 2:
+                    log_of_k = log_k[k] if k < tabled else log(k)
+                    negentropy_sum += 1.0 - entropy / log_of_k if entropy < log_of_k else 0.0
+                    negentropy_n += 1
+                    margin_sum += exp(top[0]["logprob"]) - exp(top[1]["logprob"])
             add_logprob(lp)
         except Exception:
+            position = len(logprobs) + left_out  # (each entry before it added a logprob or was left out)
             cleaned = _cleaned(entry)
-            defects[position] = cleaned
             if cleaned is None:
+                defects[position] = None
                 left_out += 1
                 continue
-            if type(cleaned) is TokenLogprob:  # a NaN or clearly positive logprob: kept, not scored
+            if isinstance(cleaned, TokenLogprob):  # a NaN or clearly positive logprob: kept, not scored
                 skipped += 1
                 add_logprob(cleaned.logprob)
+                defects[position] = (cleaned, _kept(cleaned.top_logprobs))
                 continue
+            defects[position] = cleaned
             if type(entry) is dict and entry.get("_cleaned") is _CLEANED:
                 raise  # a cleaned entry the inline reading refused: a bug here, never a loop
-            _, _, (lp_1,), one = read_columns([cleaned])[0]
+            _, _, (lp_1,), one, _ = read_columns([cleaned], exact=True)[0]
             add_logprob(lp_1)
             entropy_sum += one.entropy_sum
             mass_sum += one.mass_sum
             entropy_n += one.entropy_n
+            bare += 1 - one.entropy_n
             negentropy_sum += one.negentropy_sum
             margin_sum += one.margin_sum
             negentropy_n += one.negentropy_n
-    read = _texts_and_pieces(entries, defects) if entries else ([], [])
-    if read is None or not _FLOAT.issuperset(map(type, logprobs)) or not _TEXT_TYPES.issuperset(map(type, read[0])):
-        # An int or bool logprob, a text that is not a string or an entry that is not a dict, read
-        # inline: read every entry cleaned instead (rare, so the common pass checks types once,
-        # here, not per token).
+    fast = len(logprobs) - skipped - bare - entropy_n  # the tokens read the fast way
+    if fast:
+        entropy = log_product + log(product) - ratio_sum
+        negentropy = fast - entropy / log_5
+        if not (entropy > _TRUSTED * fast and negentropy > _TRUSTED * fast):
+            return read_columns(entries, exact=True)  # near 0: rounding and the per-token clamps matter
+        entropy_sum += entropy
+        negentropy_sum += negentropy
+        entropy_n += fast
+        negentropy_n += fast
+    read = _texts_and_pieces(entries, defects) if entries else ([], [], [])
+    if read is None or not _FLOAT.issuperset(map(type, logprobs)):
+        # An int or bool logprob or an entry that is not a dict, read inline: read every entry
+        # cleaned instead (rare, so the common pass checks types once, here, not per token).
         tokens = [entry if isinstance(entry, TokenLogprob) else _read_entry(entry) for entry in entries]
         kept = [token for token in tokens if token is not None]
         columns, _ = read_columns(kept)
@@ -279,36 +315,47 @@ def read_columns(entries: Sequence[Any]) -> tuple[TokenColumns, int]:
         min_lp = min_lp if min_lp < 0.0 else 0.0
     else:
         total, min_lp = _total_and_least(logprobs)
-    texts, pieces = read
+    texts, pieces, alternatives = read
     return TokenColumns(texts, pieces, logprobs, TokenSums(
-        skipped, len(logprobs) - skipped, total, min_lp, entropy_sum, mass_sum, entropy_n + fives,
-        negentropy_sum, margin_sum, negentropy_n + fives)), left_out
+        skipped, len(logprobs) - skipped, total, min_lp, entropy_sum, mass_sum, entropy_n,
+        negentropy_sum, margin_sum, negentropy_n), alternatives), left_out
 
 
-def _texts_and_pieces(entries: Sequence[Any], defects: dict[int, Any]) -> tuple[list[Any], list[Any]] | None:
-    """The ``token`` and ``bytes`` of each entry read, in C when every entry was read inline
-    (``defects`` holds the others: their cleaned form, None for one left out). None when an entry
-    read inline is not a dict (another mapping, an object with items): the caller reads it again."""
-    if not defects:
+def _texts_and_pieces(entries: Sequence[Any], defects: dict[int, Any]) -> tuple[list[Any], list[Any], list[Any]] | None:
+    """The ``token``, ``bytes`` and ``top_logprobs`` of each entry read, in C when every entry was
+    read inline (``defects`` holds the others: their cleaned form, None for one left out, a kept
+    NaN token with its cleaned alternatives). None when an entry read inline is not a dict (another
+    mapping, an object with items): the caller reads it again."""
+    if not defects:  # read when used (``EntryColumn``): a column nobody reads costs nothing
         if set(map(type, entries)) != _DICT:
             return None
-        return list(map(dict.get, entries, repeat("token"))), list(map(dict.get, entries, repeat("bytes")))
+        return (EntryColumn(entries, "token", strings=True), EntryColumn(entries, "bytes"),  # type: ignore[return-value]
+                EntryColumn(entries, "top_logprobs"))
     texts: list[Any] = []
     pieces: list[Any] = []
+    alternatives: list[Any] = []
     for position, entry in enumerate(entries):
         if position in defects:
             entry = defects[position]
             if entry is None:
                 continue
-            if type(entry) is TokenLogprob:
-                texts.append(entry.token)
-                pieces.append(entry.bytes)
+            if type(entry) is tuple:  # (a kept TokenLogprob, its cleaned alternatives)
+                token, cleaned = entry
+                texts.append(token.token)
+                pieces.append(token.bytes)
+                alternatives.append(cleaned)
                 continue
-        elif type(entry) is not dict:
+            texts.append(entry["token"])
+            pieces.append(entry["bytes"])
+            alternatives.append(entry["_in_order"])
+            continue
+        if type(entry) is not dict:
             return None
-        texts.append(entry.get("token"))
+        text = entry.get("token")
+        texts.append(text if isinstance(text, str) else None)
         pieces.append(entry.get("bytes"))
-    return texts, pieces
+        alternatives.append(entry.get("top_logprobs"))
+    return texts, pieces, alternatives
 
 
 def _total_and_least(logprobs: list[float]) -> tuple[float, float]:
@@ -342,14 +389,21 @@ def _cleaned(entry: Any) -> dict[str, Any] | TokenLogprob | None:
     text, piece, lp, alternatives = token
     if not lp <= POSITIVE_NOISE:
         return TokenLogprob(text, piece, lp, alternatives)
+    kept = _kept(alternatives)
     return {"token": text, "bytes": piece, "logprob": float(0.0 if lp > 0.0 else lp), "_cleaned": _CLEANED,
-            "top_logprobs": [{"logprob": alp} for alp in _best_first(alternatives)]}
+            "top_logprobs": sorted(kept, key=_LOGPROB, reverse=True), "_in_order": kept}
 
 
-def _best_first(alternatives: Sequence[tuple[str | None, float]]) -> list[float]:
-    """The logprobs of a token's alternatives: NaN and clearly positive ones left out, float noise
-    above 0 read as 0, best first (ties in the order given, as extraction sorts them)."""
-    return sorted((float(0.0 if lp > 0.0 else lp) for _, lp in alternatives if lp <= POSITIVE_NOISE), reverse=True)
+def _kept(alternatives: Sequence[tuple[str | None, float]]) -> list[dict[str, Any]]:
+    """A token's alternatives as the inline reading takes them (``{"token", "logprob"}``), in the
+    order the token holds them (best first for every entry read here; a hand-made token's in its
+    own): NaN and clearly positive ones left out, float noise above 0 read as 0. (Sorted stably,
+    ties keep their order, for the reading.)"""
+    return [{"token": text, "logprob": float(0.0 if lp > 0.0 else lp)}
+            for text, lp in alternatives if lp <= POSITIVE_NOISE]
+
+
+_LOGPROB = operator.itemgetter("logprob")
 
 
 def _weighted(top: list[Any]) -> float:
@@ -363,19 +417,18 @@ def _weighted(top: list[Any]) -> float:
     return weighted
 
 
+_FOLD = 1e280
+"""``read_columns`` takes the log of its product of z / p_1 (each in [1, 5]) before it passes this."""
+_TRUSTED = 1e-3
+"""``read_columns`` trusts its fast sums of entropy and of negentropy when their mean per token is
+above this: both terms, ln(prod z / p_1) and -sum(w / z - l_1), are >= 0 (no cancellation), so the
+rounding is that of the product, at most n ulps of ln, about 1e-13 relative of a sum that large."""
 _LOG_K = [0.0, 0.0, *(math.log(k) for k in range(2, 33))]  # ln k for the usual alternative counts
 
 
 def _entry_tokens(entries: list[Any]) -> list[TokenLogprob]:
     """The tokens ``_entry`` reads from the entries (those it refuses left out, as the pass did)."""
     return [token for token in map(_read_entry, entries) if token is not None]
-
-
-def _entry_token(entries: list[Any], index: int) -> TokenLogprob:
-    """The token of ``entries[index]`` alone, for a response none of whose entries was left out."""
-    token = _read_entry(entries[index])
-    assert token is not None
-    return token
 
 
 def _read_entry(entry: Any) -> TokenLogprob | None:
@@ -388,8 +441,6 @@ def _read_entry(entry: Any) -> TokenLogprob | None:
 
 _FLOAT = {float}
 _DICT = {dict}
-_NONE_TYPE = type(None)
-_TEXT_TYPES = {str, _NONE_TYPE}
 
 
 def _entry(entry: Any) -> TokenLogprob | None:

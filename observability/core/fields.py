@@ -44,12 +44,12 @@ import json
 import math
 import re
 from bisect import bisect_right
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from observability.core.extract import LOGPROB_FLOOR, POSITIVE_NOISE
-from observability.core.text import Located, locate, may_hold_json
-from observability.core.types import FieldConfidence, TokenLogprob, TokenLogprobs
+from observability.core.text import json_start, locate, may_hold_json
+from observability.core.types import FieldConfidence, TokenColumns, TokenLogprob, token_columns
 
 __all__ = ["field_confidence", "fields_in", "json_leaves", "may_hold_json"]
 
@@ -57,23 +57,27 @@ __all__ = ["field_confidence", "fields_in", "json_leaves", "may_hold_json"]
 def field_confidence(tokens: Sequence[TokenLogprob]) -> tuple[FieldConfidence, ...]:
     """One ``FieldConfidence`` per complete leaf value of the JSON in the response, in document
     order; ``()`` when the response holds no JSON object or array. See the module docstring."""
-    if not isinstance(tokens, TokenLogprobs):
-        tokens = TokenLogprobs(tokens)
-    located = locate(tokens.columns, low=False)
-    return () if located is None else fields_in(tokens, located)
+    columns = token_columns(tokens)
+    located = locate(columns, low=False)
+    start = None if located is None else json_start(located.text)
+    if located is None or start is None:
+        return ()
+    return fields_in(columns, located.text, start, *located.ranges())
 
 
-def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence, ...]:
-    """``field_confidence`` given where the tokens' characters are (``score_confidence`` has that
-    already). Reads the token columns; a token object is made only for the token whose
-    alternatives a field reports."""
-    leaves = json_leaves(located.text)
+def fields_in(columns: TokenColumns, text: str, start: int, token_starts: Sequence[int],
+              token_ends: Sequence[int]) -> tuple[FieldConfidence, ...]:
+    """``field_confidence`` given the text the tokens spell, where its JSON begins
+    (``text.json_start``) and each token's character range (``text.Located.ranges``):
+    ``score_confidence`` has them already. Reads the token columns only: no token object is made,
+    and nothing is located again."""
+    leaves = _scan(text, start)
     if not leaves:
         return ()
-    starts, ends = located.ranges()
+    starts, ends = token_starts, token_ends
     # Token ranges never move backwards (start and end both non-decreasing), so the first token
     # overlapping [start, end) is found by bisecting the ends.
-    logprobs = tokens.columns.logprobs
+    logprobs, alternatives_column = columns.logprobs, columns.alternatives
     count = len(logprobs)
     fields = []
     alternatives_of = -1
@@ -90,7 +94,7 @@ def fields_in(tokens: TokenLogprobs, located: Located) -> tuple[FieldConfidence,
             if not found_content and token_start <= content < token_end:
                 found_content = True
                 if index != alternatives_of:  # (one long token may hold many values: made once)
-                    alternatives_of, token_alternatives = index, _alternatives(tokens.token(index))
+                    alternatives_of, token_alternatives = index, _alternatives(alternatives_column[index])
                 alternatives = token_alternatives
             lp = logprobs[index]
             if token_start < token_end and lp <= POSITIVE_NOISE:  # no characters; NaN, real positives
@@ -124,11 +128,17 @@ _set_mean_logprob, _set_min_token_probability = _slots["mean_logprob"].__set__, 
 _set_alternatives, _set_duplicate_key = _slots["alternatives"].__set__, _slots["duplicate_key"].__set__
 
 
-def _alternatives(tok: TokenLogprob) -> tuple[tuple[str | None, float], ...]:
+def _alternatives(read: Sequence[Mapping[str, object]] | None) -> tuple[tuple[str | None, float], ...]:
+    """A token's alternatives column (``TokenColumns.alternatives``: logprobs <= 0, so exp() is
+    at most 1) as ``(text, probability)`` pairs, a text that is not a string read as None."""
+    if not read:
+        return ()
     out = []
-    for text, lp in tok.top_logprobs:
-        if lp <= POSITIVE_NOISE:
-            out.append((text, math.exp(lp) if lp < 0.0 else 1.0))
+    for alternative in read:
+        text = alternative.get("token")
+        if type(text) is not str and not isinstance(text, str):
+            text = None
+        out.append((text, math.exp(alternative["logprob"])))  # type: ignore[arg-type]  # a number, read
     return tuple(out)
 
 
@@ -142,8 +152,9 @@ enclosing one was written twice in its object (see the module docstring)."""
 _BLANK = " \t\n\r"
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?")
 _STRING = re.compile(r'"(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*"')  # raw control characters allowed
-_FENCE = re.compile(r"^[ \t]*```[^\n`]*\n", re.MULTILINE)
-_FENCE_END = re.compile(r"^[ \t]*```", re.MULTILINE)
+_BLANKS = re.compile(r"[ \t\n\r]*")
+# An object key, with the blanks around it and after its colon (the scanner's most common step).
+_KEY = re.compile(r'[ \t\n\r]*("(?:[^"\\]|\\(?:["\\/bfnrt]|u[0-9a-fA-F]{4}))*")[ \t\n\r]*:[ \t\n\r]*')
 _LITERALS = ("true", "false", "null")
 _AFTER_VALUE = _BLANK + ",}]"
 
@@ -152,35 +163,12 @@ def json_leaves(text: str) -> list[Leaf]:
     """The complete leaf values of the JSON object or array the answer holds, in document order,
     a value whose key comes again later in its object left out. See the module docstring for which
     text counts as JSON."""
-    start = _json_start(text)
+    start = json_start(text)
     return [] if start is None else _scan(text, start)
 
 
-def _json_start(text: str) -> int | None:
-    """Where the answer's JSON object or array begins: the first non-blank character, else the
-    content of the first Markdown fence that starts with one. None if neither."""
-    index = _skip_blank(text, 0)
-    if text.startswith(("{", "["), index):
-        return index
-    if "```" not in text:  # no fence: skip the regular expression's line-by-line search
-        return None
-    position = 0
-    while (fence := _FENCE.search(text, position)) is not None:
-        index = _skip_blank(text, fence.end())
-        if text.startswith(("{", "["), index):
-            return index
-        closing = _FENCE_END.search(text, fence.end())
-        if closing is None:
-            return None
-        position = closing.end()
-    return None
-
-
 def _skip_blank(text: str, index: int) -> int:
-    length = len(text)
-    while index < length and text[index] in _BLANK:
-        index += 1
-    return index
+    return _BLANKS.match(text, index).end()  # type: ignore[union-attr]  # `*` always matches
 
 
 def _escape(key: str) -> str:
@@ -245,10 +233,14 @@ def _scan(text: str, index: int) -> list[Leaf]:
     container: _Open | None = None  # the innermost open container
     expect_value = True  # a value comes next (at the top, after `[`, `:`, or `,` in an array)
     while True:
-        index = _skip_blank(text, index)
         if index >= length:
             break
         char = text[index]
+        if char in _BLANK:
+            index = _skip_blank(text, index)
+            if index >= length:
+                break
+            char = text[index]
         if expect_value:
             if char in "{[":
                 container = _Open(char == "{", container, "" if container is None else container.member,
@@ -285,7 +277,7 @@ def _scan(text: str, index: int) -> list[Leaf]:
             index += 1
             if container.is_object:
                 container.end_member(leaves)
-                key = _key(text, _skip_blank(text, index))
+                key = _key(text, index)
                 if key is None:
                     break
                 container.begin_member(key[0], leaves)
@@ -305,17 +297,14 @@ def _scan(text: str, index: int) -> list[Leaf]:
 
 
 def _key(text: str, index: int) -> tuple[str, int] | None:
-    """At ``index`` an object key and its colon: ``(escaped key, index after the colon)``, or
-    None if the text ends or is not JSON there."""
-    match = _STRING.match(text, index)
+    """At ``index`` (blanks may come first) an object key and its colon: ``(escaped key, index
+    after the colon and the blanks after it)``, or None if the text ends or is not JSON there."""
+    match = _KEY.match(text, index)
     if match is None:
         return None
-    colon = _skip_blank(text, match.end())
-    if not text.startswith(":", colon):
-        return None
-    quoted = match.group()
+    quoted = match.group(1)
     key: str = json.loads(quoted, strict=False) if "\\" in quoted else quoted[1:-1]  # escapes: decode them
-    return (_escape(key) if "~" in key or "/" in key else key), colon + 1
+    return (_escape(key) if "~" in key or "/" in key else key), match.end()
 
 
 def _leaf_end(text: str, index: int) -> int | None:

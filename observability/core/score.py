@@ -25,7 +25,7 @@ from typing import NamedTuple
 
 from observability.core.extract import LOGPROB_FLOOR, extract_response
 from observability.core.fields import fields_in
-from observability.core.text import Located, locate
+from observability.core.text import Located, json_start, locate
 from observability.core.types import (
     ConfidenceReport,
     FieldConfidence,
@@ -60,8 +60,9 @@ def score_confidence(
     ``skipped`` attribute) to tokens skipped here (NaN or clearly positive logprobs).
 
     The walk is one way: the columns (read once, with the per-token sums, by ``extract``), then
-    the low-confidence tokens, then the characters (``text.locate``: only when there are
-    low-confidence tokens or the answer may be JSON), then the fields (``fields``).
+    the low-confidence tokens, then the characters (``text``: the text and the spans' edges only
+    when there are low-confidence tokens or the answer may be JSON, every token's range only when
+    it holds JSON), then the fields from those (``fields``, which locates nothing again).
     """
     threshold = check_threshold(low_confidence_threshold)
     if not isinstance(tokens, TokenLogprobs):
@@ -99,8 +100,13 @@ def _scored(tokens: TokenLogprobs, threshold: float) -> ScoredResponse:
     # The low-confidence tokens' indices, in C (NaN and positive logprobs are never below).
     low = list(compress(count(), map(lt, logprobs, repeat(_log(threshold))))) if sums.n else []
     located = locate(columns, low=bool(low)) if sums.n else None
+    # Every token's range only for an answer holding JSON (made first, the spans' edges read
+    # them); then the fields, from these (the walk enters ``text`` once, then ``fields`` once).
+    start = None if located is None else json_start(located.text)
+    ranges = None if located is None or start is None else located.ranges()
     spans = _spans(low, logprobs, located) if low and located is not None else ()
-    fields = () if located is None else fields_in(tokens, located)
+    fields = () if located is None or ranges is None or start is None else fields_in(
+        columns, located.text, start, *ranges)
     return ScoredResponse(tokens, _report(threshold, sums.skipped + tokens.skipped, sums, len(low), spans, fields),
                           located)
 

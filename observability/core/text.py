@@ -8,6 +8,7 @@ of a character covers that whole character. Standard library only.
 from __future__ import annotations
 
 import codecs
+import re
 from collections.abc import Sequence
 from itertools import accumulate, chain, repeat
 from operator import sub
@@ -38,6 +39,36 @@ def may_hold_json(texts: Sequence[str | None]) -> bool:
 
 
 _BLANK = " \t\n\r"
+
+
+def json_start(text: str) -> int | None:
+    """Where the answer's JSON object or array begins: the first non-blank character, else the
+    content of the first Markdown fence that starts with one. None if neither (then nothing needs
+    every token's range: see ``observability.core.fields``)."""
+    index = _skip_blank(text, 0)
+    if text.startswith(("{", "["), index):
+        return index
+    if "```" not in text:  # no fence: skip the regular expression's line-by-line search
+        return None
+    position = 0
+    while (fence := _FENCE.search(text, position)) is not None:
+        index = _skip_blank(text, fence.end())
+        if text.startswith(("{", "["), index):
+            return index
+        closing = _FENCE_END.search(text, fence.end())
+        if closing is None:
+            return None
+        position = closing.end()
+    return None
+
+
+def _skip_blank(text: str, index: int) -> int:
+    return _BLANKS.match(text, index).end()  # type: ignore[union-attr]  # `*` always matches
+
+
+_BLANKS = re.compile(r"[ \t\n\r]*")
+_FENCE = re.compile(r"^[ \t]*```[^\n`]*\n", re.MULTILINE)
+_FENCE_END = re.compile(r"^[ \t]*```", re.MULTILINE)
 
 
 def locate(columns: TokenColumns, *, low: bool) -> Located | None:
@@ -92,17 +123,21 @@ class Located:
             return [starts[i] for i in firsts], [ends[i] for i in lasts]
         byte_ends = self._byte_ends
         begins = [byte_ends[i - 1] if i else 0 for i in firsts]
-        finishes = [byte_ends[i] for i in lasts]
+        finishes = list(map(byte_ends.__getitem__, lasts))
         continuation = self._continuation
         if not continuation:
             return begins, finishes
         # Edges in byte order: begin, finish, begin, finish ... (runs are disjoint and increasing).
-        positions = [at for pair in zip(begins, finishes, strict=True) for at in pair]
+        positions = [0] * (2 * len(begins))
+        positions[0::2], positions[1::2] = begins, finishes
         before = list(accumulate(map(continuation.count, repeat(1), [0, *positions[:-1]], positions)))
-        size = len(continuation)
-        return ([at - counted - (continuation[at] if at < size else 0)
-                 for at, counted in zip(begins, before[0::2], strict=True)],
-                list(map(sub, finishes, before[1::2])))
+        starts = list(map(sub, begins, before[0::2]))
+        if begins[-1] < len(continuation):  # a token finishing a character starts at that character
+            starts = list(map(sub, starts, map(continuation.__getitem__, begins)))
+        else:
+            starts = [start - (continuation[at] if at < len(continuation) else 0) for start, at in zip(starts, begins,
+                                                                                                     strict=True)]
+        return starts, list(map(sub, finishes, before[1::2]))
 
     def ranges(self) -> tuple[list[int], list[int]]:
         """Every token's character range, as a list of starts and a list of ends."""
@@ -113,11 +148,15 @@ class Located:
             if not continuation:
                 self._ranges = byte_starts, byte_ends
             else:
-                before = list(accumulate(map(continuation.count, repeat(1), byte_starts, byte_ends)))
-                size = len(continuation)
-                self._ranges = ([at - counted - (continuation[at] if at < size else 0)
-                                 for at, counted in zip(byte_starts, [0, *before], strict=False)],
-                                list(map(sub, byte_ends, before)))
+                # through[b]: the continuation bytes in the first b + 1 bytes (the last repeated, for
+                # an empty token at the very end); before[b], those in the first b. A token ending at
+                # byte e ends at character e - before[e]; one starting at byte s (perhaps inside a
+                # character: then at that character) starts at s - through[s]. In C, per byte.
+                through = list(accumulate(continuation))
+                through.append(through[-1])
+                before = [0, *through]
+                self._ranges = (list(map(sub, byte_starts, map(through.__getitem__, byte_starts))),
+                                list(map(sub, byte_ends, map(before.__getitem__, byte_ends))))
         return self._ranges
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Literal, NamedTuple, Protocol, overload, runtime_checkable
 from uuid import UUID
 
@@ -70,13 +71,62 @@ class TokenSums(NamedTuple):
 class TokenColumns(NamedTuple):
     """One response's tokens as parallel lists, what scoring reads: each token's ``text``, its raw
     UTF-8 ``piece`` as the provider sent it (bytes or a list of ints; None where it sent none) and
-    its ``logprob``; and ``sums``, what the reading pass added up over the tokens and their
-    alternatives. (Columns, not an object per token: scoring a response makes none.)"""
+    its ``logprob``; ``sums``, what the reading pass added up over the tokens and their
+    alternatives; and each token's ``alternatives`` as the pass read them: mappings with a
+    ``logprob`` (a number <= 0, best first, no NaN) and a ``token`` (its text; anything but a
+    string reads as none), or None / empty for a token without. (Columns, not an object per token:
+    scoring a response makes none; the alternatives are the provider's own entries, never copied.)"""
 
     texts: Sequence[str | None]
     pieces: Sequence[builtins.bytes | Sequence[int] | None]
     logprobs: Sequence[float]
     sums: TokenSums
+    alternatives: Sequence[Sequence[Mapping[str, object]] | None] = ()
+
+
+class EntryColumn(Sequence[object]):
+    """One column of a response's tokens, read from the provider's JSON entries (dicts) when first
+    used: ``entries[i].get(key)`` for each entry. The reading pass makes one per column it does not
+    need for the sums (texts, pieces, alternatives), so a column nobody reads costs nothing. With
+    ``strings=True`` a value that is not a string reads as None (a token's text)."""
+
+    __slots__ = ("_entries", "_key", "_strings", "_values")
+
+    def __init__(self, entries: Sequence[dict[str, object]], key: str, *, strings: bool = False) -> None:
+        self._entries, self._key, self._strings = entries, key, strings
+        self._values: list[object] | None = None
+
+    def _list(self) -> list[object]:
+        if self._values is None:
+            values = list(map(dict.get, self._entries, repeat(self._key)))
+            if self._strings and not _TEXT_TYPES.issuperset(map(type, values)):
+                values = [value if isinstance(value, str) else None for value in values]
+            self._values = values
+        return self._values
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    @overload
+    def __getitem__(self, index: int) -> object: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[object]: ...
+    def __getitem__(self, index: int | slice) -> object | list[object]:
+        return self._list()[index]
+
+    def __iter__(self) -> Iterator[object]:
+        return iter(self._list())
+
+    def __eq__(self, other: object) -> bool:
+        return self._list() == list(other) if isinstance(other, (EntryColumn, list, tuple)) else NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # a list's
+
+    def __repr__(self) -> str:
+        return repr(self._list())
+
+
+_TEXT_TYPES = {str, type(None)}
 
 
 class TokenLogprobs(Sequence[TokenLogprob]):
@@ -89,22 +139,21 @@ class TokenLogprobs(Sequence[TokenLogprob]):
     scored and exported without an object per token and per alternative.
     """
 
-    __slots__ = ("_build", "_columns", "_one", "_tokens", "skipped")
+    __slots__ = ("_build", "_columns", "_tokens", "skipped")
 
     def __init__(self, tokens: Iterable[TokenLogprob] = (), skipped: int = 0) -> None:
         self._tokens: list[TokenLogprob] | None = list(tokens)
         self._columns: TokenColumns | None = None
         self._build: Callable[[], list[TokenLogprob]] | None = None
-        self._one: Callable[[int], TokenLogprob] | None = None
         self.skipped = skipped
 
     @classmethod
     def read_later(cls, columns: TokenColumns, build: Callable[[], list[TokenLogprob]],
-                   one: Callable[[int], TokenLogprob] | None, skipped: int = 0) -> TokenLogprobs:
+                   skipped: int = 0) -> TokenLogprobs:
         """Tokens known by their ``columns``; ``build()`` makes the same tokens as objects, on first
-        access, ``one(i)`` (if given) the token at index ``i`` alone."""
+        access."""
         tokens = cls(skipped=skipped)
-        tokens._tokens, tokens._columns, tokens._build, tokens._one = None, columns, build, one
+        tokens._tokens, tokens._columns, tokens._build = None, columns, build
         return tokens
 
     @property
@@ -114,16 +163,10 @@ class TokenLogprobs(Sequence[TokenLogprob]):
             self._columns = _column_reader(self._list())
         return self._columns
 
-    def token(self, index: int) -> TokenLogprob:
-        """The token at ``index``, without making the others (``tokens[index]`` makes them all)."""
-        if self._tokens is None and self._one is not None:
-            return self._one(index)
-        return self._list()[index]
-
     def _list(self) -> list[TokenLogprob]:
         if self._tokens is None:
             assert self._build is not None
-            self._tokens, self._build, self._one = self._build(), None, None
+            self._tokens, self._build = self._build(), None
         return self._tokens
 
     def __len__(self) -> int:
