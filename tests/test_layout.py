@@ -1,16 +1,21 @@
 """The package's rooms: imports point one way (tools/check_imports.py), the top level stays small,
-names that moved still import, with a warning, and one response walks through the core once
+names that moved still import, with a warning, and one response walks downhill, entering each module once
 (tools/walk.py)."""
 
 from __future__ import annotations
 
 import shutil
+import types
 import warnings
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import observability
+from observability.exporters import _otel_spans
+from observability.exporters._otel_spans import OpenTelemetryTracingExporter
+from observability.langchain import peers
 from tools import check_imports, walk
 
 
@@ -28,6 +33,35 @@ def test_one_response_walks_through_the_core_once() -> None:
             and caller.startswith(("observability.core.", "observability.langchain.handler"))]
     assert core == [("langchain.handler", "core.score"), ("core.score", "core.extract"), ("core.score", "core.text"),
                     ("core.score", "core.fields")]
+
+
+def test_one_json_answer_enters_each_module_once_and_never_climbs() -> None:
+    walk = walk.walk_on_llm_end()
+    callees = [callee for _, callee in walk.stops]
+    assert walk.climbs == 0, walk.stops
+    assert walk.reentries == 0, walk.stops
+    assert len(callees) == len(set(callees)), walk.stops
+    # the stages, in the order the data goes: read, score, export
+    for earlier, later in [("observability.langchain.payload", "observability.core.score"),
+                           ("observability.core.score", "observability.exporters._otel_spans"),
+                           ("observability.exporters._otel_spans", "observability.exporters._prometheus")]:
+        assert callees.index(earlier) < callees.index(later)
+
+
+def test_the_walk_sees_an_exporter_that_calls_back_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The check can fail: an exporter that asks the LangChain layer for peers at export time climbs.
+    export, find_records = OpenTelemetryTracingExporter.export, peers.find_records
+
+    def climbing_export(self: OpenTelemetryTracingExporter, records: Any) -> None:
+        find_records(records[0].start.run_id)
+        export(self, records)
+
+    # the function runs as the exporter module's own code (the walk tells modules by their globals)
+    as_exporter = types.FunctionType(climbing_export.__code__, vars(_otel_spans), "export", None,
+                                     climbing_export.__closure__)
+    monkeypatch.setattr(OpenTelemetryTracingExporter, "export", as_exporter)
+    walk = walk.walk_on_llm_end()
+    assert walk.climbs >= 1
 
 
 @pytest.fixture

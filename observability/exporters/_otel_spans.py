@@ -163,7 +163,8 @@ class OpenTelemetryTracingExporter:
 
     def _onto_peer_spans(self, records: Sequence[ResponseRecord]) -> bool:
         """Put the confidence on the peers' open spans of this run; False when ours is to be made."""
-        spans = _peer_spans.records_for(records[0].start.run_id).spans
+        peers = _peer_spans.RUN_PEERS.get()
+        spans = peers.spans if peers is not None and peers.run_id == records[0].start.run_id else []
         if not spans:  # no peer span, or a peer we no longer know (None)
             return self.peer_spans == "always"
         described = False

@@ -3,7 +3,7 @@ exported (their open LLM spans, their own run objects), and the exporters that w
 
 The exporters know their SDKs, not LangChain. The LangChain layer (``observability.langchain.peers``)
 finds a run's peer records once, when the run ends, and sets ``RUN_PEERS`` around the export
-call; exporters read it (``records_for``) and never call back up. ``connect`` (on import of the
+call; exporters read it (checking it is their run's) and never call back up. ``connect`` (on import of the
 LangChain layer) says how to start watching for peers, and ``add_run_exporter`` adds the exporter
 that annotates other tracers' own run records to ``default_exporters``.
 """
@@ -64,12 +64,6 @@ def run_exporters() -> list[Any]:
 
 def install() -> None:
     _install()
-
-
-def records_for(run_id: UUID) -> PeerRecords:
-    """This run's peer records, as the handler found them for the export under way (none outside it)."""
-    found = RUN_PEERS.get()
-    return found if found is not None and found.run_id == run_id else PeerRecords(run_id, spans=[])
 
 
 def log_once(key: str, message: str) -> None:

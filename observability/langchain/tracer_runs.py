@@ -92,7 +92,9 @@ class TracerRunsExporter:
     def export(self, records: Sequence[ResponseRecord]) -> None:
         if not records:
             return
-        found = _peer_spans.records_for(records[0].start.run_id)
+        found = _peer_spans.RUN_PEERS.get()  # set by the handler for this export (observability.langchain.peers)
+        if found is None or found.run_id != records[0].start.run_id:
+            return
         self.failures.update(found.failed)  # a tracer whose run could not be looked up (logged by peers)
         for peer, run in found.runs:
             try:
