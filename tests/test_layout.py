@@ -36,11 +36,11 @@ def test_one_response_walks_through_the_core_once() -> None:
 
 
 def test_one_json_answer_enters_each_module_once_and_never_climbs() -> None:
-    walk = walk.walk_on_llm_end()
-    callees = [callee for _, callee in walk.stops]
-    assert walk.climbs == 0, walk.stops
-    assert walk.reentries == 0, walk.stops
-    assert len(callees) == len(set(callees)), walk.stops
+    result = walk.walk_on_llm_end()
+    callees = [callee for _, callee in result.stops]
+    assert result.climbs == 0, result.stops
+    assert result.reentries == 0, result.stops
+    assert len(callees) == len(set(callees)), result.stops
     # the stages, in the order the data goes: read, score, export
     for earlier, later in [("observability.langchain.payload", "observability.core.score"),
                            ("observability.core.score", "observability.exporters._otel_spans"),
@@ -60,8 +60,8 @@ def test_the_walk_sees_an_exporter_that_calls_back_up(monkeypatch: pytest.Monkey
     as_exporter = types.FunctionType(climbing_export.__code__, vars(_otel_spans), "export", None,
                                      climbing_export.__closure__)
     monkeypatch.setattr(OpenTelemetryTracingExporter, "export", as_exporter)
-    walk = walk.walk_on_llm_end()
-    assert walk.climbs >= 1
+    result = walk.walk_on_llm_end()
+    assert result.climbs >= 1
 
 
 @pytest.fixture
