@@ -1,4 +1,4 @@
-"""Shared fixtures: the bundled real model behind llama.cpp's OpenAI-compatible server.
+"""Shared fixtures: the bundled real model behind llama.cpp's OpenAI-compatible server, and in-memory sinks.
 
 A real part that cannot start fails the tests that need it, with the reason: nothing skips.
 """
@@ -17,6 +17,8 @@ import pytest
 
 from observability.demo.model_server import MODEL_NAME, LocalModelServer
 from observability.demo.process import ManagedProcess
+from observability.langchain import peers
+from observability.testing import InMemoryTelemetry
 
 S = TypeVar("S", bound=ManagedProcess)
 
@@ -51,6 +53,15 @@ def model_threads() -> int:
     turns on a core)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     return max(1, (os.cpu_count() or 2) // workers)
+
+
+@pytest.fixture
+def telemetry() -> Iterator[InMemoryTelemetry]:
+    """In-memory OTel and Prometheus sinks; afterwards shut down, and the peer-tracer ordering undone."""
+    sinks = InMemoryTelemetry()
+    yield sinks
+    sinks.shutdown()
+    peers.uninstall()
 
 
 @pytest.fixture(scope="session")

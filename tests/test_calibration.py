@@ -10,7 +10,7 @@ import math
 import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from itertools import pairwise
 from pathlib import Path
 from typing import Any, cast
@@ -198,13 +198,6 @@ ANSWERS = [[-0.05, -0.1], [-0.4, -0.5], [-1.5, -2.0], [-0.2, -0.3]]
 """Token logprobs of four answers: sequence probabilities (exp of the mean) 0.93, 0.64, 0.17, 0.78,
 above, between and below the map's points."""
 POINTS = ((0.3, 0.05), (0.6, 0.5), (0.9, 0.97))
-
-
-@pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    sinks = InMemoryTelemetry()
-    yield sinks
-    sinks.shutdown()
 
 
 def answer_all(handler: ConfidenceCallbackHandler, answers: list[list[float]] = ANSWERS) -> list[ResponseRecord]:

@@ -3,20 +3,12 @@ stream that fails before its first chunk is marked too; a plain call is not mark
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from observability import ConfidenceCallbackHandler
 from observability.testing import FakeLogprobChatModel, FakeModelError, InMemoryTelemetry
-
-
-@pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    sinks = InMemoryTelemetry()
-    yield sinks
-    sinks.shutdown()
 
 
 def model_span(telemetry: InMemoryTelemetry) -> dict[str, Any]:

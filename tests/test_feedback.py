@@ -7,7 +7,6 @@ from __future__ import annotations
 import gc
 import math
 import tracemalloc
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -19,13 +18,6 @@ from observability.testing import FakeLogprobChatModel, InMemoryTelemetry
 
 # Three answers with sequence probabilities in three different buckets (computed in the test).
 ANSWERS = [[-0.05, -0.1], [-0.4, -0.5], [-1.5, -2.0]]
-
-
-@pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    sinks = InMemoryTelemetry()
-    yield sinks
-    sinks.shutdown()
 
 
 def answered(handler: ConfidenceCallbackHandler) -> list[ResponseRecord]:

@@ -30,13 +30,6 @@ FALLBACK = "I am not sure."
 
 
 @pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    sinks = InMemoryTelemetry()
-    yield sinks
-    sinks.shutdown()
-
-
-@pytest.fixture
 def primary(chat_model: Any) -> Any:
     return chat_model(logprobs=True, top_logprobs=3, max_tokens=16)
 

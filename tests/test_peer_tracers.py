@@ -35,13 +35,6 @@ PEER_SPAN_NAMES = {"openinference": "ChatOpenAI", "openllmetry": "ChatOpenAI.cha
 PEERS = list(PEER_SPAN_NAMES)
 
 
-@pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    sinks = InMemoryTelemetry()
-    yield sinks
-    sinks.shutdown()
-
-
 def instrumentor(peer: str) -> Any:
     if peer == "openinference":
         from openinference.instrumentation.langchain import LangChainInstrumentor

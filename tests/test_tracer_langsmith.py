@@ -19,7 +19,6 @@ import pytest
 from observability import ConfidenceCallbackHandler, ResponseRecord, observe_confidence
 from observability.demo.model_server import MODEL_NAME
 from observability.exporters._otel_spans import REPORT_FIELDS
-from observability.langchain import peers as _peers
 from observability.testing import InMemoryTelemetry
 from tests.conftest import raw_chat_completion
 from tests.tracer_support import QUESTION, Received, call, langsmith_endpoint
@@ -27,14 +26,6 @@ from tests.tracer_support import QUESTION, Received, call, langsmith_endpoint
 pytestmark = pytest.mark.real_model
 
 MAX_TOKENS = 8
-
-
-@pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    sinks = InMemoryTelemetry()
-    yield sinks
-    sinks.shutdown()
-    _peers.uninstall()
 
 
 def langsmith_client(url: str) -> Any:

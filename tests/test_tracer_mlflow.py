@@ -22,7 +22,6 @@ from observability import ConfidenceCallbackHandler, ResponseRecord, observe_con
 from observability.demo.model_server import MODEL_NAME
 from observability.exporters._otel_spans import HEADLINE_SCORES
 from observability.langchain import mlflow_runs
-from observability.langchain import peers as _peers
 from observability.testing import InMemoryTelemetry
 from tests.conftest import raw_chat_completion, running
 from tests.tracer_support import QUESTION, call, langsmith_endpoint
@@ -60,14 +59,6 @@ def experiment(mlflow_server: Any) -> str:
     import mlflow
 
     return str(mlflow.set_experiment(f"confidence-{uuid.uuid4().hex[:8]}").experiment_id)
-
-
-@pytest.fixture
-def telemetry() -> Iterator[InMemoryTelemetry]:
-    sinks = InMemoryTelemetry()
-    yield sinks
-    sinks.shutdown()
-    _peers.uninstall()
 
 
 def traces(experiment: str, count: int, assessments: int) -> list[Any]:
