@@ -187,7 +187,7 @@ def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenC
     module docstring gives it. Summed in token order (see ``TokenSums``), except entropy and
     negentropy of the usual tokens (5 alternatives, each of probability > 0): as H = ln(z / p_1) -
     (w / z - l_1), their entropies' sum is taken as ln(prod z / p_1) - sum(w / z - l_1), one ``log``
-    per response (the product folded before it overflows), and their negentropies' as their count
+    per block of 256 tokens (where the product cannot overflow), and their negentropies' as their count
     less that over ln 5. That differs from the per-token sum by rounding only; where it could differ
     by more than 1e-12 relative (a mean entropy or negentropy near 0, where the per-token clamps
     act) the response is read again with ``exact=True``, every token alone (docs/confidence.md,
@@ -196,7 +196,7 @@ def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenC
     This runs once per response on every model call (benchmarks/RESULTS.md), so it is inline: the
     clamps are written ``x = 0.0 if x < 0.0 else x`` (min/max without the call), each ``exp`` is
     taken once and reused for z, w and the margin."""
-    exp, log, log_k, tabled, log_5 = math.exp, math.log, _LOG_K, len(_LOG_K), _LOG_K[5]
+    exp, log, log_k, tabled, log_5, size = math.exp, math.log, _LOG_K, len(_LOG_K), _LOG_K[5], len
     fast_above = math.inf if exact else 0.0  # the least probability of a 5th alternative read the fast way
     logprobs: list[Any] = []
     add_logprob = logprobs.append
@@ -216,7 +216,7 @@ def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenC
                     raise _Defect
                 if not top:
                     bare += 1
-                elif len(top) == 5:  # the usual count: unrolled (each exp once, reused for z, w and the margin)
+                elif size(top) == 5:  # the usual count: unrolled (each exp once, reused for z, w and the margin)
                     a, b, c, d, e = top
                     # (one statement each: a five-name assignment builds and unpacks a tuple)
                     la = a["logprob"]
