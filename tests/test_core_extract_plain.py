@@ -179,3 +179,18 @@ def test_seeds_read_the_same_both_ways() -> None:
         same_report(score_confidence(tokens), score_confidence(expected))
         assert tokens._tokens is None
         assert repr(list(tokens)) == repr(expected) and tokens.skipped == skipped == 0
+
+
+def test_a_json_false_or_zero_int_best_alternative_among_five_is_left_out_as_the_general_reader_does() -> None:
+    # The inline pass checks a best logprob of 0 for JSON's `false` only where z >= 1 (issue 29);
+    # `false` and `0` are not logprobs, 0.0 is. 1,200 tokens: more than one 256-token block.
+    for best in (False, 0, 0.0):
+        five = (("a", -0.25), ("b", -1.5), ("c", -2.0), ("d", -3.0), ("e", -4.0))
+        entries: list[Entry] = [{"token": "a", "logprob": -0.25, "bytes": [97],
+                                 "top_logprobs": [{"token": t, "logprob": lp} for t, lp in five]} for _ in range(1200)]
+        entries[700]["top_logprobs"][0]["logprob"] = best
+        tokens = extract_token_logprobs({"content": entries, "refusal": None})
+        expected, skipped = general_reading(entries)
+        assert list(tokens) == expected and tokens.skipped == skipped
+        same_sums(tokens.columns.sums, token_columns(expected).sums)
+        same_report(score_confidence(tokens), score_confidence(TokenLogprobs(expected, skipped)))

@@ -187,7 +187,7 @@ def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenC
     module docstring gives it. Summed in token order (see ``TokenSums``), except entropy and
     negentropy of the usual tokens (5 alternatives, each of probability > 0): as H = ln(z / p_1) -
     (w / z - l_1), their entropies' sum is taken as ln(prod z / p_1) - sum(w / z - l_1), one ``log``
-    per response (the product folded before it overflows), and their negentropies' as their count
+    per block of 256 tokens (where the product cannot overflow), and their negentropies' as their count
     less that over ln 5. That differs from the per-token sum by rounding only; where it could differ
     by more than 1e-12 relative (a mean entropy or negentropy near 0, where the per-token clamps
     act) the response is read again with ``exact=True``, every token alone (docs/confidence.md,
@@ -196,7 +196,7 @@ def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenC
     This runs once per response on every model call (benchmarks/RESULTS.md), so it is inline: the
     clamps are written ``x = 0.0 if x < 0.0 else x`` (min/max without the call), each ``exp`` is
     taken once and reused for z, w and the margin."""
-    exp, log, log_k, tabled, log_5, fold = math.exp, math.log, _LOG_K, len(_LOG_K), _LOG_K[5], _FOLD
+    exp, log, log_k, tabled, log_5, size = math.exp, math.log, _LOG_K, len(_LOG_K), _LOG_K[5], len
     fast_above = math.inf if exact else 0.0  # the least probability of a 5th alternative read the fast way
     logprobs: list[Any] = []
     add_logprob = logprobs.append
@@ -205,93 +205,110 @@ def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenC
     product = 1.0
     entropy_n = negentropy_n = 0
     defects: dict[int, dict[str, Any] | tuple[TokenLogprob, list[dict[str, Any]]] | None] = {}
-    for entry in entries:
-        try:
-            lp = entry["logprob"]
-            top = entry["top_logprobs"]
-            if not lp <= 0.0:  # NaN, positive (maybe noise to read as 0), None: cleaned below
-                raise _Defect
-            if not top:
-                bare += 1
-            elif len(top) == 5:  # the usual count: unrolled (each exp once, reused for z, w and the margin)
-                a, b, c, d, e = top
-                la, lb, lc, ld, le = a["logprob"], b["logprob"], c["logprob"], d["logprob"], e["logprob"]
-                # best first, none above 0, no NaN; a logprob of 0 may be JSON's `false`: check it
-                if not 0.0 >= la >= lb >= lc >= ld >= le or (not la and type(la) is not float):
+    # In blocks of _BLOCK tokens: the product of z / p_1 (each at most 5) cannot overflow within one,
+    # so its log is taken once a block instead of a check per token.
+    for block in range(0, len(entries), _BLOCK):
+        for entry in entries[block:block + _BLOCK]:
+            try:
+                lp = entry["logprob"]
+                top = entry["top_logprobs"]
+                if not lp <= 0.0:  # NaN, positive (maybe noise to read as 0), None: cleaned below
                     raise _Defect
-                p1, p2, pc, pd, pe = exp(la), exp(lb), exp(lc), exp(ld), exp(le)
-                z = p1 + p2 + pc + pd + pe
-                margin_sum += p1 - p2
-                mass_sum += 1.0 if z > 1.0 else z
-                if pe > fast_above:  # H = ln(z / p_1) - (w / z - l_1), summed apart (see above)
-                    ratio_sum += (p1 * la + p2 * lb + pc * lc + pd * ld + pe * le) / z - la
-                    product *= z / p1
-                    if product > fold:
-                        log_product += log(product)
-                        product = 1.0
+                if not top:
+                    bare += 1
+                elif size(top) == 5:  # the usual count: unrolled (each exp once, reused for z, w and the margin)
+                    a, b, c, d, e = top
+                    # (one statement each: a five-name assignment builds and unpacks a tuple)
+                    la = a["logprob"]
+                    lb = b["logprob"]
+                    lc = c["logprob"]
+                    ld = d["logprob"]
+                    le = e["logprob"]
+                    # best first, none above 0, no NaN (a logprob of 0 is checked where z >= 1, below)
+                    if not 0.0 >= la >= lb >= lc >= ld >= le:
+                        raise _Defect
+                    p1 = exp(la)
+                    p2 = exp(lb)
+                    pc = exp(lc)
+                    pd = exp(ld)
+                    pe = exp(le)
+                    z = p1 + p2 + pc + pd + pe
+                    if z >= 1.0:  # (so l_1 may be 0: JSON's `false` is not a logprob)
+                        if not la and type(la) is not float:
+                            raise _Defect
+                        mass_sum += 1.0
+                    else:
+                        mass_sum += z
+                    margin_sum += p1 - p2
+                    if pe > fast_above:  # H = ln(z / p_1) - (w / z - l_1), summed apart (see above)
+                        ratio_sum += (p1 * la + p2 * lb + pc * lc + pd * ld + pe * le) / z - la
+                        product *= z / p1
+                    else:
+                        # (an alternative of probability 0 adds nothing: its ln is -inf, 0 * -inf is NaN)
+                        weighted = p1 * la + p2 * lb + pc * lc + pd * ld + pe * le if pe else _weighted(top)
+                        # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z, at least 0
+                        entropy = log(z) - weighted / z if z > 0.0 else 0.0
+                        if entropy < 0.0:
+                            entropy = 0.0
+                        entropy_sum += entropy
+                        # 1 - H / ln k, clamped to [0, 1] (H >= 0 already)
+                        negentropy_sum += 1.0 - entropy / log_5 if entropy < log_5 else 0.0
+                        entropy_n += 1
+                        negentropy_n += 1
                 else:
-                    # (an alternative of probability 0 adds nothing: its ln is -inf, 0 * -inf is NaN)
-                    weighted = p1 * la + p2 * lb + pc * lc + pd * ld + pe * le if pe else _weighted(top)
-                    # H = -sum (p/z) ln(p/z) = ln z - (sum p ln p) / z, at least 0
+                    k = len(top)
+                    z = weighted = previous = 0.0
+                    for alternative in top:
+                        alp = alternative["logprob"]
+                        if not alp <= previous or (not alp and type(alp) is not float):  # out of order, NaN, ...
+                            raise _Defect
+                        previous = alp
+                        p = exp(alp)
+                        z += p
+                        if p:
+                            weighted += p * alp
                     entropy = log(z) - weighted / z if z > 0.0 else 0.0
                     if entropy < 0.0:
                         entropy = 0.0
                     entropy_sum += entropy
-                    # 1 - H / ln k, clamped to [0, 1] (H >= 0 already)
-                    negentropy_sum += 1.0 - entropy / log_5 if entropy < log_5 else 0.0
                     entropy_n += 1
-                    negentropy_n += 1
-            else:
-                k = len(top)
-                z = weighted = previous = 0.0
-                for alternative in top:
-                    alp = alternative["logprob"]
-                    if not alp <= previous or (not alp and type(alp) is not float):  # out of order, NaN, ...
-                        raise _Defect
-                    previous = alp
-                    p = exp(alp)
-                    z += p
-                    if p:
-                        weighted += p * alp
-                entropy = log(z) - weighted / z if z > 0.0 else 0.0
-                if entropy < 0.0:
-                    entropy = 0.0
-                entropy_sum += entropy
-                entropy_n += 1
-                mass_sum += 1.0 if z > 1.0 else z
-                if k >= 2:
-                    log_of_k = log_k[k] if k < tabled else log(k)
-                    negentropy_sum += 1.0 - entropy / log_of_k if entropy < log_of_k else 0.0
-                    negentropy_n += 1
-                    margin_sum += exp(top[0]["logprob"]) - exp(top[1]["logprob"])
-            add_logprob(lp)
-        except Exception:
-            position = len(logprobs) + left_out  # (each entry before it added a logprob or was left out)
-            cleaned = _cleaned(entry)
-            if cleaned is None:
-                defects[position] = None
-                left_out += 1
-                continue
-            if isinstance(cleaned, TokenLogprob):  # a NaN or clearly positive logprob: kept, not scored
-                skipped += 1
-                add_logprob(cleaned.logprob)
-                defects[position] = (cleaned, _kept(cleaned.top_logprobs))
-                continue
-            defects[position] = cleaned
-            if type(entry) is dict and entry.get("_cleaned") is _CLEANED:
-                raise  # a cleaned entry the inline reading refused: a bug here, never a loop
-            _, _, (lp_1,), one, _ = read_columns([cleaned], exact=True)[0]
-            add_logprob(lp_1)
-            entropy_sum += one.entropy_sum
-            mass_sum += one.mass_sum
-            entropy_n += one.entropy_n
-            bare += 1 - one.entropy_n
-            negentropy_sum += one.negentropy_sum
-            margin_sum += one.margin_sum
-            negentropy_n += one.negentropy_n
+                    mass_sum += 1.0 if z > 1.0 else z
+                    if k >= 2:
+                        log_of_k = log_k[k] if k < tabled else log(k)
+                        negentropy_sum += 1.0 - entropy / log_of_k if entropy < log_of_k else 0.0
+                        negentropy_n += 1
+                        margin_sum += exp(top[0]["logprob"]) - exp(top[1]["logprob"])
+                add_logprob(lp)
+            except Exception:
+                position = len(logprobs) + left_out  # (each entry before it added a logprob or was left out)
+                cleaned = _cleaned(entry)
+                if cleaned is None:
+                    defects[position] = None
+                    left_out += 1
+                    continue
+                if isinstance(cleaned, TokenLogprob):  # a NaN or clearly positive logprob: kept, not scored
+                    skipped += 1
+                    add_logprob(cleaned.logprob)
+                    defects[position] = (cleaned, _kept(cleaned.top_logprobs))
+                    continue
+                defects[position] = cleaned
+                if type(entry) is dict and entry.get("_cleaned") is _CLEANED:
+                    raise  # a cleaned entry the inline reading refused: a bug here, never a loop
+                _, _, (lp_1,), one, _ = read_columns([cleaned], exact=True)[0]
+                add_logprob(lp_1)
+                entropy_sum += one.entropy_sum
+                mass_sum += one.mass_sum
+                entropy_n += one.entropy_n
+                bare += 1 - one.entropy_n
+                negentropy_sum += one.negentropy_sum
+                margin_sum += one.margin_sum
+                negentropy_n += one.negentropy_n
+        log_product += log(product)
+        product = 1.0
+
     fast = len(logprobs) - skipped - bare - entropy_n  # the tokens read the fast way
     if fast:
-        entropy = log_product + log(product) - ratio_sum
+        entropy = log_product - ratio_sum
         negentropy = fast - entropy / log_5
         if not (entropy > _TRUSTED * fast and negentropy > _TRUSTED * fast):
             return read_columns(entries, exact=True)  # near 0: rounding and the per-token clamps matter
@@ -300,7 +317,7 @@ def read_columns(entries: Sequence[Any], *, exact: bool = False) -> tuple[TokenC
         entropy_n += fast
         negentropy_n += fast
     read = _texts_and_pieces(entries, defects) if entries else ([], [], [])
-    if read is None or not _FLOAT.issuperset(map(type, logprobs)):
+    if read is None or list(map(type, logprobs)).count(float) != len(logprobs):  # (cheaper than a set of types)
         # An int or bool logprob or an entry that is not a dict, read inline: read every entry
         # cleaned instead (rare, so the common pass checks types once, here, not per token).
         tokens = [entry if isinstance(entry, TokenLogprob) else _read_entry(entry) for entry in entries]
@@ -327,7 +344,7 @@ def _texts_and_pieces(entries: Sequence[Any], defects: dict[int, Any]) -> tuple[
     NaN token with its cleaned alternatives). None when an entry read inline is not a dict (another
     mapping, an object with items): the caller reads it again."""
     if not defects:  # read when used (``EntryColumn``): a column nobody reads costs nothing
-        if set(map(type, entries)) != _DICT:
+        if list(map(type, entries)).count(dict) != len(entries):
             return None
         return (EntryColumn(entries, "token", strings=True), EntryColumn(entries, "bytes"),  # type: ignore[return-value]
                 EntryColumn(entries, "top_logprobs"))
@@ -417,8 +434,9 @@ def _weighted(top: list[Any]) -> float:
     return weighted
 
 
-_FOLD = 1e280
-"""``read_columns`` takes the log of its product of z / p_1 (each in [1, 5]) before it passes this."""
+_BLOCK = 256
+"""``read_columns`` takes the log of its product of z / p_1 (each in [1, 5]) every this many tokens:
+5 ** 256 is about 1e179, far from overflow."""
 _TRUSTED = 1e-3
 """``read_columns`` trusts its fast sums of entropy and of negentropy when their mean per token is
 above this: both terms, ln(prod z / p_1) and -sum(w / z - l_1), are >= 0 (no cancellation), so the
@@ -439,8 +457,6 @@ def _read_entry(entry: Any) -> TokenLogprob | None:
         return None
 
 
-_FLOAT = {float}
-_DICT = {dict}
 
 
 def _entry(entry: Any) -> TokenLogprob | None:

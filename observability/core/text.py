@@ -10,8 +10,9 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Sequence
-from itertools import accumulate, chain, repeat
-from operator import sub
+from functools import reduce
+from itertools import accumulate, repeat
+from operator import iadd, sub
 from typing import Any
 
 from observability.core.types import TokenColumns, TokenLogprob, token_columns
@@ -95,7 +96,8 @@ class Located:
     def __init__(self, columns: TokenColumns) -> None:
         pieces: Sequence[Any] = columns.pieces
         try:  # TypeError / ValueError: a None or malformed piece, read as ``_piece`` reads it
-            whole = bytes(chain.from_iterable(pieces))
+            # (each piece's ints copied onto one list, then to bytes: faster than chain's per-int step)
+            whole = bytes(reduce(iadd, pieces, []))
         except (TypeError, ValueError):
             pieces = list(map(_piece, pieces, columns.texts))
             whole = b"".join(pieces)
