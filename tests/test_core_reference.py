@@ -205,3 +205,22 @@ def test_the_one_log_entropy_equals_the_per_token_sums_at_the_edges(top: list[fl
 def test_the_one_log_entropy_equals_the_per_token_sums_on_long_answers(tops: list[list[float]], chosen: int) -> None:
     entries = [entry for top in tops for entry in five_alternatives(sorted(top, reverse=True), 1, chosen)]
     same_figures(entries)
+
+
+@pytest.mark.parametrize("piece", ["", {}, "ab", None, 5, [300], b"", [0x80]])
+def test_a_token_whose_bytes_are_not_a_list_of_ints_is_located_as_the_general_reader_reads_it(piece: Any) -> None:
+    """The columns' one-join of the pieces takes JSON's lists of ints only: an empty string (or
+    dict) passes for no bytes there, where the reader takes the token's text, and a lone
+    continuation byte sends the text down the token-by-token decoding. Found by test_fuzz: a
+    TypeError inside on_llm_end for ``{"bytes": ""}`` beside ``{"bytes": [0x80]}``."""
+    entries: list[dict[str, Any]] = [
+        {"token": "서울", "bytes": list("서울".encode()), "logprob": -0.1, "top_logprobs": []},
+        {"token": "ab", "bytes": piece, "logprob": -0.2, "top_logprobs": []},
+        {"token": "\ufffd", "bytes": [0x80], "logprob": -0.3, "top_logprobs": []},
+        {"token": " 수도", "bytes": list(" 수도".encode()), "logprob": -5.0, "top_logprobs": []},
+    ]
+    general = [token for token in map(_entry, entries) if token is not None]
+    got = score_confidence(extract_token_logprobs(entries))
+    want = score_confidence(general)
+    assert repr(got) == repr(want)
+    assert [(s.start, s.end) for s in got.low_confidence_spans] == [(s.start, s.end) for s in want.low_confidence_spans]

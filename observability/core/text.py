@@ -10,6 +10,7 @@ from __future__ import annotations
 import codecs
 import re
 from collections.abc import Sequence
+from contextlib import suppress
 from functools import reduce
 from itertools import accumulate, repeat
 from operator import iadd, sub
@@ -95,10 +96,15 @@ class Located:
 
     def __init__(self, columns: TokenColumns) -> None:
         pieces: Sequence[Any] = columns.pieces
-        try:  # TypeError / ValueError: a None or malformed piece, read as ``_piece`` reads it
-            # (each piece's ints copied onto one list, then to bytes: faster than chain's per-int step)
-            whole = bytes(reduce(iadd, pieces, []))
-        except (TypeError, ValueError):
+        whole = None
+        # JSON's lists of ints, each piece's ints copied onto one list, then to bytes (faster than
+        # chain's per-int step); anything else (None, bytes, a string, a malformed list) is read as
+        # ``_piece`` reads it. (The type count comes first: ``+=`` takes any iterable, and an empty
+        # string would pass for no bytes where the reader takes the token's text.)
+        if list(map(type, pieces)).count(list) == len(pieces):
+            with suppress(TypeError, ValueError):  # an int out of range
+                whole = bytes(reduce(iadd, pieces, []))
+        if whole is None:
             pieces = list(map(_piece, pieces, columns.texts))
             whole = b"".join(pieces)
         self._byte_ends = list(accumulate(map(len, pieces)))
