@@ -189,3 +189,35 @@ def test_english_seed_stream_snapshot() -> None:
     assert [t.token for t in tokens] == ["As", " an", " AI", ","]
     assert [t.logprob for t in tokens] == [-1.7523563, -0.019908238, -0.0093033705, -0.08852102]
     assert all(t.top_logprobs == () for t in tokens)
+
+
+def _chunk(text: str, lp: float) -> dict[str, Any]:
+    return {"content": [{"token": text, "bytes": list(text.encode()), "logprob": lp, "top_logprobs": []}],
+            "refusal": None}
+
+
+CHUNKS = [_chunk(word, -0.1 * (i + 1)) for i, word in enumerate(["The", " capital", " is", " Canberra"])]
+ALL = [entry for chunk in CHUNKS for entry in chunk["content"]]
+
+
+@pytest.mark.parametrize(("end", "streamed", "expected"), [
+    ({"content": ALL}, CHUNKS, ALL),  # a plain stream: the end event holds every chunk's entries
+    ({"content": ALL[-1:]}, CHUNKS, ALL),  # v3 events: the end keeps only the last chunk's
+    ({"content": ALL[:2]}, CHUNKS, ALL),  # a partial result that misses the last chunks
+    ({"content": ALL[1:3]}, CHUNKS, ALL[1:3]),  # neither beginning nor end: the end event wins
+    ({"content": ALL + ALL[:1]}, CHUNKS, ALL + ALL[:1]),  # the end holds more: it wins
+    (None, CHUNKS, ALL),  # no end payload (an error): the chunks
+    ({"content": ALL[:2]}, [*CHUNKS[:3], ALL[3:]], ALL),  # a bare list among the chunks
+    # a chunk of the legacy shape holds no entries
+    ({"content": ALL[:2]}, [*CHUNKS[:3], {**CHUNKS[3], "token_logprobs": []}], ALL[:3]),
+    ({"content": ALL[:2]}, [*CHUNKS[:3], {"content": "junk"}], ALL[:3]),
+])
+def test_a_stream_reads_the_longer_of_its_chunks_and_its_end_event_when_they_agree(
+        end: Any, streamed: list[Any], expected: list[dict[str, Any]]) -> None:
+    """``extract_response``'s reconciling rule, on each shape the chunks can take: the chunks' entries
+    are counted in C when every chunk is a chat dict, else joined and compared one by one."""
+    from observability.core.extract import extract_response
+
+    tokens = extract_response(end, streamed)
+    assert tokens is not None
+    assert [t.logprob for t in tokens] == [entry["logprob"] for entry in expected]
