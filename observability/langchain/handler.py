@@ -220,10 +220,12 @@ class ConfidenceCallbackHandler(BaseCallbackHandler):
         # run is reused when LangChain passes the very same UUID object, as it does for each chunk.
         try:
             last = self._last  # one read: another thread may replace it meanwhile
-            run = last[1] if last[0] is run_id else self._runs.get(run_id)
-            if run is None:
-                return
-            self._last = (run_id, run)
+            run = last[1] if last[0] is run_id else None
+            if run is None:  # another run's chunk, or this run's first: found once, then remembered
+                run = self._runs.get(run_id)
+                if run is None:
+                    return
+                self._last = (run_id, run)
             if run.first_token_ns is None:  # until the first token: its time, the provider's id
                 if token:
                     run.first_token_ns = time.monotonic_ns()
