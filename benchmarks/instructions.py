@@ -12,8 +12,10 @@ with no handler, the no-op handler and ours with the default exporters.
 Workload 1's count is steadier than its time but not fixed: the same code gave +8.3 to +11.3
 points above the no-op handler across environments and processes (a second copy of the package
 loaded beside it, the benchmark environment's extra packages), and ±0.3 between two identical
-runs (the span exporter's batch thread). What the process holds changes when the garbage
-collector's older generations run inside a stream, each ≈ 10 points; that is the first suspect.
+runs (the span exporter's batch thread). The garbage collector is most of it: with collection
+off inside each stream (collected before it) the same two environments gave +9.5 and +9.8:
+whether an older generation's collection falls inside one configuration's stream depends on
+everything the process allocated before it.
 
 Instructions are not time (a float allocation and a dict lookup cost different cycles per
 instruction), so these ratios sit near, not on, the timed ones; they are for telling whether a
