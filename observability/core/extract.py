@@ -118,8 +118,8 @@ def _entry_list(payload: object) -> list[Any] | None:
 def _chat_lists(payloads: Sequence[object]) -> list[Any] | None:
     """Each payload's entry list, read in C when every payload is a chat-shaped dict (as each chunk
     of an OpenAI stream carries: ``{"content": [entry], "refusal": None}``); None otherwise. So a
-    plain stream's chunks are counted, not joined, before its end event is read (two thousand
-    chunks: a tenth of a millisecond instead of half of one)."""
+    plain stream's chunks are counted, not joined, before its end event is read (for two thousand
+    chunks, about a quarter of what joining them costs)."""
     if list(map(type, payloads)).count(dict) != len(payloads):
         return None
     lists = list(map(dict.get, payloads, repeat("content")))  # type: ignore[arg-type]
